@@ -1,0 +1,329 @@
+"""The contract every skrec estimator shares.
+
+:class:`BaseRecommender` holds the one fit-time validation, the one fold-in ranking path
+(batched scoring, seen-item filtering, popularity for cold users, ``torch.topk``), the default
+score (NDCG@k), scikit-learn tags and CPU-safe pickling. An estimator implements only
+
+* ``_fit(X, y)`` -- learn from validated CSR matrices (``y`` is ``None`` or held-out items);
+* ``_score_batch(X)`` -- return a ``(n_rows, n_items)`` float tensor of scores for a CSR
+  batch of users (any device); higher is better.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ._validation import check_interactions, check_k, check_targets
+
+__all__ = ["BaseRecommender", "rank_top_k"]
+
+#: Upper bound on the number of score cells materialised at once by the ranking path.
+_MAX_SCORE_CELLS = 1 << 24
+
+
+def _default_batch_size(n_items: int) -> int:
+    return max(1, _MAX_SCORE_CELLS // max(n_items, 1))
+
+
+def rank_top_k(
+    scores: torch.Tensor,
+    X: sp.csr_matrix,
+    k: int,
+    *,
+    filter_seen: bool = True,
+    candidates: torch.Tensor | None = None,
+    cold_scores: torch.Tensor | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` items of a batch of score rows: the one ranking path of skrec.
+
+    Parameters
+    ----------
+    scores : torch.Tensor of shape (n_rows, n_items)
+        Scores of one batch of users; modified in place.
+    X : scipy.sparse.csr_matrix of shape (n_rows, n_items)
+        The same users' interactions (seen items, and which rows are cold).
+    k : int
+        Number of items to return per user.
+    filter_seen : bool, default=True
+        Exclude items the user already interacted with.
+    candidates : torch.Tensor of shape (n_items,), dtype bool, default=None
+        Items allowed in the result; ``None`` allows all.
+    cold_scores : torch.Tensor of shape (n_items,), default=None
+        Scores used for users with an empty row (popularity), if given.
+
+    Returns
+    -------
+    ids : ndarray of shape (n_rows, k), dtype int64
+        Item indices, best first, ``-1`` where fewer than ``k`` candidates remain.
+    item_scores : ndarray of shape (n_rows, k), dtype float32
+        Their scores, ``-inf`` for padding.
+    """
+    n_rows, n_items = scores.shape
+    device = scores.device
+    counts = np.diff(X.indptr)
+    if cold_scores is not None:
+        cold = np.flatnonzero(counts == 0)
+        if cold.size:
+            scores[torch.as_tensor(cold, device=device)] = cold_scores.to(scores.dtype)
+    neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=device)
+    if candidates is not None:
+        scores.masked_fill_(~candidates.to(device), neg_inf)
+    if filter_seen and X.nnz:
+        rows = np.repeat(np.arange(n_rows), counts)
+        scores.index_put_(
+            (torch.as_tensor(rows, device=device), torch.as_tensor(X.indices, device=device)),
+            neg_inf,
+        )
+    k_eff = min(k, n_items)
+    top_scores, top_ids = torch.topk(scores, k_eff, dim=1, largest=True, sorted=True)
+    top_ids = torch.where(torch.isneginf(top_scores), torch.full_like(top_ids, -1), top_ids)
+    ids = top_ids.cpu().numpy().astype(np.int64, copy=False)
+    vals = top_scores.float().cpu().numpy()
+    if k_eff < k:
+        pad = k - k_eff
+        ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        vals = np.pad(vals, ((0, 0), (0, pad)), constant_values=-np.inf)
+    return ids, vals
+
+
+class BaseRecommender(BaseEstimator):
+    """Base class for skrec recommenders (not meant to be used directly).
+
+    Rows of ``X`` are users (samples), columns are items (features). A stored value > 0 is an
+    interaction; sequence models also read the order from the values (larger = later).
+    Every method reads a user's state from its row of ``X`` (fold-in), so users unseen at fit
+    time are served without retraining.
+    """
+
+    # ------------------------------------------------------------------ sklearn plumbing
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.positive_only = True
+        tags.target_tags.required = False
+        tags.requires_fit = True
+        return tags
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "n_features_in_")
+
+    # ------------------------------------------------------------------ validation
+    def _validate_fit_data(self, X, y=None) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
+        X = check_interactions(X)
+        if y is not None:
+            y = check_targets(y, n_rows=X.shape[0], n_items=X.shape[1])
+        return X, y
+
+    def _validate_X(self, X) -> sp.csr_matrix:
+        check_is_fitted(self)
+        return check_interactions(X, n_items=self.n_features_in_)
+
+    def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
+        """Record what every recommender learns: the catalogue size and item popularity."""
+        self.n_features_in_ = X.shape[1]
+        pop = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+        if y is not None:
+            pop += np.bincount(y.indices, minlength=X.shape[1])
+        self.item_popularity_ = pop
+
+    # ------------------------------------------------------------------ fitting
+    def fit(self, X, y=None):
+        """Fit the recommender on user x item interactions.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_users, n_items)
+            Interactions; a stored value > 0 is an interaction (and its order for sequence
+            models: larger = later). Never modified.
+        y : {sparse matrix, array-like} of shape (n_users, n_items) or (n_users,), default=None
+            Held-out items of the same users (for example from
+            :func:`skrec.model_selection.leave_last_out_split`); when given, training uses the
+            union, i.e. each training user's whole history, with ``y``'s items after ``X``'s.
+
+        Returns
+        -------
+        self : object
+            The fitted recommender.
+        """
+        X, y = self._validate_fit_data(X, y)
+        self._set_fit_state(X, y)
+        self._fit(X, y)
+        return self
+
+    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ ranking
+    def _cold_scores(self) -> torch.Tensor:
+        """Scores for users with an empty row: ``n_items - popularity rank`` (ties by index)."""
+        order = np.argsort(-self.item_popularity_, kind="stable")
+        scores = np.empty(order.size, dtype=np.float32)
+        scores[order] = np.arange(order.size, 0, -1, dtype=np.float32)
+        return torch.from_numpy(scores)
+
+    def _iter_batches(self, n_rows: int, batch_size: int | None):
+        bs = batch_size or _default_batch_size(self.n_features_in_)
+        for start in range(0, n_rows, bs):
+            yield start, min(start + bs, n_rows)
+
+    def recommend(
+        self,
+        X,
+        k: int = 10,
+        *,
+        filter_seen: bool = True,
+        items=None,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Recommend the top ``k`` items for each user (row) of ``X``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_users, n_items)
+            The users' interactions (fold-in: any users, seen at fit time or not).
+            Users with an empty row get the most popular items.
+        k : int, default=10
+            Number of items per user.
+        filter_seen : bool, default=True
+            Exclude the items in each user's row.
+        items : array-like of int or bool mask, default=None
+            Restrict the recommendations to these item indices (or a boolean mask of length
+            n_items).
+        batch_size : int, default=None
+            Users scored at once; by default chosen so that a batch of scores stays small.
+
+        Returns
+        -------
+        ids : ndarray of shape (n_users, k), dtype int64
+            Item indices, best first, padded with ``-1`` when fewer than ``k`` candidates.
+        scores : ndarray of shape (n_users, k), dtype float32
+            Their scores (``-inf`` for padding).
+        """
+        k = check_k(k)
+        X = self._validate_X(X)
+        candidates = self._candidate_mask(items)
+        cold = self._cold_scores()
+        ids = np.empty((X.shape[0], k), dtype=np.int64)
+        scores = np.empty((X.shape[0], k), dtype=np.float32)
+        for start, stop in self._iter_batches(X.shape[0], batch_size):
+            Xb = X[start:stop]
+            s = self._score_batch(Xb).float()
+            ids[start:stop], scores[start:stop] = rank_top_k(
+                s, Xb, k, filter_seen=filter_seen, candidates=candidates, cold_scores=cold
+            )
+        return ids, scores
+
+    def _candidate_mask(self, items) -> torch.Tensor | None:
+        if items is None:
+            return None
+        arr = np.asarray(items)
+        n_items = self.n_features_in_
+        if arr.dtype == bool:
+            if arr.shape != (n_items,):
+                raise ValueError(f"items as a boolean mask must have shape ({n_items},).")
+            return torch.as_tensor(arr)
+        if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError("items must be a 1-D array of item indices or a boolean mask.")
+        if arr.size and (arr.min() < 0 or arr.max() >= n_items):
+            raise ValueError(f"items holds indices outside [0, {n_items}).")
+        mask = np.zeros(n_items, dtype=bool)
+        mask[arr] = True
+        return torch.as_tensor(mask)
+
+    def predict(self, X, k: int = 10, *, filter_seen: bool = True) -> np.ndarray:
+        """Top-``k`` item indices for each user (row) of ``X``, best first.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_users, n_items)
+            The users' interactions (fold-in).
+        k : int, default=10
+            Number of items per user.
+        filter_seen : bool, default=True
+            Exclude the items in each user's row.
+
+        Returns
+        -------
+        ids : ndarray of shape (n_users, k), dtype int64
+            Item indices, padded with ``-1`` when fewer than ``k`` candidates remain.
+        """
+        return self.recommend(X, k, filter_seen=filter_seen)[0]
+
+    def predict_scores(self, X, *, filter_seen: bool = False, batch_size: int | None = None):
+        """Full score matrix: one score per user and item (for advanced use).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_users, n_items)
+            The users' interactions (fold-in).
+        filter_seen : bool, default=False
+            Set the scores of already-seen items to ``-inf``.
+        batch_size : int, default=None
+            Users scored at once.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_users, n_items), dtype float32
+            Higher is better. Cold users (empty rows) get popularity scores.
+        """
+        X = self._validate_X(X)
+        out = np.empty(X.shape, dtype=np.float32)
+        cold_scores = self._cold_scores()
+        for start, stop in self._iter_batches(X.shape[0], batch_size):
+            Xb = X[start:stop]
+            s = self._score_batch(Xb).float()
+            cold = np.flatnonzero(np.diff(Xb.indptr) == 0)
+            if cold.size:
+                s[torch.as_tensor(cold, device=s.device)] = cold_scores.to(s.device)
+            if filter_seen and Xb.nnz:
+                rows = np.repeat(np.arange(Xb.shape[0]), np.diff(Xb.indptr))
+                s[torch.as_tensor(rows), torch.as_tensor(Xb.indices)] = float("-inf")
+            out[start:stop] = s.cpu().numpy()
+        return out
+
+    def score(self, X, y, k: int = 10) -> float:
+        """NDCG@k of the recommendations from ``X`` against the held-out items ``y``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_users, n_items)
+            The users' known interactions (already-seen items are not recommended).
+        y : {sparse matrix, array-like} of shape (n_users, n_items) or (n_users,)
+            Held-out items: a matrix (values > 0 are relevant) or one item index per user.
+        k : int, default=10
+            Cut-off.
+
+        Returns
+        -------
+        ndcg : float
+            Mean NDCG@k over users with at least one held-out item.
+        """
+        from .metrics import ndcg_at_k
+
+        X = self._validate_X(X)
+        y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
+        return float(ndcg_at_k(y, self.predict(X, k), k=k))
+
+    # ------------------------------------------------------------------ persistence
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = dict(state)
+        for key, value in list(state.items()):
+            if isinstance(value, torch.nn.Module):
+                module = copy.deepcopy(value).to("cpu")
+                state[key] = module
+            elif isinstance(value, torch.Tensor):
+                state[key] = value.detach().to("cpu")
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)

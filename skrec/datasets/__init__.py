@@ -1,0 +1,22 @@
+"""Data sets: a synthetic generator with planted structure, and MovieLens loaders.
+
+- :func:`make_interactions` generates user histories with planted topic (co-occurrence) and
+  sequential structure: no download, the default for the quickstart and the tests.
+- :func:`load_movielens` reads the official MovieLens 100K / 1M files or archives.
+- :func:`fetch_movielens` downloads the official archive once (checked by SHA-256), caches it
+  in :func:`get_data_home`, and loads it.
+
+Every loader returns matrices in skrec's layout: ``scipy.sparse.csr_matrix`` user x item,
+values > 0 giving the order of each interaction (larger = later).
+"""
+
+from ._movielens import MOVIELENS_ARCHIVES, fetch_movielens, get_data_home, load_movielens
+from ._synthetic import make_interactions
+
+__all__ = [
+    "MOVIELENS_ARCHIVES",
+    "fetch_movielens",
+    "get_data_home",
+    "load_movielens",
+    "make_interactions",
+]

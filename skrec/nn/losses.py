@@ -1,0 +1,167 @@
+"""Next-item losses over a catalogue: full softmax (chunked), sampled softmax, gBCE.
+
+Every loss takes query vectors ``hidden`` (N, d), output item embeddings ``weight`` (n, d) and
+biases ``bias`` (n,), and integer ``targets`` (N,) in ``[0, n)``, and returns the **sum** over
+the N targets as an fp32 scalar (the trainer divides by the number of targets in the
+accumulation window). Logits are upcast to fp32 before any softmax.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["softmax_cross_entropy", "sampled_softmax_loss", "gbce_loss"]
+
+
+def _chunk_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, t: torch.Tensor):
+    logits = (h @ weight.t()).float() + bias.float()
+    return F.cross_entropy(logits, t, reduction="sum")
+
+
+def softmax_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    max_logits: int = 1 << 24,
+) -> torch.Tensor:
+    """Full softmax cross-entropy over the whole catalogue, summed over targets.
+
+    When ``N * n`` exceeds ``max_logits`` the logits are computed in chunks of rows, each
+    chunk recomputed in the backward pass (activation checkpointing), so peak memory stays at
+    about ``max_logits`` floats however large the batch or catalogue.
+
+    Parameters
+    ----------
+    hidden : torch.Tensor of shape (N, d)
+        Query vectors.
+    weight : torch.Tensor of shape (n, d)
+        Output item embeddings.
+    bias : torch.Tensor of shape (n,)
+        Output item biases.
+    targets : torch.Tensor of shape (N,)
+        Target item indices.
+    max_logits : int, default=2**24
+        Largest number of logits materialised at once.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        Scalar fp32 sum of the per-target losses.
+    """
+    n_rows, n_items = hidden.shape[0], weight.shape[0]
+    if n_rows * n_items <= max_logits:
+        return _chunk_ce(hidden, weight, bias, targets)
+    step = max(1, max_logits // n_items)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, n_rows, step):
+        stop = min(start + step, n_rows)
+        total = total + checkpoint(
+            _chunk_ce, hidden[start:stop], weight, bias, targets[start:stop], use_reentrant=False
+        )
+    return total
+
+
+def _sample_negatives(
+    n_items: int, n_negatives: int, probs: torch.Tensor | None, device, generator
+) -> torch.Tensor:
+    if probs is None:
+        return torch.randint(n_items, (n_negatives,), device=device, generator=generator)
+    return torch.multinomial(probs, n_negatives, replacement=True, generator=generator)
+
+
+def sampled_softmax_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    n_negatives: int,
+    sampling_probs: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Sampled softmax with logQ correction, negatives shared across the batch.
+
+    ``n_negatives`` items are drawn from ``sampling_probs`` (uniform if ``None``); every logit is
+    corrected by ``-log(n_negatives * q(item))`` (Bengio & Senecal; Yi et al. 2019), and a
+    negative that equals a row's target is masked out for that row.
+
+    Parameters
+    ----------
+    hidden, weight, bias, targets : torch.Tensor
+        As in :func:`softmax_cross_entropy`.
+    n_negatives : int
+        Number of shared negatives.
+    sampling_probs : torch.Tensor of shape (n,), default=None
+        Proposal distribution (for example popularity); uniform when ``None``.
+    generator : torch.Generator, default=None
+        Random generator for the draw.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        Scalar fp32 sum of the per-target losses.
+    """
+    n_items = weight.shape[0]
+    neg = _sample_negatives(n_items, n_negatives, sampling_probs, hidden.device, generator)
+    if sampling_probs is None:
+        log_q_pos = log_q_neg = math.log(n_negatives / n_items)
+    else:
+        log_q = torch.log(sampling_probs.clamp_min(1e-12) * n_negatives)
+        log_q_pos, log_q_neg = log_q[targets], log_q[neg]
+    pos_logit = (hidden * weight[targets].to(hidden.dtype)).sum(-1).float() + bias[targets]
+    neg_logit = (hidden @ weight[neg].to(hidden.dtype).t()).float() + bias[neg]
+    pos_logit = pos_logit - log_q_pos
+    neg_logit = neg_logit - log_q_neg
+    neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+    logits = torch.cat([pos_logit.unsqueeze(1), neg_logit], dim=1)
+    return -(F.log_softmax(logits, dim=1)[:, 0]).sum()
+
+
+def gbce_loss(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    n_negatives: int,
+    t: float = 0.75,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Generalised binary cross-entropy of gSASRec (Petrov & Macdonald, 2023).
+
+    The positive probability is ``sigmoid(s)**beta`` with
+    ``beta = alpha * (t * (1 - 1/alpha) + 1/alpha)`` and ``alpha = n_negatives / (n - 1)``,
+    which counters the overconfidence that negative sampling gives BCE. Negatives are uniform
+    and shared across the batch; a negative equal to a row's target is ignored for that row.
+
+    Parameters
+    ----------
+    hidden, weight, bias, targets : torch.Tensor
+        As in :func:`softmax_cross_entropy`.
+    n_negatives : int
+        Number of shared negatives.
+    t : float, default=0.75
+        Calibration parameter in [0, 1]; ``t=0`` is plain BCE.
+    generator : torch.Generator, default=None
+        Random generator for the draw.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        Scalar fp32 sum of the per-target losses.
+    """
+    n_items = weight.shape[0]
+    neg = _sample_negatives(n_items, n_negatives, None, hidden.device, generator)
+    alpha = n_negatives / max(n_items - 1, 1)
+    beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
+    pos_logit = (hidden * weight[targets].to(hidden.dtype)).sum(-1).float() + bias[targets]
+    neg_logit = (hidden @ weight[neg].to(hidden.dtype).t()).float() + bias[neg]
+    hit = neg.unsqueeze(0) == targets.unsqueeze(1)
+    neg_term = F.logsigmoid(-neg_logit).masked_fill(hit, 0.0).sum(1)
+    return -(beta * F.logsigmoid(pos_logit) + neg_term).sum()

@@ -1,0 +1,398 @@
+"""Tests of skrec.preprocessing.InteractionEncoder."""
+
+from __future__ import annotations
+
+import pickle
+import subprocess
+import sys
+import warnings
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.base import clone
+
+from skrec.preprocessing import InteractionEncoder
+
+
+def _log():
+    # user "a": items 10 (t=5), 20 (t=1), 30 (t=5, tie with item 10: later in the log)
+    # user "b": item 10 (t=3); user "c": item 20 (t=2)
+    return {
+        "user": np.array(["a", "a", "b", "a", "c"]),
+        "item": np.array([10, 20, 10, 30, 20]),
+        "time": np.array([5, 1, 3, 5, 2]),
+        "w": np.array([1.0, 2.0, 0.5, 4.0, 1.0]),
+    }
+
+
+def _copy(log):
+    return {k: v.copy() for k, v in log.items()}
+
+
+def _assert_same_log(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+        assert a[k].dtype == b[k].dtype
+
+
+def _canonical(X):
+    assert sp.issparse(X) and X.format == "csr"
+    assert X.dtype == np.float64
+    assert X.has_sorted_indices and X.has_canonical_format
+    assert (X.data > 0).all()
+
+
+# -- order semantics ---------------------------------------------------------------------------
+
+
+def test_fit_learns_sorted_vocabularies():
+    enc = InteractionEncoder(time_col="time").fit(_log())
+    np.testing.assert_array_equal(enc.users_, ["a", "b", "c"])
+    np.testing.assert_array_equal(enc.items_, [10, 20, 30])
+    assert (enc.n_users_, enc.n_items_, enc.n_events_) == (3, 3, 5)
+
+
+def test_order_by_time_ties_keep_log_order():
+    X = InteractionEncoder(time_col="time").fit_transform(_log())
+    _canonical(X)
+    np.testing.assert_array_equal(X.toarray(), [[2, 1, 3], [1, 0, 0], [0, 1, 0]])
+
+
+def test_order_ties_follow_row_position_not_item_id():
+    log = {
+        "user": np.array([1, 1, 1, 1]),
+        "item": np.array([4, 3, 2, 1]),
+        "time": np.array([7.0, 7.0, 7.0, 7.0]),
+    }
+    X = InteractionEncoder(time_col="time").fit_transform(log)
+    np.testing.assert_array_equal(X.toarray(), [[4, 3, 2, 1]])
+
+
+def test_order_without_time_col_is_row_position():
+    X = InteractionEncoder().fit_transform(_log())
+    np.testing.assert_array_equal(X.toarray(), [[1, 2, 3], [1, 0, 0], [0, 1, 0]])
+
+
+def test_repeated_consumption_keeps_last_occurrence():
+    log = {
+        "user": np.array([0, 0, 0, 0]),
+        "item": np.array(["x", "y", "x", "z"]),
+        "time": np.array([1.0, 2.0, 3.0, 4.0]),
+    }
+    X = InteractionEncoder(time_col="time").fit_transform(log)
+    # distinct items x, y, z; x last seen at t=3 -> order y=1, x=2, z=3
+    np.testing.assert_array_equal(X.toarray(), [[2, 1, 3]])
+    T = InteractionEncoder(time_col="time", values="timestamp").fit_transform(log)
+    np.testing.assert_array_equal(T.toarray(), [[3, 2, 4]])
+    # the later duplicate wins even when it comes earlier in the log
+    log2 = {k: v[::-1].copy() for k, v in log.items()}
+    X2 = InteractionEncoder(time_col="time").fit_transform(log2)
+    np.testing.assert_array_equal(X2.toarray(), [[2, 1, 3]])
+
+
+def test_values_per_row_are_a_permutation():
+    rng = np.random.default_rng(0)
+    n = 5000
+    log = {
+        "user": rng.integers(0, 50, n),
+        "item": rng.integers(0, 80, n),
+        "time": rng.integers(1, 30, n).astype(float),
+    }
+    X = InteractionEncoder(time_col="time").fit_transform(log)
+    _canonical(X)
+    for u in range(X.shape[0]):
+        row = X[u]
+        np.testing.assert_array_equal(np.sort(row.data), np.arange(1, row.nnz + 1))
+    # order agrees with the last time of each (user, item) pair
+    T = InteractionEncoder(time_col="time", values="timestamp").fit_transform(log)
+    assert (T.indices == X.indices).all()
+    for u in range(0, X.shape[0], 7):
+        x, t = X[u].data, T[u].data
+        assert (np.diff(t[np.argsort(x)]) >= 0).all()
+
+
+def test_timestamp_weight_and_ones_values():
+    log = _log()
+    T = InteractionEncoder(time_col="time", values="timestamp").fit_transform(log)
+    np.testing.assert_array_equal(T.toarray(), [[5, 1, 5], [3, 0, 0], [0, 2, 0]])
+    log["item"][3] = 10  # user a consumes item 10 twice: weights 1 + 4
+    W = InteractionEncoder(weight_col="w", values="weight").fit_transform(log)
+    np.testing.assert_array_equal(W.toarray(), [[5, 2], [0.5, 0], [0, 1]])
+    ones = InteractionEncoder(values="ones").fit_transform(log)
+    np.testing.assert_array_equal(ones.toarray(), [[1, 1], [1, 0], [0, 1]])
+
+
+def test_datetime_time_column():
+    log = _log()
+    log["time"] = np.datetime64("2024-01-01T00:00:00", "s") + log["time"].astype("m8[h]")
+    X = InteractionEncoder(time_col="time").fit_transform(log)
+    np.testing.assert_array_equal(X.toarray(), [[2, 1, 3], [1, 0, 0], [0, 1, 0]])
+    T = InteractionEncoder(time_col="time", values="timestamp").fit_transform(log)
+    start = np.datetime64("2024-01-01T00:00:00", "s").astype(np.int64)
+    assert T[0, 1] == start + 3600.0
+
+
+# -- unknown users and items, fold-in ----------------------------------------------------------
+
+
+def test_unknown_items_dropped_with_warning_giving_count():
+    enc = InteractionEncoder(time_col="time").fit(_log())
+    new = {
+        "user": np.array(["a", "a", "b", "b"]),
+        "item": np.array([10, 99, 98, 98]),
+        "time": np.array([1, 2, 3, 4]),
+    }
+    with pytest.warns(UserWarning, match=r"3 event\(s\) with 2 item\(s\) not seen"):
+        X = enc.transform(new)
+    np.testing.assert_array_equal(X.toarray(), [[1, 0, 0], [0, 0, 0], [0, 0, 0]])
+
+
+def test_unknown_users_dropped_with_warning_by_default():
+    enc = InteractionEncoder().fit(_log())
+    new = {"user": np.array(["a", "zz", "zz"]), "item": np.array([10, 20, 30])}
+    with pytest.warns(UserWarning, match=r"2 event\(s\) of 1 user\(s\) not seen"):
+        X = enc.transform(new)
+    assert X.shape == (3, 3) and X.nnz == 1
+
+
+def test_users_argument_builds_rows_in_order_with_new_and_empty_users():
+    enc = InteractionEncoder(time_col="time").fit(_log())
+    new = {
+        "user": np.array(["new", "c", "new", "other"]),
+        "item": np.array([30, 10, 20, 10]),
+        "time": np.array([2, 1, 1, 0]),
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # events of users not listed are dropped silently
+        X = enc.transform(new, users=["nobody", "new", "c"])
+    assert X.shape == (3, 3)
+    np.testing.assert_array_equal(X.toarray(), [[0, 0, 0], [0, 1, 2], [1, 0, 0]])
+    empty = enc.transform(
+        {"user": np.array([], dtype=str), "item": np.array([], dtype=int), "time": np.array([])},
+        users=["x", "y"],
+    )
+    assert empty.shape == (2, 3) and empty.nnz == 0
+    assert enc.transform(new, users=[]).shape == (0, 3)
+
+
+def test_duplicate_users_argument_raises():
+    enc = InteractionEncoder().fit(_log())
+    with pytest.raises(ValueError, match="duplicate"):
+        enc.transform(_log(), users=["a", "b", "a"])
+
+
+# -- round trips -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"time_col": "time"},
+        {},
+        {"time_col": "time", "values": "timestamp"},
+        {"weight_col": "w", "values": "weight"},
+        {"values": "ones"},
+    ],
+)
+def test_inverse_transform_round_trip(params):
+    enc = InteractionEncoder(**params)
+    X = enc.fit_transform(_log())
+    back = enc.inverse_transform(X, as_frame=False)
+    assert isinstance(back, dict)
+    assert list(back)[:2] == ["user", "item"]
+    assert all(len(v) == X.nnz for v in back.values())
+    X2 = enc.transform(back)
+    assert (X2 != X).nnz == 0
+
+
+def test_inverse_transform_value_column_and_sorting():
+    enc = InteractionEncoder(time_col="time")
+    back = enc.inverse_transform(enc.fit_transform(_log()), as_frame=False)
+    np.testing.assert_array_equal(back["user"], ["a", "a", "a", "b", "c"])
+    np.testing.assert_array_equal(back["item"], [20, 10, 30, 10, 20])
+    np.testing.assert_array_equal(back["time"], [1, 2, 3, 1, 1])
+    ones = InteractionEncoder(values="ones").fit(_log())
+    assert "value" in ones.inverse_transform(ones.transform(_log()), as_frame=False)
+
+
+def test_inverse_transform_with_users_and_shape_errors():
+    enc = InteractionEncoder().fit(_log())
+    X = sp.csr_matrix(np.array([[0.0, 2.0, 1.0]]))
+    back = enc.inverse_transform(X, users=["new"], as_frame=False)
+    np.testing.assert_array_equal(back["user"], ["new", "new"])
+    np.testing.assert_array_equal(back["item"], [30, 20])
+    with pytest.raises(ValueError, match="rows"):
+        enc.inverse_transform(X)
+    with pytest.raises(ValueError, match="items"):
+        enc.inverse_transform(sp.csr_matrix((3, 5)))
+
+
+def test_item_index_round_trip_and_fill_values():
+    enc = InteractionEncoder().fit(_log())
+    idx = np.array([[2, 0], [1, -1]])
+    ids = enc.inverse_transform_items(idx)
+    assert ids.dtype == object and ids[1, 1] is None
+    np.testing.assert_array_equal(ids[0], [30, 10])
+    filled = enc.inverse_transform_items(idx, fill_value=-1)
+    assert filled.dtype.kind == "i"
+    np.testing.assert_array_equal(filled, [[30, 10], [20, -1]])
+    np.testing.assert_array_equal(enc.transform_items(filled[0]), [2, 0])
+    np.testing.assert_array_equal(enc.inverse_transform_items([0, 1, 2]), enc.items_)
+    np.testing.assert_array_equal(enc.transform_items(enc.items_), [0, 1, 2])
+    np.testing.assert_array_equal(enc.transform_items([10, 77], handle_unknown="ignore"), [0, -1])
+    with pytest.raises(ValueError, match="not seen"):
+        enc.transform_items([10, 77])
+    with pytest.raises(ValueError, match=r"\[-1, 3\)"):
+        enc.inverse_transform_items([3])
+    with pytest.raises(ValueError, match="integers"):
+        enc.inverse_transform_items([0.5])
+
+
+def test_string_ids_fill_value():
+    log = {"user": np.array([1, 2]), "item": np.array(["ab", "c"])}
+    enc = InteractionEncoder().fit(log)
+    out = enc.inverse_transform_items([1, -1], fill_value="")
+    assert out.dtype.kind == "U"
+    np.testing.assert_array_equal(out, ["c", ""])
+
+
+# -- input handling ----------------------------------------------------------------------------
+
+
+def test_input_not_mutated():
+    log = _log()
+    before = _copy(log)
+    enc = InteractionEncoder(time_col="time").fit(log)
+    enc.transform(log, users=["c", "zz"])
+    X = enc.transform(log)
+    X_before = X.copy()
+    enc.inverse_transform(X, as_frame=False)
+    _assert_same_log(log, before)
+    assert (X != X_before).nnz == 0
+
+
+@pytest.mark.parametrize(
+    "params, log_update, match",
+    [
+        ({"user_col": "u", "time_col": "t"}, {}, r"missing column\(s\) \['u', 't'\]"),
+        ({}, {"user": np.array(["a", None, "b", "a", "c"], dtype=object)}, "missing value"),
+        ({}, {"item": np.array([1.0, np.nan, 2.0, 3.0, 4.0])}, "missing value"),
+        ({"time_col": "time"}, {"time": np.array(["x", "y", "z", "u", "v"])}, "numeric"),
+        ({"time_col": "time"}, {"time": np.array([1.0, np.nan, 2, 3, 4])}, "missing or inf"),
+        ({"values": "nope"}, {}, "values must be one of"),
+        ({"values": "timestamp"}, {}, "needs time_col"),
+        ({"values": "weight"}, {}, "needs weight_col"),
+        ({"values": "weight", "weight_col": "w"}, {"w": -np.ones(5)}, "negative"),
+        ({"time_col": "time", "values": "timestamp"}, {"time": np.zeros(5)}, "> 0"),
+        ({}, {"item": np.arange(4)}, "different lengths"),
+    ],
+)
+def test_clear_errors(params, log_update, match):
+    log = {**_log(), **log_update}
+    with pytest.raises(ValueError, match=match):
+        InteractionEncoder(**params).fit(log)
+
+
+def test_empty_log_and_bad_container():
+    empty = {"user": np.array([], dtype=int), "item": np.array([], dtype=int)}
+    with pytest.raises(ValueError, match="empty"):
+        InteractionEncoder().fit(empty)
+    with pytest.raises(ValueError, match="DataFrame or a mapping"):
+        InteractionEncoder().fit(np.ones((3, 2)))
+    enc = InteractionEncoder().fit(_log())
+    assert enc.transform(empty).nnz == 0
+
+
+def test_incomparable_id_types():
+    enc = InteractionEncoder().fit(_log())
+    bad = {"user": np.array(["a"]), "item": np.array(["10"])}
+    with pytest.raises(ValueError, match="cannot be compared"):
+        enc.transform(bad)
+
+
+def test_sklearn_api():
+    enc = InteractionEncoder(user_col="u", time_col="t")
+    assert enc.get_params()["user_col"] == "u"
+    cloned = clone(enc)
+    assert cloned.get_params() == enc.get_params()
+    fitted = InteractionEncoder(time_col="time").fit(_log())
+    again = pickle.loads(pickle.dumps(fitted))
+    assert (again.transform(_log()) != fitted.transform(_log())).nnz == 0
+    np.testing.assert_array_equal(fitted.get_feature_names_out(), ["10", "20", "30"])
+
+
+# -- pandas (optional) -------------------------------------------------------------------------
+
+
+def test_dataframe_input_and_output():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(_log())
+    df["user"] = df["user"].astype("category")
+    df_before = df.copy()
+    enc = InteractionEncoder(time_col="time")
+    X = enc.fit_transform(df)
+    np.testing.assert_array_equal(X.toarray(), [[2, 1, 3], [1, 0, 0], [0, 1, 0]])
+    pd.testing.assert_frame_equal(df, df_before)
+    back = enc.inverse_transform(X)
+    assert isinstance(back, pd.DataFrame)
+    assert list(back.columns) == ["user", "item", "time"]
+    assert (enc.transform(back) != X).nnz == 0
+
+
+def test_dataframe_nullable_and_string_dtypes():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(
+        {
+            "user": pd.array([3, 1, 3], dtype="Int64"),
+            "item": pd.Series(["x", "y", "x"], dtype="string"),
+            "time": pd.array([2.0, 1.0, 1.0], dtype="Float64"),
+        }
+    )
+    enc = InteractionEncoder(time_col="time")
+    X = enc.fit_transform(df)
+    np.testing.assert_array_equal(enc.users_, [1, 3])
+    np.testing.assert_array_equal(enc.items_, ["x", "y"])
+    np.testing.assert_array_equal(X.toarray(), [[0, 1], [1, 0]])
+    assert (enc.transform(df) != X).nnz == 0
+    df.loc[1, "time"] = pd.NA
+    with pytest.raises(ValueError, match="missing"):
+        enc.transform(df)
+
+
+def test_dataframe_missing_ids_and_tz_aware_times():
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(
+        {
+            "user": pd.array(["a", "b", None], dtype="string"),
+            "item": [1, 2, 3],
+            "time": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03"], utc=True),
+        }
+    )
+    with pytest.raises(ValueError, match="missing value"):
+        InteractionEncoder(time_col="time").fit(df)
+    df = df.dropna()
+    T = InteractionEncoder(time_col="time", values="timestamp").fit_transform(df)
+    assert T[0, 0] == pd.Timestamp("2024-01-01", tz="UTC").timestamp()
+    local = df.assign(time=df["time"].dt.tz_convert("Europe/Paris"))
+    T2 = InteractionEncoder(time_col="time", values="timestamp").fit_transform(local)
+    assert (T2 != T).nnz == 0
+
+
+def test_works_without_pandas():
+    # sklearn imports pandas when it is installed, so hide it entirely in a fresh interpreter.
+    code = """
+import sys
+sys.modules["pandas"] = None  # any "import pandas" now raises ImportError
+import numpy as np
+from skrec.preprocessing import InteractionEncoder
+import skrec.datasets
+log = {"user": np.array([1, 1, 2]), "item": np.array([5, 6, 5]), "t": np.array([2, 1, 3])}
+enc = InteractionEncoder(time_col="t")
+X = enc.fit_transform(log)
+back = enc.inverse_transform(X)
+assert isinstance(back, dict), type(back)
+assert (enc.transform(back) != X).nnz == 0
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
