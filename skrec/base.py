@@ -122,7 +122,10 @@ class BaseRecommender(BaseEstimator):
 
     def _validate_X(self, X) -> sp.csr_matrix:
         check_is_fitted(self)
-        return check_interactions(X, n_items=self.n_features_in_)
+        return check_interactions(X, n_items=self.n_features_in_, estimator=type(self).__name__)
+
+    def _check_params(self) -> None:
+        """Validate hyper-parameters; called first in :meth:`fit` (never in ``__init__``)."""
 
     def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
         """Record what every recommender learns: the catalogue size and item popularity."""
@@ -151,6 +154,7 @@ class BaseRecommender(BaseEstimator):
         self : object
             The fitted recommender.
         """
+        self._check_params()
         X, y = self._validate_fit_data(X, y)
         self._set_fit_state(X, y)
         self._fit(X, y)
@@ -214,12 +218,13 @@ class BaseRecommender(BaseEstimator):
         cold = self._cold_scores()
         ids = np.empty((X.shape[0], k), dtype=np.int64)
         scores = np.empty((X.shape[0], k), dtype=np.float32)
-        for start, stop in self._iter_batches(X.shape[0], batch_size):
-            Xb = X[start:stop]
-            s = self._score_batch(Xb).float()
-            ids[start:stop], scores[start:stop] = rank_top_k(
-                s, Xb, k, filter_seen=filter_seen, candidates=candidates, cold_scores=cold
-            )
+        with torch.inference_mode():
+            for start, stop in self._iter_batches(X.shape[0], batch_size):
+                Xb = X[start:stop]
+                s = self._score_batch(Xb).float()
+                ids[start:stop], scores[start:stop] = rank_top_k(
+                    s, Xb, k, filter_seen=filter_seen, candidates=candidates, cold_scores=cold
+                )
         return ids, scores
 
     def _candidate_mask(self, items) -> torch.Tensor | None:
@@ -227,6 +232,8 @@ class BaseRecommender(BaseEstimator):
             return None
         arr = np.asarray(items)
         n_items = self.n_features_in_
+        if arr.ndim == 1 and arr.size == 0:  # no candidate at all: every row is padding
+            return torch.zeros(n_items, dtype=torch.bool)
         if arr.dtype == bool:
             if arr.shape != (n_items,):
                 raise ValueError(f"items as a boolean mask must have shape ({n_items},).")
@@ -278,16 +285,19 @@ class BaseRecommender(BaseEstimator):
         X = self._validate_X(X)
         out = np.empty(X.shape, dtype=np.float32)
         cold_scores = self._cold_scores()
-        for start, stop in self._iter_batches(X.shape[0], batch_size):
-            Xb = X[start:stop]
-            s = self._score_batch(Xb).float()
-            cold = np.flatnonzero(np.diff(Xb.indptr) == 0)
-            if cold.size:
-                s[torch.as_tensor(cold, device=s.device)] = cold_scores.to(s.device)
-            if filter_seen and Xb.nnz:
-                rows = np.repeat(np.arange(Xb.shape[0]), np.diff(Xb.indptr))
-                s[torch.as_tensor(rows), torch.as_tensor(Xb.indices)] = float("-inf")
-            out[start:stop] = s.cpu().numpy()
+        with torch.inference_mode():
+            for start, stop in self._iter_batches(X.shape[0], batch_size):
+                Xb = X[start:stop]
+                s = self._score_batch(Xb).float()
+                cold = np.flatnonzero(np.diff(Xb.indptr) == 0)
+                if cold.size:
+                    s[torch.as_tensor(cold, device=s.device)] = cold_scores.to(s.device)
+                if filter_seen and Xb.nnz:
+                    rows = np.repeat(np.arange(Xb.shape[0]), np.diff(Xb.indptr))
+                    rows_t = torch.as_tensor(rows, device=s.device)
+                    cols_t = torch.as_tensor(Xb.indices, device=s.device)
+                    s[rows_t, cols_t] = float("-inf")
+                out[start:stop] = s.cpu().numpy()
         return out
 
     def score(self, X, y, k: int = 10) -> float:

@@ -1,0 +1,398 @@
+"""The one training loop shared by every neural skrec estimator.
+
+:class:`NeuralRecommender` adds to :class:`~skrec.base.BaseRecommender` the training
+hyper-parameters (``max_iter``, ``batch_size``, ``learning_rate_init``, ``weight_decay``,
+``precision``, ``accumulation_steps``, ``device``, early stopping, ``random_state``, ``verbose``,
+``warm_start``) and the loop itself: device placement, autocast with bf16/fp16 (a
+``GradScaler`` for fp16), gradient accumulation weighted by the true number of targets in each
+window, gradient clipping, AdamW, validation with early stopping and best-weight restore, the
+per-epoch ``history_``, progress bars and ``partial_fit``.
+
+A model plugs in by implementing five small hooks (see :class:`NeuralRecommender`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import numbers
+import resource
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils import check_random_state
+
+from ._validation import check_interactions, check_targets
+from .base import BaseRecommender
+
+__all__ = ["NeuralRecommender", "resolve_device", "resolve_precision"]
+
+_PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device) -> torch.device:
+    """Turn ``"auto"`` (CUDA when available, else CPU) or a device name into a device."""
+    if isinstance(device, torch.device):
+        return device
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or a torch device; got {device!r}."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
+    return dev
+
+
+def cpu_supports_bf16() -> bool:
+    """Whether this CPU has native bf16 matrix kernels (AVX-512 BF16 or AMX).
+
+    Without them, bf16 matmuls on CPU are emulated and much slower than fp32.
+    """
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - old or unusual builds
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """Resolve ``precision`` for ``device``; ``"auto"`` picks the fastest safe choice.
+
+    ``"auto"`` means bf16 on GPUs that support it (fp16 on older GPUs), bf16 on CPUs with native
+    bf16 kernels, and fp32 elsewhere.
+    """
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {_PRECISIONS}; got {precision!r}.")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    return "fp32"
+
+
+def _peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+def _check_int(name, value, low, allow_none=False):
+    if allow_none and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+
+
+def _check_float(name, value, low, high=None, low_inclusive=True, allow_none=False):
+    if allow_none and value is None:
+        return
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
+    if ok:
+        ok = value >= low if low_inclusive else value > low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rng = f"{'[' if low_inclusive else '('}{low}, {high if high is not None else 'inf'}]"
+        raise ValueError(f"{name} must be a number in {rng}; got {value!r}.")
+
+
+class NeuralRecommender(BaseRecommender):
+    """Base class of the neural recommenders: the shared training loop.
+
+    Subclasses store their hyper-parameters in ``__init__`` (all training parameters below
+    included) and implement:
+
+    * ``_build_module()`` -- a fresh ``torch.nn.Module`` (``n_features_in_`` is set);
+    * ``_training_matrix(X, y)`` -- the CSR matrix to train on (``y`` merged in);
+    * ``_validation_split(X, rng)`` -- ``(X_history, y_target)`` for validation users;
+    * ``_prepare(X)`` -- a data object with ``n_rows``; ``_batch(data, rows, device)`` ->
+      ``(batch, n_targets)``;
+    * ``_batch_loss(module, batch)`` -- the **sum** of the per-target losses (fp32 scalar);
+    * ``_module_scores(module, X, device)`` -- scores ``(n_rows, n_items)`` for a CSR batch.
+
+    Training parameters (shared by all neural estimators)
+    ------------------------------------------------------
+    max_iter : int
+        Maximum number of epochs.
+    batch_size : int
+        Users per micro-batch.
+    learning_rate_init : float
+        AdamW learning rate.
+    weight_decay : float
+        AdamW decoupled weight decay.
+    precision : {"fp32", "bf16", "fp16", "auto"}
+        Autocast precision. ``fp16`` uses a gradient scaler. ``"auto"`` picks bf16 where the
+        hardware runs it natively, else fp16 on old GPUs, else fp32.
+    accumulation_steps : int
+        Micro-batches per optimizer step. ``k`` steps of ``batch_size`` give the same gradient
+        as one step of ``k * batch_size``.
+    clip_grad_norm : float or None
+        Maximum gradient norm.
+    early_stopping : bool
+        Hold out ``validation_fraction`` of the users, stop when their NDCG@10 has not improved
+        by ``tol`` for ``n_iter_no_change`` epochs, and restore the best weights.
+    device : str
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+    random_state : int, RandomState instance or None
+        Seed for initialisation, batching, dropout and validation users.
+    verbose : int
+        0 silent; 1 a progress bar over epochs; 2 also over batches.
+    warm_start : bool
+        Continue from the current weights on the next ``fit``.
+    """
+
+    # -------------------------------------------------------------- hooks (subclasses)
+    def _build_module(self) -> torch.nn.Module:  # pragma: no cover
+        raise NotImplementedError
+
+    def _training_matrix(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> sp.csr_matrix:
+        return X if y is None else X + y
+
+    def _validation_split(self, X: sp.csr_matrix, rng: np.random.RandomState):
+        raise NotImplementedError  # pragma: no cover
+
+    def _prepare(self, X: sp.csr_matrix) -> Any:  # pragma: no cover
+        raise NotImplementedError
+
+    def _batch(self, data: Any, rows: np.ndarray, device: torch.device):  # pragma: no cover
+        raise NotImplementedError
+
+    def _batch_loss(self, module: torch.nn.Module, batch: Any) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _module_scores(self, module, X: sp.csr_matrix, device) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _check_params(self) -> None:
+        """Validate hyper-parameters (called at the start of fit, never in ``__init__``)."""
+        _check_int("max_iter", self.max_iter, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("accumulation_steps", self.accumulation_steps, 1)
+        _check_int("n_iter_no_change", self.n_iter_no_change, 1)
+        _check_float("learning_rate_init", self.learning_rate_init, 0, low_inclusive=False)
+        _check_float("weight_decay", self.weight_decay, 0)
+        _check_float("tol", self.tol, 0)
+        _check_float("clip_grad_norm", self.clip_grad_norm, 0, low_inclusive=False,
+                     allow_none=True)
+        _check_float("validation_fraction", self.validation_fraction, 0, 1, low_inclusive=False)
+        if self.validation_fraction >= 1:
+            raise ValueError("validation_fraction must be < 1.")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {_PRECISIONS}; got {self.precision!r}.")
+
+    # -------------------------------------------------------------- device & precision
+    def _device(self) -> torch.device:
+        dev = getattr(self, "device_", None)
+        if dev is None:
+            return resolve_device(self.device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            return torch.device("cpu")  # a GPU-trained model loaded on a CPU-only machine
+        return dev
+
+    def _autocast(self, device: torch.device, precision: str):
+        if precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+    # -------------------------------------------------------------- public training API
+    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
+        reset = not (self.warm_start and hasattr(self, "module_"))
+        self._train(self._training_matrix(X, y), epochs=self.max_iter, reset=reset)
+
+    def partial_fit(self, X, y=None):
+        """Train one more epoch on ``X`` (and ``y``), starting from the current weights.
+
+        The item catalogue is fixed at the first fit: ``X`` must have the same number of
+        columns. Continue training on new interactions, or call repeatedly to train
+        epoch by epoch (early stopping is not applied).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_users, n_items)
+            Interactions, as for :meth:`fit`.
+        y : {sparse matrix, array-like}, default=None
+            Held-out items of the same users, as for :meth:`fit`.
+
+        Returns
+        -------
+        self : object
+            The updated recommender.
+        """
+        if not hasattr(self, "module_"):
+            X, y = self._validate_fit_data(X, y)
+            self._set_fit_state(X, y)
+            self._train(self._training_matrix(X, y), epochs=1, reset=True, validate=False)
+            return self
+        X = check_interactions(X, n_items=self.n_features_in_)
+        if y is not None:
+            y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
+        pop = np.bincount(X.indices, minlength=self.n_features_in_).astype(np.float64)
+        if y is not None:
+            pop += np.bincount(y.indices, minlength=self.n_features_in_)
+        self.item_popularity_ = self.item_popularity_ + pop
+        self._train(self._training_matrix(X, y), epochs=1, reset=False, validate=False)
+        return self
+
+    # -------------------------------------------------------------- the loop
+    def _train(self, X: sp.csr_matrix, *, epochs: int, reset: bool, validate: bool = True):
+        self._check_params()
+        device = resolve_device(self.device) if reset else self._device()
+        precision = resolve_precision(self.precision, device)
+        rng = check_random_state(self.random_state)
+        seed = int(rng.randint(np.iinfo(np.int32).max))
+        fork_devices = [device] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            if reset:
+                self.module_ = self._build_module()
+                self.history_ = []
+                self.n_iter_ = 0
+                self.best_score_ = None
+            self.module_.to(device)
+            self.device_ = device
+            self.precision_ = precision
+            self._run_epochs(X, epochs, device, precision, rng, validate)
+        return self
+
+    def _run_epochs(self, X, epochs, device, precision, rng, validate):
+        module = self.module_
+        val = None
+        if validate and self.early_stopping:
+            n_val = int(round(self.validation_fraction * X.shape[0]))
+            n_val = min(max(n_val, 1), X.shape[0] - 1) if X.shape[0] > 1 else 0
+            if n_val:
+                perm = rng.permutation(X.shape[0])
+                val_rows = np.sort(perm[:n_val])
+                X_hist, y_val = self._validation_split(X[val_rows], rng)
+                keep = np.ones(X.shape[0], dtype=bool)
+                keep[val_rows] = False
+                # Validation users keep their history in training; only the targets are hidden.
+                X = sp.vstack([X[keep], X_hist], format="csr")
+                if y_val.nnz:
+                    val = (X_hist, y_val)
+        data = self._prepare(X)
+        optimizer = torch.optim.AdamW(
+            module.parameters(), lr=self.learning_rate_init, weight_decay=self.weight_decay
+        )
+        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+        autocast = self._autocast(device, precision)
+        generator = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
+        best_state, no_improve = None, 0
+        best = self.best_score_ if self.best_score_ is not None else -np.inf
+
+        epoch_iter = range(epochs)
+        bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(epoch_iter, desc=type(self).__name__, unit="epoch", leave=True)
+            epoch_iter = bar
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        bs, acc = self.batch_size, self.accumulation_steps
+        for _ in epoch_iter:
+            module.train()
+            t0 = time.perf_counter()
+            order = generator.permutation(data.n_rows)
+            batches = [order[i : i + bs] for i in range(0, data.n_rows, bs)]
+            total_loss, total_targets, n_steps = 0.0, 0, 0
+            batch_iter = range(0, len(batches), acc)
+            if self.verbose and self.verbose > 1:
+                from tqdm.auto import tqdm
+
+                batch_iter = tqdm(batch_iter, desc="steps", leave=False)
+            for w in batch_iter:
+                window = [self._batch(data, rows, device) for rows in batches[w : w + acc]]
+                n_window = sum(n for _, n in window)
+                if n_window == 0:
+                    continue
+                optimizer.zero_grad(set_to_none=True)
+                for batch, n_targets in window:
+                    if n_targets == 0:
+                        continue
+                    with autocast:
+                        loss_sum = self._batch_loss(module, batch)
+                    loss_value = float(loss_sum.detach())
+                    if not np.isfinite(loss_value) and precision != "fp16":
+                        raise FloatingPointError(
+                            f"The training loss became {loss_value} at epoch {self.n_iter_ + 1} "
+                            f"(precision={precision!r}). Lower learning_rate_init, set "
+                            "clip_grad_norm, or use precision='fp32'."
+                        )
+                    scaler.scale(loss_sum / n_window).backward()
+                    total_loss += loss_value
+                    total_targets += n_targets
+                if self.clip_grad_norm is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(module.parameters(), self.clip_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                n_steps += 1
+            seconds = time.perf_counter() - t0
+            self.n_iter_ += 1
+            record = {
+                "epoch": self.n_iter_,
+                "loss": total_loss / max(total_targets, 1),
+                "seconds": seconds,
+                "targets_per_s": total_targets / seconds if seconds > 0 else float("nan"),
+                "steps": n_steps,
+                "peak_memory_mb": _peak_memory_mb(device),
+            }
+            if val is not None:
+                score = self._validation_score(*val)
+                record["val_ndcg@10"] = score
+                if score > best + self.tol:
+                    best, no_improve = score, 0
+                    best_state = copy.deepcopy(module.state_dict())
+                    self.best_score_ = score
+                else:
+                    no_improve += 1
+            self.history_.append(record)
+            if bar is not None:
+                bar.set_postfix({k: round(v, 4) for k, v in record.items()
+                                 if k in ("loss", "val_ndcg@10")})
+            if val is not None and no_improve >= self.n_iter_no_change:
+                break
+        if bar is not None:
+            bar.close()
+        if best_state is not None:
+            module.load_state_dict(best_state)
+        module.eval()
+
+    def _validation_score(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix) -> float:
+        from .metrics import ndcg_at_k
+
+        return float(ndcg_at_k(y_val, self.predict(X_hist, 10), k=10))
+
+    # -------------------------------------------------------------- inference
+    def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
+        module = self.module_
+        device = self._device()
+        if next(module.parameters()).device != device:
+            module.to(device)
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.inference_mode(), self._autocast(device, self.precision_):
+                return self._module_scores(module, X, device).float()
+        finally:
+            module.train(was_training)
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        dev = state.get("device_")
+        if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
+            self.device_ = torch.device("cpu")
+            if self.__dict__.get("precision_", "fp32") != "fp32":
+                self.precision_ = resolve_precision("auto", self.device_)
