@@ -1,3 +1,53 @@
-"""skrec: scikit-learn-compatible neural recommenders that train fast and serve in real time."""
+"""skrec: scikit-learn-compatible neural recommenders that train fast and serve in real time.
+
+The estimators take a user x item matrix (rows are users, columns are items, stored values > 0
+are interactions and give their order) and follow the scikit-learn API:
+
+- :class:`SeqRecommender`: a SASRec-family transformer over each user's item sequence;
+- :class:`AERecommender`: Mult-VAE / Mult-DAE autoencoders;
+- :class:`PopularityRecommender` and :class:`EASERecommender`: the reference baselines.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AERecommender",
+    "EASERecommender",
+    "MarkovChainRecommender",
+    "PopularityRecommender",
+    "SeqRecommender",
+    "__version__",
+]
+
+# The estimators are imported on first use (PEP 562): ``import skrec.metrics`` or
+# ``skrec.model_selection`` does not load torch, and ``import skrec`` keeps working where one
+# of the neural modules is absent.
+_LAZY = {
+    "PopularityRecommender": "skrec.baselines",
+    "EASERecommender": "skrec.baselines",
+    "MarkovChainRecommender": "skrec.baselines",
+    "SeqRecommender": "skrec.sequential",
+    "AERecommender": "skrec.autoencoder",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from .autoencoder import AERecommender
+    from .baselines import EASERecommender, MarkovChainRecommender, PopularityRecommender
+    from .sequential import SeqRecommender
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # cache: later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'skrec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -23,12 +23,25 @@ def _fail(name: str, problem: str) -> ValueError:
     return ValueError(f"{name} {problem}")
 
 
+def _negative(name: str) -> ValueError:
+    return ValueError(
+        f"Negative values in data: {name} contains negative values; interactions must be >= 0."
+    )
+
+
+def _fail_dtype(name: str, dtype) -> ValueError:
+    if np.issubdtype(dtype, np.complexfloating):
+        return _fail(name, f"must hold real numbers: Complex data not supported (dtype {dtype}).")
+    return _fail(name, f"must hold real numbers; got dtype {dtype}.")
+
+
 def check_interactions(
     X,
     *,
     n_items: int | None = None,
     name: str = "X",
     allow_empty: bool = False,
+    estimator: str | None = None,
 ) -> sp.csr_matrix:
     """Validate a user x item interaction matrix and return a canonical CSR copy.
 
@@ -43,6 +56,8 @@ def check_interactions(
         Name used in error messages.
     allow_empty : bool, default=False
         Whether a matrix with zero rows is accepted.
+    estimator : str, default=None
+        Name of the estimator, used in the message about a wrong number of items.
 
     Returns
     -------
@@ -54,6 +69,14 @@ def check_interactions(
     ValueError
         If ``X`` is not 2-D, has no rows or columns, is not numeric, has negative, NaN or
         infinite values, or has a number of items other than ``n_items``.
+    TypeError
+        If ``X`` holds Python objects that are neither numbers nor strings (as scikit-learn).
+
+    Notes
+    -----
+    The messages contain scikit-learn's standard phrases ("Negative values in data",
+    "Complex data not supported", "Reshape your data", "X has 3 features, but ... is
+    expecting 4 features as input", ...) so that tools matching them keep working.
     """
     if X is None:
         raise _fail(name, "is None; expected a user x item matrix of shape (n_users, n_items).")
@@ -66,7 +89,7 @@ def check_interactions(
         if not (np.issubdtype(dtype, np.number) or dtype == np.bool_) or np.issubdtype(
             dtype, np.complexfloating
         ):
-            raise _fail(name, f"must hold real numbers; got dtype {dtype}.")
+            raise _fail_dtype(name, dtype)
         csr = sp.csr_matrix(X, dtype=np.float64, copy=True)
     else:
         try:
@@ -76,36 +99,46 @@ def check_interactions(
         if arr.dtype == object:
             try:
                 arr = arr.astype(np.float64)
-            except (TypeError, ValueError):
+            except TypeError as exc:  # dicts, None, ...: a TypeError, as in scikit-learn
+                raise TypeError(
+                    f"{name} must be numeric; it holds non-numeric objects ({exc})."
+                ) from None
+            except ValueError:  # strings that are not numbers
                 raise _fail(name, "must be numeric; it holds non-numeric values.") from None
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.issubdtype(
             arr.dtype, np.complexfloating
         ):
-            raise _fail(name, f"must hold real numbers; got dtype {arr.dtype}.")
+            raise _fail_dtype(name, arr.dtype)
         if arr.ndim != 2:
-            hint = " Reshape a single user with X.reshape(1, -1)." if arr.ndim == 1 else ""
+            hint = (
+                " Reshape your data: a single user is X.reshape(1, -1)." if arr.ndim == 1 else ""
+            )
             raise _fail(name, f"must be 2-D (n_users, n_items); got {arr.ndim}-D.{hint}")
         arr = arr.astype(np.float64, copy=False)
         if not np.isfinite(arr).all():
             raise _fail(name, "contains NaN or infinite values.")
         if (arr < 0).any():
-            raise _fail(name, "contains negative values; interactions must be >= 0.")
+            raise _negative(name)
         csr = sp.csr_matrix(arr, dtype=np.float64)
     n_rows, n_cols = csr.shape
     if n_rows == 0 and not allow_empty:
         raise _fail(name, f"has 0 users (shape {csr.shape}); at least one row is required.")
     if n_cols == 0:
-        raise _fail(name, f"has 0 items (shape {csr.shape}); at least one column is required.")
+        raise _fail(
+            name,
+            f"has 0 items: 0 feature(s) (shape=({n_rows}, 0)) while a minimum of 1 is required.",
+        )
     if n_items is not None and n_cols != n_items:
         raise _fail(
             name,
-            f"has {n_cols} items (columns) but the estimator was fitted with {n_items}.",
+            f"has {n_cols} features, but {estimator or 'the estimator'} is expecting "
+            f"{n_items} features as input: the number of items (columns) must match fit.",
         )
     data = csr.data
     if not np.isfinite(data).all():
         raise _fail(name, "contains NaN or infinite values.")
     if (data < 0).any():
-        raise _fail(name, "contains negative values; interactions must be >= 0.")
+        raise _negative(name)
     csr.sum_duplicates()
     csr.eliminate_zeros()
     csr.sort_indices()
@@ -141,7 +174,16 @@ def check_targets(y, *, n_rows: int, n_items: int, name: str = "y") -> sp.csr_ma
             arr = arr.reshape(-1)
             if arr.shape[0] != n_rows:
                 raise _fail(name, f"has {arr.shape[0]} entries but X has {n_rows} rows (users).")
-            if arr.dtype == object or not np.issubdtype(arr.dtype, np.number):
+            if arr.dtype == object:  # numbers stored as objects are read as numbers, like X
+                try:
+                    arr = arr.astype(np.float64)
+                except (TypeError, ValueError):
+                    raise _fail(
+                        name, "must hold integer item indices; it holds non-numeric values."
+                    ) from None
+            if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(
+                arr.dtype, np.complexfloating
+            ):
                 raise _fail(name, f"must hold integer item indices; got dtype {arr.dtype}.")
             if not np.isfinite(arr).all():
                 raise _fail(name, "contains NaN or infinite values.")

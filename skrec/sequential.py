@@ -8,52 +8,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from ._sequences import merge_in_order, ordered_sequences
 from .model_selection import leave_last_out_split
 from .nn.losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
 from .nn.transformer import CausalTransformer
 from .training import NeuralRecommender, _check_float, _check_int
 
-__all__ = ["SeqRecommender", "ordered_sequences"]
+__all__ = ["SeqRecommender"]
 
 _LOSSES = ("ce", "sampled", "gbce")
-
-
-def _row_ranks(X: sp.csr_matrix) -> np.ndarray:
-    """Rank 1..n of each stored entry within its row, by value then item index."""
-    counts = np.diff(X.indptr)
-    rows = np.repeat(np.arange(X.shape[0]), counts)
-    order = np.lexsort((X.indices, X.data, rows))
-    ranks = np.empty(X.nnz, dtype=np.int64)
-    ranks[order] = np.arange(X.nnz) - X.indptr[rows[order]] + 1
-    return ranks
-
-
-def ordered_sequences(X: sp.csr_matrix, length: int) -> np.ndarray:
-    """Each row's items ordered by value (ties by item index), the last ``length`` kept.
-
-    Parameters
-    ----------
-    X : scipy.sparse.csr_matrix of shape (n_users, n_items)
-        Validated interactions (values give the order).
-    length : int
-        Width of the output; longer histories keep their latest items.
-
-    Returns
-    -------
-    seqs : ndarray of shape (n_users, min(length, longest row)), dtype int64
-        Left-padded with 0; items are shifted by one (item ``i`` is stored as ``i + 1``).
-    """
-    counts = np.diff(X.indptr)
-    width = int(min(length, counts.max(initial=0)))
-    out = np.zeros((X.shape[0], max(width, 1)), dtype=np.int64)
-    if X.nnz == 0 or width == 0:
-        return out
-    rows = np.repeat(np.arange(X.shape[0]), counts)
-    order = np.lexsort((X.indices, X.data, rows))
-    from_end = X.indptr[rows + 1] - 1 - np.arange(X.nnz)  # rows stay grouped after lexsort
-    keep = from_end < width
-    out[rows[keep], width - 1 - from_end[keep]] = X.indices[order][keep] + 1
-    return out
 
 
 @dataclass
@@ -253,24 +216,7 @@ class SeqRecommender(NeuralRecommender):
         )
 
     def _training_matrix(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> sp.csr_matrix:
-        """One matrix of order ranks with ``y``'s items after ``X``'s in every row.
-
-        An item present in both keeps its later (``y``) position.
-        """
-        if y is None:
-            return X
-        n_x = np.diff(X.indptr)
-        x_rows = np.repeat(np.arange(X.shape[0]), n_x)
-        y_rows = np.repeat(np.arange(y.shape[0]), np.diff(y.indptr))
-        rows = np.concatenate([x_rows, y_rows])
-        cols = np.concatenate([X.indices, y.indices])
-        ranks = np.concatenate([_row_ranks(X), _row_ranks(y) + n_x[y_rows]]).astype(np.float64)
-        # Keep the largest rank of a repeated (row, item): sort so it comes last, then dedupe.
-        order = np.lexsort((ranks, cols, rows))
-        rows, cols, ranks = rows[order], cols[order], ranks[order]
-        last = np.ones(rows.size, dtype=bool)
-        last[:-1] = (rows[1:] != rows[:-1]) | (cols[1:] != cols[:-1])
-        return sp.csr_matrix((ranks[last], (rows[last], cols[last])), shape=X.shape)
+        return merge_in_order(X, y)
 
     def _validation_split(self, X: sp.csr_matrix, rng):
         return leave_last_out_split(X)

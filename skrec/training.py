@@ -107,6 +107,25 @@ def _check_float(name, value, low, high=None, low_inclusive=True, allow_none=Fal
         raise ValueError(f"{name} must be a number in {rng}; got {value!r}.")
 
 
+def _make_batches(data: Any, batch_size: int, rng: np.random.RandomState) -> list[np.ndarray]:
+    """Shuffled row batches; rows of similar length are grouped when the data has lengths.
+
+    Length bucketing (sort within pools of 50 batches, then shuffle the batches) cuts the
+    padding of variable-length sequences several-fold while keeping batches random.
+    """
+    order = rng.permutation(data.n_rows)
+    lengths = getattr(data, "lengths", None)
+    if lengths is not None:
+        pool = batch_size * 50
+        for start in range(0, order.size, pool):
+            part = order[start : start + pool]
+            order[start : start + pool] = part[np.argsort(-lengths[part], kind="stable")]
+    batches = [order[i : i + batch_size] for i in range(0, order.size, batch_size)]
+    if lengths is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
 class NeuralRecommender(BaseRecommender):
     """Base class of the neural recommenders: the shared training loop.
 
@@ -120,6 +139,11 @@ class NeuralRecommender(BaseRecommender):
       ``(batch, n_targets)``;
     * ``_batch_loss(module, batch)`` -- the **sum** of the per-target losses (fp32 scalar);
     * ``_module_scores(module, X, device)`` -- scores ``(n_rows, n_items)`` for a CSR batch.
+
+    The trainer counts optimizer steps in ``n_steps_`` (reset with the weights, kept by
+    ``warm_start`` and ``partial_fit``); ``_batch_loss`` may read it for schedules such as KL
+    annealing. It is incremented once per accumulation window, after the optimizer step, so
+    every micro-batch of a window sees the same value.
 
     Training parameters (shared by all neural estimators)
     ------------------------------------------------------
@@ -173,6 +197,10 @@ class NeuralRecommender(BaseRecommender):
 
     def _module_scores(self, module, X: sp.csr_matrix, device) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
+
+    def _epoch_info(self) -> dict[str, Any]:
+        """Extra fields for this epoch's ``history_`` record (e.g. a schedule's value)."""
+        return {}
 
     def _check_params(self) -> None:
         """Validate hyper-parameters (called at the start of fit, never in ``__init__``)."""
@@ -259,6 +287,9 @@ class NeuralRecommender(BaseRecommender):
                 self.history_ = []
                 self.n_iter_ = 0
                 self.best_score_ = None
+                self.n_steps_ = 0
+            elif not hasattr(self, "n_steps_"):  # fitted before the step counter existed
+                self.n_steps_ = 0
             self.module_.to(device)
             self.device_ = device
             self.precision_ = precision
@@ -304,8 +335,7 @@ class NeuralRecommender(BaseRecommender):
         for _ in epoch_iter:
             module.train()
             t0 = time.perf_counter()
-            order = generator.permutation(data.n_rows)
-            batches = [order[i : i + bs] for i in range(0, data.n_rows, bs)]
+            batches = _make_batches(data, bs, generator)
             total_loss, total_targets, n_steps = 0.0, 0, 0
             batch_iter = range(0, len(batches), acc)
             if self.verbose and self.verbose > 1:
@@ -339,6 +369,7 @@ class NeuralRecommender(BaseRecommender):
                 scaler.step(optimizer)
                 scaler.update()
                 n_steps += 1
+                self.n_steps_ += 1
             seconds = time.perf_counter() - t0
             self.n_iter_ += 1
             record = {
@@ -348,6 +379,7 @@ class NeuralRecommender(BaseRecommender):
                 "targets_per_s": total_targets / seconds if seconds > 0 else float("nan"),
                 "steps": n_steps,
                 "peak_memory_mb": _peak_memory_mb(device),
+                **self._epoch_info(),
             }
             if val is not None:
                 score = self._validation_score(*val)

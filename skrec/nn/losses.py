@@ -18,7 +18,7 @@ __all__ = ["softmax_cross_entropy", "sampled_softmax_loss", "gbce_loss"]
 
 
 def _chunk_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, t: torch.Tensor):
-    logits = (h @ weight.t()).float() + bias.float()
+    logits = torch.addmm(bias, h, weight.t()).float()
     return F.cross_entropy(logits, t, reduction="sum")
 
 

@@ -1,0 +1,54 @@
+"""Helpers shared by the benchmark scripts (data location, timing, tables)."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def ml100k_path(arg: str | None = None) -> Path:
+    """Where ML-100K lies: ``arg``, ``$SKREC_DATA_DIR``, or ``../shared/data/ml-100k``."""
+    if arg:
+        return Path(arg)
+    if os.environ.get("SKREC_DATA_DIR"):
+        return Path(os.environ["SKREC_DATA_DIR"]) / "ml-100k"
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, *args, **kwargs):
+    """Run ``fn`` and return ``(result, seconds)``."""
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t0
+
+
+def markdown_table(rows: list[dict], columns: list[str]) -> str:
+    """Format ``rows`` as a markdown table with the given columns."""
+    def fmt(v):
+        if isinstance(v, float | np.floating):
+            return f"{v:.4f}" if abs(v) < 100 else f"{v:.1f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def save_json(name: str, payload) -> Path:
+    """Write ``payload`` to ``benchmarks/results/<name>.json`` and return the path."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, default=float))
+    return path
