@@ -92,6 +92,14 @@ def rank_top_k(
     return ids, vals
 
 
+def interaction_counts(X: sp.csr_matrix, y: sp.csr_matrix | None = None) -> np.ndarray:
+    """Number of interactions of each item in ``X`` (plus ``y``), as float64."""
+    counts = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
+    if y is not None:
+        counts += np.bincount(y.indices, minlength=X.shape[1])
+    return counts
+
+
 class BaseRecommender(BaseEstimator):
     """Base class for skrec recommenders (not meant to be used directly).
 
@@ -130,10 +138,7 @@ class BaseRecommender(BaseEstimator):
     def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
         """Record what every recommender learns: the catalogue size and item popularity."""
         self.n_features_in_ = X.shape[1]
-        pop = np.bincount(X.indices, minlength=X.shape[1]).astype(np.float64)
-        if y is not None:
-            pop += np.bincount(y.indices, minlength=X.shape[1])
-        self.item_popularity_ = pop
+        self.item_popularity_ = interaction_counts(X, y)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, X, y=None):

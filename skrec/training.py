@@ -26,8 +26,8 @@ import scipy.sparse as sp
 import torch
 from sklearn.utils import check_random_state
 
-from ._validation import check_interactions, check_targets
-from .base import BaseRecommender
+from ._validation import check_targets
+from .base import BaseRecommender, interaction_counts
 
 __all__ = ["NeuralRecommender", "resolve_device", "resolve_precision"]
 
@@ -262,13 +262,10 @@ class NeuralRecommender(BaseRecommender):
             self._set_fit_state(X, y)
             self._train(self._training_matrix(X, y), epochs=1, reset=True, validate=False)
             return self
-        X = check_interactions(X, n_items=self.n_features_in_)
+        X = self._validate_X(X)
         if y is not None:
             y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
-        pop = np.bincount(X.indices, minlength=self.n_features_in_).astype(np.float64)
-        if y is not None:
-            pop += np.bincount(y.indices, minlength=self.n_features_in_)
-        self.item_popularity_ = self.item_popularity_ + pop
+        self.item_popularity_ = self.item_popularity_ + interaction_counts(X, y)
         self._train(self._training_matrix(X, y), epochs=1, reset=False, validate=False)
         return self
 

@@ -11,6 +11,10 @@ import torch
 
 from skrec.datasets import make_interactions
 
+# The tests train tiny models: one thread is faster for them than two, and it avoids the
+# large slow-downs of OpenMP spin-waiting when the cores are shared (GridSearchCV's n_jobs=2).
+torch.set_num_threads(1)
+
 #: ``@requires_cuda`` skips a test on machines without a CUDA GPU.
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
