@@ -410,13 +410,10 @@ class NeuralRecommender(BaseRecommender):
         device = self._device()
         if next(module.parameters()).device != device:
             module.to(device)
-        was_training = module.training
-        module.eval()
-        try:
-            with torch.inference_mode(), self._autocast(device, self.precision_):
-                return self._module_scores(module, X, device).float()
-        finally:
-            module.train(was_training)
+        if module.training:
+            module.eval()  # the training loop switches back to train mode at each epoch
+        with torch.inference_mode(), self._autocast(device, self.precision_):
+            return self._module_scores(module, X, device).float()
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -38,25 +38,36 @@ class MultiHeadSelfAttention(nn.Module):
         self.out_proj = nn.Linear(inner, d_model)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Attend over ``x`` of shape (B, L, d) with a boolean ``mask`` (B, 1, L, L), True=keep."""
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Attend over ``x`` (B, L, d) with a boolean ``mask`` (B, 1, L, L), True = attend.
+
+        ``mask=None`` means plain causal attention. With ``last_only`` only the last position
+        is a query (inference), and the output has shape (B, 1, d).
+        """
         B, L, _ = x.shape
+        Lq = 1 if last_only else L
         if self.n_heads == 0:
-            return torch.zeros_like(x)
+            return x.new_zeros(B, Lq, x.shape[-1])
 
-        def split(t):
-            return t.view(B, L, self.n_heads, self.head_dim).transpose(1, 2)
+        def split(t, n):
+            return t.view(B, n, self.n_heads, self.head_dim).transpose(1, 2)
 
-        q, k, v = split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x))
+        q = split(self.q_proj(x[:, -1:] if last_only else x), Lq)
+        k, v = split(self.k_proj(x), L), split(self.v_proj(x), L)
+        if last_only and mask is not None:
+            mask = mask[:, :, -1:]
         out = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
-            is_causal=mask is None,
+            # the last query may see every key: no causal mask needed for it
+            is_causal=mask is None and not last_only,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        out = out.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim)
+        out = out.transpose(1, 2).reshape(B, Lq, self.n_heads * self.head_dim)
         return self.out_proj(out)
 
 
@@ -88,9 +99,14 @@ class TransformerBlock(nn.Module):
         self.ff2 = nn.Linear(d_ff, d_model)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Apply the block to ``x`` of shape (B, L, d)."""
-        x = x + self.drop(self.attn(self.ln1(x), mask))
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None, last_only: bool = False
+    ) -> torch.Tensor:
+        """Apply the block to ``x`` (B, L, d); with ``last_only``, return (B, 1, d)."""
+        attn = self.attn(self.ln1(x), mask, last_only)
+        if last_only:
+            x = x[:, -1:]
+        x = x + self.drop(attn)
         x = x + self.drop(self.ff2(F.gelu(self.ff1(self.ln2(x)))))
         return x
 
@@ -162,8 +178,11 @@ class CausalTransformer(nn.Module):
         """Width of the residual stream."""
         return self.item_emb.embedding_dim
 
-    def forward(self, seq: torch.Tensor) -> torch.Tensor:
-        """Hidden states (B, L, d) for a left-padded item sequence batch ``seq`` (B, L)."""
+    def forward(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden states (B, L, d) for a left-padded item sequence batch ``seq`` (B, L).
+
+        With ``last_only`` the final block computes only the last position: (B, 1, d).
+        """
         B, L = seq.shape
         if L > self.max_len:
             seq = seq[:, -self.max_len :]
@@ -179,8 +198,11 @@ class CausalTransformer(nn.Module):
             # Padded keys are hidden; every query row keeps at least itself (no fully masked
             # row, which gives NaN in some attention kernels).
             mask = ((causal & valid[:, None, :]) | eye).unsqueeze(1)
-        for block in self.blocks:
-            x = block(x, mask)
+        n_blocks = len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last_only and i == n_blocks - 1)
+        if last_only and n_blocks == 0:
+            x = x[:, -1:]
         return self.final_ln(x)
 
     def output_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,4 +211,4 @@ class CausalTransformer(nn.Module):
 
     def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
         """Hidden state of the last position (B, d): the next-item query of each sequence."""
-        return self.forward(seq)[:, -1]
+        return self.forward(seq, last_only=True)[:, -1]

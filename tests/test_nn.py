@@ -1,0 +1,103 @@
+"""The pure torch modules and losses."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from skrec.nn import CausalTransformer, gbce_loss, sampled_softmax_loss, softmax_cross_entropy
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return CausalTransformer(50, d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=20,
+                             dropout=0.0).eval()
+
+
+def test_last_only_matches_the_full_forward(model):
+    seq = torch.randint(1, 51, (4, 12))
+    seq[1, :5] = 0
+    seq[2, :11] = 0  # a single real item
+    torch.testing.assert_close(model.last_hidden(seq), model(seq)[:, -1])
+
+
+def test_left_padding_does_not_change_the_result(model):
+    seq = torch.randint(1, 51, (1, 8))
+    padded = torch.cat([torch.zeros(1, 4, dtype=torch.long), seq], dim=1)
+    torch.testing.assert_close(model.last_hidden(padded), model.last_hidden(seq))
+
+
+def test_fully_padded_rows_give_no_nan(model):
+    seq = torch.zeros(3, 6, dtype=torch.long)
+    seq[0, -1] = 3
+    assert torch.isfinite(model(seq)).all()
+
+
+def test_causality_future_items_do_not_leak(model):
+    seq = torch.randint(1, 51, (1, 10))
+    other = seq.clone()
+    other[0, 7:] = torch.randint(1, 51, (3,))
+    torch.testing.assert_close(model(seq)[:, :7], model(other)[:, :7])
+
+
+def test_chunked_cross_entropy_equals_direct(model):
+    torch.manual_seed(1)
+    h = torch.randn(37, 8, requires_grad=True)
+    w = torch.randn(50, 8, requires_grad=True)
+    b = torch.randn(50, requires_grad=True)
+    t = torch.randint(50, (37,))
+    direct = F.cross_entropy(h @ w.t() + b, t, reduction="sum")
+    grads = torch.autograd.grad(direct, (h, w, b))
+    chunked = softmax_cross_entropy(h, w, b, t, max_logits=200)  # 4 rows per chunk
+    grads_c = torch.autograd.grad(chunked, (h, w, b))
+    torch.testing.assert_close(chunked, direct)
+    for a, c in zip(grads, grads_c):
+        torch.testing.assert_close(c, a)
+
+
+def test_cross_entropy_upcasts_low_precision_logits():
+    h = torch.randn(5, 4).bfloat16()
+    w = torch.randn(9, 4).bfloat16()
+    loss = softmax_cross_entropy(h, w, torch.zeros(9, dtype=torch.bfloat16), torch.arange(5))
+    assert loss.dtype == torch.float32
+
+
+def test_sampled_softmax_with_all_items_as_negatives_is_close_to_full_softmax():
+    torch.manual_seed(0)
+    n = 6
+    h, w, b = torch.randn(4, 3), torch.randn(n, 3), torch.zeros(n)
+    t = torch.tensor([0, 1, 2, 3])
+    probs = torch.full((n,), 1.0 / n)
+    gen = torch.Generator().manual_seed(0)
+    sampled = sampled_softmax_loss(h, w, b, t, n_negatives=4000, sampling_probs=probs,
+                                   generator=gen)
+    # Every logit is corrected by log(n_neg * q) and accidental hits are masked: with many
+    # draws the sampled denominator estimates the sum over the *other* items, so the loss is
+    # sum_t [-s_t + log sum_{j != t} exp(s_j)] shifted by log(n_neg * q) per target.
+    logits = h @ w.t()
+    others = logits.masked_fill(torch.nn.functional.one_hot(t, n).bool(), float("-inf"))
+    expected = (-logits.gather(1, t[:, None]).squeeze(1) + torch.logsumexp(others, 1)).sum()
+    shift = 4 * math.log(4000 / n)
+    assert float(sampled) - shift == pytest.approx(float(expected), rel=0.02)
+
+
+def test_gbce_reduces_to_bce_with_t_zero():
+    torch.manual_seed(0)
+    h, w, b = torch.randn(3, 4), torch.randn(20, 4), torch.zeros(20)
+    t = torch.tensor([1, 2, 3])
+    gen = torch.Generator().manual_seed(0)
+    loss = gbce_loss(h, w, b, t, n_negatives=5, t=0.0, generator=gen)
+    gen = torch.Generator().manual_seed(0)
+    neg = torch.randint(20, (5,), generator=gen)
+    pos = (h * w[t]).sum(-1)
+    negl = h @ w[neg].t()
+    hit = neg[None] == t[:, None]
+    alpha = 5 / 19
+    beta = alpha * (1 / alpha)  # t = 0 -> beta = 1: plain BCE
+    expected = -(beta * F.logsigmoid(pos) + F.logsigmoid(-negl).masked_fill(hit, 0).sum(1))
+    torch.testing.assert_close(loss, expected.sum())
+    assert math.isfinite(float(loss))
