@@ -133,7 +133,7 @@ class CausalTransformer(nn.Module):
     max_len : int, default=200
         Longest history read.
     dropout : float, default=0.2
-        Dropout probability on embeddings, attention and residual branches.
+        Dropout probability on the embeddings and the residual branches.
     """
 
     def __init__(
