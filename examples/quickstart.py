@@ -1,4 +1,8 @@
-"""skrec quickstart: fit recommenders like any scikit-learn estimator, evaluate, recommend.
+"""
+Quickstart
+==========
+
+skrec quickstart: fit recommenders like any scikit-learn estimator, evaluate, recommend.
 
 Runs in seconds on a laptop CPU, with synthetic data (no download).
 """

@@ -1,0 +1,229 @@
+"""Training curves for notebooks: the per-epoch ``history_`` as a table and as a plot.
+
+The neural recommenders (:class:`~skrec.SeqRecommender`, :class:`~skrec.AERecommender`) record
+one dictionary per epoch in ``history_`` (``loss``, ``val_ndcg@10`` with early stopping,
+``seconds``, ``targets_per_s``, ``steps``, ``peak_memory_mb``...). These helpers turn it into a
+:class:`pandas.DataFrame` and a matplotlib plot.
+
+pandas and matplotlib are optional: install them with ``pip install "skrec[pandas]"`` and
+``pip install "skrec[plot]"``. Importing this module needs neither; each function imports what
+it uses when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sklearn.utils.validation import check_is_fitted
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers only
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+__all__ = ["history_frame", "plot_history"]
+
+
+def _history_records(est: Any) -> list[Mapping[str, Any]]:
+    """The list of per-epoch records of a fitted estimator (or a history list itself)."""
+    if isinstance(est, Sequence) and not isinstance(est, str | bytes):
+        records = list(est)
+    else:
+        records = getattr(est, "history_", None)
+        if records is None:
+            name = type(est).__name__
+            if not (hasattr(est, "fit") and hasattr(est, "get_params")):
+                raise TypeError(
+                    "Expected a fitted neural recommender (with a history_ attribute) or a "
+                    f"list of per-epoch dictionaries; got {name}."
+                )
+            check_is_fitted(est)  # NotFittedError for an estimator not fitted yet
+            raise ValueError(
+                f"{name} has no history_: only the neural recommenders (trained epoch by "
+                "epoch, such as SeqRecommender and AERecommender) record one."
+            )
+        records = list(records)
+    for i, record in enumerate(records):
+        if not isinstance(record, Mapping):
+            raise TypeError(
+                f"history record {i} is a {type(record).__name__}; expected a dict of "
+                "per-epoch values."
+            )
+    return records
+
+
+def history_frame(est: Any) -> pd.DataFrame:
+    """Return an estimator's per-epoch training history as a pandas DataFrame.
+
+    Parameters
+    ----------
+    est : estimator or list of dict
+        A fitted neural recommender (anything with a ``history_`` attribute, such as
+        :class:`~skrec.SeqRecommender` or :class:`~skrec.AERecommender`), or its
+        ``history_`` list itself.
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        One row per epoch and one column per recorded quantity (``loss``, ``val_ndcg@10``,
+        ``seconds``, ``targets_per_s``, ``steps``, ``peak_memory_mb``...), indexed by
+        ``epoch`` when the records carry it. Quantities recorded only in some epochs are
+        ``NaN`` elsewhere.
+
+    Raises
+    ------
+    ImportError
+        If pandas is not installed.
+    sklearn.exceptions.NotFittedError
+        If ``est`` is a neural recommender that has not been fitted.
+    ValueError
+        If ``est`` is an estimator without a training history (a closed-form baseline).
+
+    See Also
+    --------
+    plot_history : Plot some of these columns against the epoch.
+
+    Examples
+    --------
+    >>> from skrec import SeqRecommender
+    >>> from skrec.datasets import make_interactions
+    >>> from skrec.plotting import history_frame
+    >>> X = make_interactions(n_users=200, n_items=50, mean_length=10, random_state=0)
+    >>> rec = SeqRecommender(max_iter=2, precision="fp32", random_state=0).fit(X)
+    >>> frame = history_frame(rec)
+    >>> frame.index.name, len(frame)
+    ('epoch', 2)
+    >>> "loss" in frame.columns
+    True
+    """
+    try:
+        import pandas as pd
+    except ImportError:
+        raise ImportError(
+            "history_frame needs pandas, which is not installed. Install it with "
+            '`pip install pandas` (or `pip install "skrec[pandas]"`), or read the list of '
+            "dictionaries in est.history_ directly."
+        ) from None
+    records = _history_records(est)
+    frame = pd.DataFrame.from_records([dict(r) for r in records])
+    if "epoch" in frame.columns:
+        frame = frame.set_index("epoch")
+    else:
+        frame.index = pd.RangeIndex(1, len(frame) + 1, name="epoch")
+    return frame
+
+
+def plot_history(
+    est: Any,
+    metrics: Sequence[str] = ("loss", "val_ndcg@10"),
+    ax: Axes | None = None,
+) -> Axes:
+    """Plot training curves (per-epoch quantities of ``history_``) against the epoch.
+
+    The first metric is drawn on ``ax``'s left y-axis. The other metrics, usually on a
+    different scale (a loss that falls, a validation NDCG that rises), share a second y-axis
+    on the right (``ax.twinx()``). One legend lists them all.
+
+    Parameters
+    ----------
+    est : estimator or list of dict
+        A fitted neural recommender (anything with a ``history_`` attribute), or its
+        ``history_`` list itself.
+    metrics : sequence of str, default=("loss", "val_ndcg@10")
+        Keys of the history records to plot. Keys that no epoch recorded are skipped (for
+        example ``"val_ndcg@10"`` for a model trained without early stopping); at least one
+        must be present. A single string is read as one metric.
+    ax : matplotlib.axes.Axes, default=None
+        Axes to draw on; a new figure is made when ``None``.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        The axes holding the first metric (the right-hand axes, if any, is ``ax`` 's twin).
+
+    Raises
+    ------
+    ImportError
+        If matplotlib is not installed.
+    ValueError
+        If none of ``metrics`` was recorded, or the history is empty.
+
+    See Also
+    --------
+    history_frame : The same history as a pandas DataFrame.
+
+    Notes
+    -----
+    The legend sits just above the axes, where it hides no curve of either y-axis; give a
+    title some room, e.g. ``ax.set_title("Mult-VAE", pad=25)``.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> from skrec import SeqRecommender
+    >>> from skrec.datasets import make_interactions
+    >>> from skrec.plotting import plot_history
+    >>> X = make_interactions(n_users=200, n_items=50, mean_length=10, random_state=0)
+    >>> rec = SeqRecommender(max_iter=3, precision="fp32", random_state=0).fit(X)
+    >>> ax = plot_history(rec)
+    >>> ax.get_xlabel()
+    'epoch'
+    """
+    try:
+        import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
+    except ImportError:
+        raise ImportError(
+            "plot_history needs matplotlib, which is not installed. Install it with "
+            '`pip install matplotlib` (or `pip install "skrec[plot]"`).'
+        ) from None
+    if isinstance(metrics, str):
+        metrics = (metrics,)
+    metrics = list(metrics)
+    if not metrics:
+        raise ValueError("metrics is empty; name at least one key of history_, e.g. 'loss'.")
+    records = _history_records(est)
+    if not records:
+        raise ValueError("The training history is empty: there is nothing to plot.")
+    available = list(dict.fromkeys(key for r in records for key in r))
+    present = [m for m in metrics if m in available]
+    if not present:
+        raise ValueError(
+            f"None of the metrics {metrics} was recorded; the history has {available}."
+        )
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.4, 4.0))
+    epochs = [r.get("epoch", i + 1) for i, r in enumerate(records)]
+    colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2"])
+    lines = []
+    twin = None
+    for i, metric in enumerate(present):
+        target = ax
+        if i > 0:
+            if twin is None:
+                twin = ax.twinx()
+            target = twin
+        xs = [e for e, r in zip(epochs, records) if r.get(metric) is not None]
+        ys = [float(r[metric]) for r in records if r.get(metric) is not None]
+        (line,) = target.plot(
+            xs, ys, marker="o", markersize=3, color=colors[i % len(colors)], label=metric
+        )
+        lines.append(line)
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(present[0])
+    if twin is not None:
+        twin.set_ylabel(", ".join(present[1:]))
+    # Above the plot: a legend inside would hide the curves of one of the two y-axes.
+    ax.legend(
+        lines,
+        [line.get_label() for line in lines],
+        loc="lower left",
+        bbox_to_anchor=(0.0, 1.0),
+        ncols=len(lines),
+        frameon=False,
+    )
+    ax.grid(True, alpha=0.3)
+    return ax

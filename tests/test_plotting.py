@@ -1,0 +1,145 @@
+"""skrec.plotting: the training history as a DataFrame and as a matplotlib plot."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from sklearn.exceptions import NotFittedError
+
+from skrec import EASERecommender, SeqRecommender
+from skrec.plotting import history_frame, plot_history
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def fitted(interactions):
+    """A tiny SeqRecommender trained for 3 epochs with early stopping (so val_ndcg@10 exists)."""
+    return SeqRecommender(
+        d_model=16,
+        n_layers=1,
+        n_heads=1,
+        d_ff=16,
+        max_len=10,
+        max_iter=3,
+        n_iter_no_change=10,
+        precision="fp32",
+        random_state=0,
+    ).fit(interactions)
+
+
+@pytest.fixture(scope="module")
+def fitted_no_val(interactions):
+    """The same model without early stopping: no validation score in the history."""
+    return SeqRecommender(
+        d_model=16,
+        n_layers=1,
+        n_heads=1,
+        d_ff=16,
+        max_len=10,
+        max_iter=2,
+        early_stopping=False,
+        precision="fp32",
+        random_state=0,
+    ).fit(interactions)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+# ------------------------------------------------------------------------------ history_frame
+def test_history_frame_has_one_row_per_epoch(fitted):
+    pd = pytest.importorskip("pandas")
+    frame = history_frame(fitted)
+    assert isinstance(frame, pd.DataFrame)
+    assert frame.index.name == "epoch"
+    assert list(frame.index) == [1, 2, 3]
+    for column in ("loss", "val_ndcg@10", "seconds", "targets_per_s", "peak_memory_mb"):
+        assert column in frame.columns
+    assert frame["loss"].tolist() == [r["loss"] for r in fitted.history_]
+
+
+def test_history_frame_accepts_the_history_list(fitted):
+    pytest.importorskip("pandas")
+    assert history_frame(fitted.history_).equals(history_frame(fitted))
+
+
+def test_history_frame_without_epoch_key_numbers_from_one():
+    pytest.importorskip("pandas")
+    frame = history_frame([{"loss": 2.0}, {"loss": 1.0, "val_ndcg@10": 0.3}])
+    assert list(frame.index) == [1, 2]
+    assert frame["val_ndcg@10"].isna().tolist() == [True, False]
+
+
+def test_history_frame_without_pandas_names_the_fix(fitted, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pandas", None)
+    with pytest.raises(ImportError, match="pip install pandas"):
+        history_frame(fitted)
+
+
+def test_history_frame_unfitted_raises_not_fitted():
+    with pytest.raises(NotFittedError):
+        history_frame(SeqRecommender())
+
+
+def test_history_frame_of_a_closed_form_baseline(interactions):
+    pytest.importorskip("pandas")
+    with pytest.raises(ValueError, match="no history_"):
+        history_frame(EASERecommender().fit(interactions))
+
+
+def test_history_frame_rejects_other_objects():
+    with pytest.raises(TypeError, match="history_"):
+        history_frame(42)
+    with pytest.raises(TypeError, match="record 0"):
+        history_frame([1, 2])
+
+
+# ------------------------------------------------------------------------------ plot_history
+def test_plot_history_draws_both_metrics(fitted):
+    ax = plot_history(fitted)
+    assert isinstance(ax, matplotlib.axes.Axes)
+    assert ax.get_xlabel() == "epoch"
+    assert ax.get_ylabel() == "loss"
+    (loss_line,) = ax.get_lines()
+    assert list(loss_line.get_xdata()) == [1, 2, 3]
+    assert list(loss_line.get_ydata()) == pytest.approx([r["loss"] for r in fitted.history_])
+    twins = [other for other in ax.figure.axes if other is not ax]
+    assert len(twins) == 1
+    (val_line,) = twins[0].get_lines()
+    assert list(val_line.get_ydata()) == pytest.approx([r["val_ndcg@10"] for r in fitted.history_])
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["loss", "val_ndcg@10"]
+
+
+def test_plot_history_uses_the_given_axes(fitted):
+    fig, ax = plt.subplots()
+    assert plot_history(fitted, metrics="seconds", ax=ax) is ax
+    assert len(fig.axes) == 1  # one metric: no twin axis
+
+
+def test_plot_history_skips_metrics_that_were_not_recorded(fitted_no_val):
+    ax = plot_history(fitted_no_val)  # default metrics include val_ndcg@10
+    assert len(ax.figure.axes) == 1
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["loss"]
+
+
+def test_plot_history_errors(fitted):
+    with pytest.raises(ValueError, match="None of the metrics"):
+        plot_history(fitted, metrics=("nope",))
+    with pytest.raises(ValueError, match="empty"):
+        plot_history(fitted, metrics=())
+    with pytest.raises(ValueError, match="empty"):
+        plot_history([])
+
+
+def test_plot_history_without_matplotlib_names_the_fix(fitted, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)
+    with pytest.raises(ImportError, match="pip install matplotlib"):
+        plot_history(fitted)
