@@ -21,7 +21,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._validation import check_interactions, check_k, check_targets
 
-__all__ = ["BaseRecommender", "rank_top_k"]
+__all__ = ["BaseRecommender", "mask_scores", "rank_top_k"]
 
 #: Upper bound on the number of score cells materialised at once by the ranking path.
 _MAX_SCORE_CELLS = 1 << 24
@@ -29,6 +29,52 @@ _MAX_SCORE_CELLS = 1 << 24
 
 def _default_batch_size(n_items: int) -> int:
     return max(1, _MAX_SCORE_CELLS // max(n_items, 1))
+
+
+def mask_scores(
+    scores: torch.Tensor,
+    X: sp.csr_matrix,
+    *,
+    filter_seen: bool = True,
+    candidates: torch.Tensor | None = None,
+    cold_scores: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Apply cold-user scores, the candidate restriction and seen-item filtering in place.
+
+    Parameters
+    ----------
+    scores : torch.Tensor of shape (n_rows, n_items)
+        Scores of one batch of users; modified in place and returned.
+    X : scipy.sparse.csr_matrix of shape (n_rows, n_items)
+        The same users' interactions.
+    filter_seen : bool, default=True
+        Set the scores of the items in each row to ``-inf`` (one vectorised scatter).
+    candidates : torch.Tensor of shape (n_items,), dtype bool, default=None
+        Items allowed; the others get ``-inf``.
+    cold_scores : torch.Tensor of shape (n_items,), default=None
+        Scores given to users with an empty row.
+
+    Returns
+    -------
+    scores : torch.Tensor
+        The same tensor.
+    """
+    device = scores.device
+    counts = np.diff(X.indptr)
+    if cold_scores is not None:
+        cold = np.flatnonzero(counts == 0)
+        if cold.size:
+            scores[torch.as_tensor(cold, device=device)] = cold_scores.to(device, scores.dtype)
+    neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=device)
+    if candidates is not None:
+        scores.masked_fill_(~candidates.to(device), neg_inf)
+    if filter_seen and X.nnz:
+        rows = np.repeat(np.arange(X.shape[0]), counts)
+        scores.index_put_(
+            (torch.as_tensor(rows, device=device), torch.as_tensor(X.indices, device=device)),
+            neg_inf,
+        )
+    return scores
 
 
 def rank_top_k(
@@ -64,22 +110,9 @@ def rank_top_k(
     item_scores : ndarray of shape (n_rows, k), dtype float32
         Their scores, ``-inf`` for padding.
     """
-    n_rows, n_items = scores.shape
-    device = scores.device
-    counts = np.diff(X.indptr)
-    if cold_scores is not None:
-        cold = np.flatnonzero(counts == 0)
-        if cold.size:
-            scores[torch.as_tensor(cold, device=device)] = cold_scores.to(scores.dtype)
-    neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=device)
-    if candidates is not None:
-        scores.masked_fill_(~candidates.to(device), neg_inf)
-    if filter_seen and X.nnz:
-        rows = np.repeat(np.arange(n_rows), counts)
-        scores.index_put_(
-            (torch.as_tensor(rows, device=device), torch.as_tensor(X.indices, device=device)),
-            neg_inf,
-        )
+    mask_scores(scores, X, filter_seen=filter_seen, candidates=candidates,
+                cold_scores=cold_scores)
+    n_items = scores.shape[1]
     k_eff = min(k, n_items)
     top_scores, top_ids = torch.topk(scores, k_eff, dim=1, largest=True, sorted=True)
     top_ids = torch.where(torch.isneginf(top_scores), torch.full_like(top_ids, -1), top_ids)
@@ -179,10 +212,26 @@ class BaseRecommender(BaseEstimator):
         scores[order] = np.arange(order.size, 0, -1, dtype=np.float32)
         return torch.from_numpy(scores)
 
-    def _iter_batches(self, n_rows: int, batch_size: int | None):
-        bs = batch_size or _default_batch_size(self.n_features_in_)
+    #: Cap on users scored at once (models with per-user activations set it).
+    _max_inference_batch: int | None = None
+
+    def _iter_batches(self, X: sp.csr_matrix, batch_size: int | None):
+        """Yield ``(rows, X[rows])``: batches of users with similar numbers of interactions.
+
+        Sorting by row length keeps the padding of sequence models small; results are written
+        back at ``rows``, so the caller's order is unchanged.
+        """
+        n_rows = X.shape[0]
+        bs = batch_size or min(
+            _default_batch_size(self.n_features_in_), self._max_inference_batch or n_rows
+        )
+        if n_rows <= bs:
+            yield slice(None), X
+            return
+        order = np.argsort(np.diff(X.indptr), kind="stable")
         for start in range(0, n_rows, bs):
-            yield start, min(start + bs, n_rows)
+            rows = order[start : start + bs]
+            yield rows, X[rows]
 
     def recommend(
         self,
@@ -224,10 +273,9 @@ class BaseRecommender(BaseEstimator):
         ids = np.empty((X.shape[0], k), dtype=np.int64)
         scores = np.empty((X.shape[0], k), dtype=np.float32)
         with torch.inference_mode():
-            for start, stop in self._iter_batches(X.shape[0], batch_size):
-                Xb = X[start:stop]
+            for rows, Xb in self._iter_batches(X, batch_size):
                 s = self._score_batch(Xb).float()
-                ids[start:stop], scores[start:stop] = rank_top_k(
+                ids[rows], scores[rows] = rank_top_k(
                     s, Xb, k, filter_seen=filter_seen, candidates=candidates, cold_scores=cold
                 )
         return ids, scores
@@ -291,18 +339,10 @@ class BaseRecommender(BaseEstimator):
         out = np.empty(X.shape, dtype=np.float32)
         cold_scores = self._cold_scores()
         with torch.inference_mode():
-            for start, stop in self._iter_batches(X.shape[0], batch_size):
-                Xb = X[start:stop]
+            for rows, Xb in self._iter_batches(X, batch_size):
                 s = self._score_batch(Xb).float()
-                cold = np.flatnonzero(np.diff(Xb.indptr) == 0)
-                if cold.size:
-                    s[torch.as_tensor(cold, device=s.device)] = cold_scores.to(s.device)
-                if filter_seen and Xb.nnz:
-                    rows = np.repeat(np.arange(Xb.shape[0]), np.diff(Xb.indptr))
-                    rows_t = torch.as_tensor(rows, device=s.device)
-                    cols_t = torch.as_tensor(Xb.indices, device=s.device)
-                    s[rows_t, cols_t] = float("-inf")
-                out[start:stop] = s.cpu().numpy()
+                mask_scores(s, Xb, filter_seen=filter_seen, cold_scores=cold_scores)
+                out[rows] = s.cpu().numpy()
         return out
 
     def score(self, X, y, k: int = 10) -> float:

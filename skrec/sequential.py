@@ -202,6 +202,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         self.warm_start = warm_start
         self.prune = prune
 
+    # Users per inference batch: activations grow with users x history length.
+    _max_inference_batch = 256
+
     # ------------------------------------------------------------------ hooks
     def _check_params(self) -> None:
         super()._check_params()
