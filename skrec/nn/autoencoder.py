@@ -1,0 +1,198 @@
+"""Mult-VAE and Mult-DAE (Liang et al., 2018): autoencoders over a user's item set.
+
+Pure torch: the module takes a dense ``(batch, n_items)`` tensor of binary interactions and the
+loss takes the module's outputs; no numpy or scipy here. Every layer is a plain
+:class:`torch.nn.Linear` kept in a simple list (``encoder``, ``mu``, ``logvar``,
+``decoder``), so structured pruning can slice hidden units out of consecutive layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["MultVAE", "multinomial_elbo_loss"]
+
+
+def _init_linear(layer: nn.Linear) -> None:
+    # As in the reference implementation: Glorot-uniform weights, N(0, 0.001^2) biases.
+    nn.init.xavier_uniform_(layer.weight)
+    nn.init.normal_(layer.bias, std=1e-3)
+
+
+class MultVAE(nn.Module):
+    """Multinomial variational (or denoising) autoencoder for implicit feedback.
+
+    ``[n_items -> hidden_sizes -> latent_dim -> reversed(hidden_sizes) -> n_items]`` with
+    ``tanh`` between layers. The input is L2-normalised per user, then dropped out (training
+    only). With ``variational=True`` (Mult-VAE) the encoder gives the mean and log-variance
+    of a Gaussian posterior and training samples from it (reparameterisation); with
+    ``variational=False`` (Mult-DAE) the code is ``tanh(mu(h))`` and is deterministic.
+
+    Parameters
+    ----------
+    n_items : int
+        Catalogue size (input and output width).
+    hidden_sizes : sequence of int, default=(600,)
+        Widths of the encoder's hidden layers; the decoder mirrors them.
+    latent_dim : int, default=200
+        Width of the code.
+    dropout : float, default=0.5
+        Dropout probability on the (normalised) input during training.
+    variational : bool, default=True
+        Mult-VAE (True) or Mult-DAE (False).
+
+    Attributes
+    ----------
+    encoder : torch.nn.ModuleList of torch.nn.Linear
+        ``n_items -> hidden_sizes[0] -> ... -> hidden_sizes[-1]``, each followed by ``tanh``.
+    mu : torch.nn.Linear
+        Last hidden layer (or the input) -> code mean (the code itself for the DAE).
+    logvar : torch.nn.Linear or None
+        Last hidden layer -> code log-variance (Mult-VAE only).
+    decoder : torch.nn.ModuleList of torch.nn.Linear
+        ``latent_dim -> hidden_sizes[-1] -> ... -> n_items``, ``tanh`` between them; the last
+        layer gives the logits.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        hidden_sizes: Sequence[int] = (600,),
+        latent_dim: int = 200,
+        dropout: float = 0.5,
+        variational: bool = True,
+    ):
+        super().__init__()
+        hidden = [int(h) for h in hidden_sizes]
+        self.n_items = int(n_items)
+        self.latent_dim = int(latent_dim)
+        self.dropout = float(dropout)
+        self.variational = bool(variational)
+        dims = [self.n_items, *hidden]
+        self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.mu = nn.Linear(dims[-1], self.latent_dim)
+        self.logvar = nn.Linear(dims[-1], self.latent_dim) if self.variational else None
+        out_dims = [self.latent_dim, *reversed(hidden), self.n_items]
+        self.decoder = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(out_dims[:-1], out_dims[1:])
+        )
+        for layer in self.linear_layers():
+            _init_linear(layer)
+
+    def linear_layers(self) -> list[nn.Linear]:
+        """All linear layers, input to output (``logvar`` right after ``mu`` when present)."""
+        heads = [self.mu] if self.logvar is None else [self.mu, self.logvar]
+        return [*self.encoder, *heads, *self.decoder]
+
+    @staticmethod
+    def normalize(x: torch.Tensor) -> torch.Tensor:
+        """L2-normalise each row in fp32 (an empty row stays zero)."""
+        x = x.float()
+        return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    def encode(
+        self, x: torch.Tensor, *, dropout: bool | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Code mean and log-variance (``None`` for the DAE) of binary rows ``x``.
+
+        Input dropout is applied when ``dropout`` is True (by default: in training mode).
+        """
+        h = self.normalize(x)
+        if dropout is None:
+            dropout = self.training
+        if dropout and self.dropout > 0:
+            h = self._input_dropout(h)
+        for layer in self.encoder:
+            h = torch.tanh(layer(h))
+        mu = self.mu(h)
+        if self.logvar is None:
+            return torch.tanh(mu), None
+        return mu, self.logvar(h)
+
+    def _input_dropout(self, h: torch.Tensor) -> torch.Tensor:
+        """Inverted dropout of the stored (non-zero) input entries only.
+
+        Equivalent in distribution to ``F.dropout`` on the sparse input, but draws one random
+        number per interaction instead of one per (user, item) cell: several times faster for
+        the usual densities of 0.1-5 %.
+        """
+        rows, cols = h.nonzero(as_tuple=True)
+        drop = torch.rand(rows.numel(), device=h.device) < self.dropout
+        h = h.index_put((rows[drop], cols[drop]), h.new_zeros(()))
+        return h * (1.0 / (1.0 - self.dropout))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits over the catalogue of codes ``z``."""
+        h = z
+        last = len(self.decoder) - 1
+        for i, layer in enumerate(self.decoder):
+            h = layer(h)
+            if i < last:
+                h = torch.tanh(h)
+        return h
+
+    def _noise(self, std: torch.Tensor) -> torch.Tensor:
+        """Standard normal noise for the reparameterisation (a hook for tests)."""
+        return torch.randn_like(std)
+
+    def forward(
+        self, x: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Logits, code mean and log-variance for binary rows ``x`` of shape (B, n_items).
+
+        In training mode the Mult-VAE decodes a sample ``mu + exp(logvar / 2) * eps``; in
+        evaluation mode it decodes the mean.
+        """
+        mu, logvar = self.encode(x)
+        z = mu
+        if logvar is not None and self.training:
+            std = torch.exp(0.5 * logvar.float())
+            z = mu.float() + std * self._noise(std)
+        return self.decode(z), mu, logvar
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """Deterministic logits (posterior mean, no dropout) for binary rows ``x``."""
+        mu, _ = self.encode(x, dropout=False)
+        return self.decode(mu)
+
+
+def multinomial_elbo_loss(
+    logits: torch.Tensor,
+    x: torch.Tensor,
+    mu: torch.Tensor | None = None,
+    logvar: torch.Tensor | None = None,
+    beta: float = 0.0,
+) -> torch.Tensor:
+    """Multinomial negative log-likelihood plus ``beta`` times the KL term, summed over users.
+
+    ``-sum_i x_ui * log_softmax(logits_u)_i + beta * KL(N(mu_u, exp(logvar_u)) || N(0, I))``,
+    summed over the rows (users) of the batch; the caller divides by the number of users.
+    Logits are upcast to fp32 before the log-softmax.
+
+    Parameters
+    ----------
+    logits : torch.Tensor of shape (B, n_items)
+        Decoder output.
+    x : torch.Tensor of shape (B, n_items)
+        Binary interactions (the reconstruction target).
+    mu, logvar : torch.Tensor of shape (B, latent_dim) or None, default=None
+        Posterior parameters; the KL term is dropped when ``logvar`` is ``None`` (Mult-DAE).
+    beta : float, default=0.0
+        Weight of the KL term.
+
+    Returns
+    -------
+    loss : torch.Tensor
+        fp32 scalar: the sum over users.
+    """
+    log_probs = F.log_softmax(logits.float(), dim=1)
+    loss = -(log_probs * x.float()).sum()
+    if logvar is not None and mu is not None and beta:
+        mu32, logvar32 = mu.float(), logvar.float()
+        kl = 0.5 * (mu32.pow(2) + logvar32.exp() - 1.0 - logvar32).sum()
+        loss = loss + float(beta) * kl
+    return loss

@@ -1,0 +1,840 @@
+"""Pruning of fitted neural recommenders: structured (really smaller) and unstructured.
+
+Two methods, both applied in place to a fitted estimator's ``module_`` through
+:meth:`PrunableMixin.prune_` (or at the end of ``fit`` through the ``prune`` parameter):
+
+* ``"structured"`` removes whole units and **slices the dense matrices**, so the pruned model
+  has fewer parameters and fewer FLOPs and runs faster with ordinary dense kernels:
+
+  - :class:`~skrec.nn.CausalTransformer`: attention heads (rows of ``q/k/v_proj``, columns of
+    ``out_proj``; heads are ranked jointly across blocks and a block may lose all of them:
+    the output bias its attention branch still added then moves into the layer before it),
+    feed-forward units (rows of ``ff1``, columns of ``ff2``, per block) and embedding
+    dimensions (the width ``d_model`` of the residual stream: columns of ``item_emb`` and
+    ``pos_emb``, every LayerNorm, the input columns of ``q/k/v_proj`` and ``ff1``, the output
+    rows of ``out_proj`` and ``ff2``; the item output embeddings are tied to ``item_emb``);
+  - :class:`~skrec.nn.MultVAE`: hidden units of every hidden layer (the rows of the layer that
+    produces them and the columns of the layer that reads them) and latent dimensions (rows
+    of ``mu`` and ``logvar`` together, columns of the first decoder layer).
+
+  Removing a unit is exact when the unit contributes nothing, except for embedding
+  dimensions: a LayerNorm over fewer dimensions computes different mean and variance, so
+  every row changes a little. That, and the loss of useful units, is why pruning is
+  normally followed by a few epochs of fine-tuning.
+
+* ``"magnitude"`` zeroes the smallest weights of all ``Linear`` and ``Embedding`` layers
+  (one global threshold; LayerNorm parameters and biases are kept). The zeros are written
+  into the weights (no masks or hooks remain), and stay zero during the fine-tuning that
+  follows. **It saves no time or memory by itself**: the matrices keep their shapes and the
+  dense kernels multiply the zeros. It is useful to study sparsity, or before exporting to a
+  sparse runtime.
+
+Units are ranked by an importance score: ``"weight"`` (the share of each weight tensor's
+squared norm that a unit holds, summed over the tensors it touches) or ``"taylor"`` (the
+first-order Taylor estimate ``|w * dL/dw|`` of the loss change, summed over the unit's
+parameters and accumulated over batches of the training data, through the estimator's own
+loss).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from ._validation import check_targets
+from .nn.autoencoder import MultVAE
+from .nn.transformer import CausalTransformer, MultiHeadSelfAttention
+from .training import _check_int, _make_batches
+
+__all__ = [
+    "PrunableMixin",
+    "PruningGroup",
+    "magnitude_prune",
+    "model_summary",
+    "pruning_groups",
+    "structured_prune",
+]
+
+_METHODS = ("structured", "magnitude")
+_IMPORTANCES = ("auto", "weight", "taylor")
+_PRUNE_KEYS = ("amount", "method", "targets", "importance", "fine_tune_epochs",
+               "importance_batches")
+_BASE_ATTR = "_skrec_pruning_base"  # unpruned group sizes, stored on the module itself
+_EPS = 1e-9
+
+
+# --------------------------------------------------------------------------------------------
+# Groups of prunable units
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Slice:
+    """One parameter touched by a group: ``getattr(module, name)`` along ``axis``."""
+
+    module: nn.Module
+    name: str
+    axis: int
+    is_weight: bool = True  # counted by the "weight" importance (biases are not)
+
+    @property
+    def param(self) -> nn.Parameter:
+        return getattr(self.module, self.name)
+
+
+@dataclass
+class PruningGroup:
+    """A set of interchangeable units that structured pruning may remove.
+
+    Parameters
+    ----------
+    name : str
+        Stable name, e.g. ``"blocks.0.heads"``, ``"blocks.1.ffn"``, ``"embedding"``,
+        ``"encoder.0"``, ``"latent"``.
+    target : str
+        The kind of unit, as named in ``targets``: ``"heads"``, ``"ffn"``, ``"embedding"``,
+        ``"hidden"`` or ``"latent"``.
+    size : int
+        Current number of units.
+    unit_width : int
+        Entries per unit along each sliced axis (``head_dim`` for heads, else 1).
+    slices : list
+        The parameters the group touches and the axis along which each is sliced.
+    pool : str
+        Groups with the same pool are ranked jointly (the heads of all blocks).
+    min_keep : int
+        Fewest units this group may keep.
+    """
+
+    name: str
+    target: str
+    size: int
+    unit_width: int = 1
+    slices: list[_Slice] = field(default_factory=list)
+    pool: str = ""
+    min_keep: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.pool:
+            self.pool = self.name
+
+
+def _linear_slices(layer: nn.Linear, axis: int, bias: bool) -> list[_Slice]:
+    out = [_Slice(layer, "weight", axis)]
+    if bias and layer.bias is not None:
+        out.append(_Slice(layer, "bias", 0, is_weight=False))
+    return out
+
+
+def _transformer_groups(module: CausalTransformer) -> list[PruningGroup]:
+    groups = []
+    for i, block in enumerate(module.blocks):
+        attn = block.attn
+        heads = []
+        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
+            heads += _linear_slices(proj, 0, bias=True)
+        heads.append(_Slice(attn.out_proj, "weight", 1))
+        groups.append(PruningGroup(f"blocks.{i}.heads", "heads", attn.n_heads, attn.head_dim,
+                                   heads, pool="heads", min_keep=0))
+        ffn = _linear_slices(block.ff1, 0, bias=True) + [_Slice(block.ff2, "weight", 1)]
+        groups.append(PruningGroup(f"blocks.{i}.ffn", "ffn", block.ff1.out_features, 1, ffn))
+    emb = [_Slice(module.item_emb, "weight", 1), _Slice(module.pos_emb, "weight", 1)]
+    for block in module.blocks:
+        attn = block.attn
+        for ln in (block.ln1, block.ln2):
+            emb += [_Slice(ln, "weight", 0), _Slice(ln, "bias", 0, is_weight=False)]
+        for layer in (attn.q_proj, attn.k_proj, attn.v_proj, block.ff1):
+            emb.append(_Slice(layer, "weight", 1))
+        for layer in (attn.out_proj, block.ff2):
+            emb += _linear_slices(layer, 0, bias=True)
+    emb += [_Slice(module.final_ln, "weight", 0),
+            _Slice(module.final_ln, "bias", 0, is_weight=False)]
+    groups.append(PruningGroup("embedding", "embedding", module.d_model, 1, emb))
+    return groups
+
+
+def _autoencoder_groups(module: MultVAE) -> list[PruningGroup]:
+    groups = []
+    enc, dec = list(module.encoder), list(module.decoder)
+    heads = [module.mu] if module.logvar is None else [module.mu, module.logvar]
+    for i, layer in enumerate(enc):
+        readers = [enc[i + 1]] if i + 1 < len(enc) else heads
+        slices = _linear_slices(layer, 0, bias=True)
+        slices += [_Slice(r, "weight", 1) for r in readers]
+        groups.append(PruningGroup(f"encoder.{i}", "hidden", layer.out_features, 1, slices))
+    latent = [s for h in heads for s in _linear_slices(h, 0, bias=True)]
+    latent.append(_Slice(dec[0], "weight", 1))
+    groups.append(PruningGroup("latent", "latent", module.mu.out_features, 1, latent))
+    for j, layer in enumerate(dec[:-1]):
+        slices = _linear_slices(layer, 0, bias=True) + [_Slice(dec[j + 1], "weight", 1)]
+        groups.append(PruningGroup(f"decoder.{j}", "hidden", layer.out_features, 1, slices))
+    return groups
+
+
+_DEFAULT_TARGETS = {
+    CausalTransformer: ("heads", "ffn", "embedding"),
+    MultVAE: ("hidden", "latent"),
+}
+
+
+def pruning_groups(module: nn.Module) -> list[PruningGroup]:
+    """The groups of units that structured pruning can remove from ``module``.
+
+    Parameters
+    ----------
+    module : CausalTransformer or MultVAE
+        A skrec torch module.
+
+    Returns
+    -------
+    groups : list of PruningGroup
+        In a stable order (block by block, then the embedding; or input to output).
+    """
+    if isinstance(module, CausalTransformer):
+        return _transformer_groups(module)
+    if isinstance(module, MultVAE):
+        return _autoencoder_groups(module)
+    raise TypeError(f"Structured pruning does not know {type(module).__name__} modules.")
+
+
+def _default_targets(module: nn.Module) -> tuple[str, ...]:
+    for cls, targets in _DEFAULT_TARGETS.items():
+        if isinstance(module, cls):
+            return targets
+    raise TypeError(f"Structured pruning does not know {type(module).__name__} modules.")
+
+
+def _sync_shapes(module: nn.Module) -> None:
+    """Update the size attributes of every sub-module after its parameters were sliced."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            m.out_features, m.in_features = m.weight.shape
+        elif isinstance(m, nn.Embedding):
+            m.num_embeddings, m.embedding_dim = m.weight.shape
+        elif isinstance(m, nn.LayerNorm) and m.weight is not None:
+            m.normalized_shape = (m.weight.shape[0],)
+        elif isinstance(m, MultiHeadSelfAttention):
+            m.n_heads = m.q_proj.weight.shape[0] // m.head_dim  # parents come first
+        elif isinstance(m, MultVAE):
+            m.latent_dim = m.mu.weight.shape[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Importance
+# --------------------------------------------------------------------------------------------
+
+
+def _per_unit(t: torch.Tensor, axis: int, n_units: int) -> torch.Tensor:
+    """Sum ``t`` over everything but the units along ``axis`` -> (n_units,) fp64 on CPU."""
+    if n_units == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    return t.detach().movedim(axis, 0).reshape(n_units, -1).double().sum(1).cpu()
+
+
+def _weight_importance(group: PruningGroup) -> torch.Tensor:
+    score = torch.zeros(group.size, dtype=torch.float64)
+    for s in group.slices:
+        if not s.is_weight:
+            continue
+        sq = s.param.detach().float().pow(2)
+        total = float(sq.sum())
+        if total > 0:
+            score += _per_unit(sq, s.axis, group.size) / total
+    return score
+
+
+def _taylor_importance(group: PruningGroup, acc: dict[int, torch.Tensor]) -> torch.Tensor:
+    score = torch.zeros(group.size, dtype=torch.float64)
+    for s in group.slices:
+        a = acc.get(id(s.param))
+        if a is not None:
+            score += _per_unit(a, s.axis, group.size)
+    return score
+
+
+def _keep_indices(
+    groups: list[PruningGroup],
+    scores: dict[str, torch.Tensor],
+    base: dict[str, int],
+    amount: float,
+) -> dict[str, np.ndarray]:
+    """Units to keep per group: in each pool, drop the lowest-scored down to the target."""
+    keep: dict[str, np.ndarray] = {}
+    pools: dict[str, list[PruningGroup]] = {}
+    for g in groups:
+        pools.setdefault(g.pool, []).append(g)
+    for members in pools.values():
+        base_total = sum(base.get(g.name, g.size) for g in members)
+        target = base_total - int(math.floor(amount * base_total + _EPS))
+        target = max(target, sum(g.min_keep for g in members), 1 if base_total else 0)
+        current = sum(g.size for g in members)
+        n_remove = current - target
+        if n_remove <= 0:
+            continue
+        cand = [(float(scores[g.name][u]), gi, u) for gi, g in enumerate(members)
+                for u in range(g.size)]
+        cand.sort()
+        left = {g.name: g.size for g in members}
+        removed: dict[str, set[int]] = {g.name: set() for g in members}
+        for _, gi, u in cand:
+            if n_remove == 0:
+                break
+            g = members[gi]
+            if left[g.name] <= g.min_keep:
+                continue
+            removed[g.name].add(u)
+            left[g.name] -= 1
+            n_remove -= 1
+        for g in members:
+            if removed[g.name]:
+                keep[g.name] = np.array([u for u in range(g.size) if u not in removed[g.name]],
+                                        dtype=np.int64)
+    return keep
+
+
+def _slice_group(group: PruningGroup, keep: np.ndarray) -> None:
+    w = group.unit_width
+    idx = (np.asarray(keep, dtype=np.int64)[:, None] * w + np.arange(w)).reshape(-1)
+    for s in group.slices:
+        p = s.param
+        new = p.detach().index_select(s.axis, torch.as_tensor(idx, device=p.device)).clone()
+        setattr(s.module, s.name, nn.Parameter(new, requires_grad=p.requires_grad))
+
+
+def _fold_silent_attention(module: CausalTransformer) -> None:
+    """Keep a block that lost all its heads exact: move its output bias to the previous writer.
+
+    Without heads, the attention branch only added ``out_proj.bias``, a constant. Nothing
+    reads the residual stream between the previous writer (the previous block's ``ff2``, or
+    the embeddings for the first block) and that addition, so the constant moves there
+    exactly (at inference; dropout aside in training) and the bias is zeroed.
+    """
+    with torch.no_grad():
+        for i, block in enumerate(module.blocks):
+            attn = block.attn
+            if attn.n_heads or not bool(attn.out_proj.bias.any()):
+                continue
+            bias = attn.out_proj.bias
+            if i == 0:  # every position's embedding gets it (padding is zeroed after)
+                module.pos_emb.weight.add_(bias)
+            else:
+                module.blocks[i - 1].ff2.bias.add_(bias)
+            bias.zero_()
+
+
+def _record_base(module: nn.Module, groups: list[PruningGroup]) -> dict[str, int]:
+    base = getattr(module, _BASE_ATTR, None)
+    if base is None:
+        base = {g.name: g.size for g in groups}
+        setattr(module, _BASE_ATTR, base)
+    return base
+
+
+def structured_prune(
+    module: nn.Module,
+    amount: float,
+    *,
+    targets: Sequence[str] | None = None,
+    grad_importance: dict[int, torch.Tensor] | None = None,
+) -> list[dict[str, Any]]:
+    """Remove whole units from ``module`` in place by slicing its dense matrices.
+
+    Parameters
+    ----------
+    module : CausalTransformer or MultVAE
+        The module to prune.
+    amount : float in [0, 1)
+        Fraction of each group's units removed, counted against the **unpruned** module
+        (its sizes are recorded on the module at the first call): a group of ``n`` units
+        keeps ``n - floor(amount * n)``, so at least one unit when ``amount < 1``; the
+        attention heads of all blocks form one pool (a block may lose all its heads). A group
+        never grows back: calling again with the same or a smaller ``amount`` changes nothing.
+    targets : sequence of str, default=None
+        Kinds of units to prune; by default all (``"heads", "ffn", "embedding"`` for the
+        transformer, ``"hidden", "latent"`` for the autoencoder).
+    grad_importance : dict, default=None
+        Accumulated ``|w * grad|`` per parameter (keyed by ``id(param)``) for Taylor
+        importance; weight-norm importance when ``None``.
+
+    Returns
+    -------
+    groups : list of dict
+        One record per group: ``name``, ``target``, ``base`` (unpruned size), ``before``,
+        ``after``.
+    """
+    groups = pruning_groups(module)
+    base = _record_base(module, groups)
+    wanted = set(_default_targets(module) if targets is None else targets)
+    chosen = [g for g in groups if g.target in wanted]
+    if grad_importance is None:
+        scores = {g.name: _weight_importance(g) for g in chosen}
+    else:
+        scores = {g.name: _taylor_importance(g, grad_importance) for g in chosen}
+    keep = _keep_indices(chosen, scores, base, amount)
+    records = [{"name": g.name, "target": g.target, "base": int(base.get(g.name, g.size)),
+                "before": int(g.size)} for g in groups]
+    with torch.no_grad():
+        for g in chosen:  # importance was computed for every group before any slicing
+            if g.name in keep:
+                _slice_group(g, keep[g.name])
+    _sync_shapes(module)
+    if isinstance(module, CausalTransformer):
+        _fold_silent_attention(module)
+    sizes = {g.name: g.size for g in pruning_groups(module)}
+    for r in records:
+        r["after"] = int(sizes[r["name"]])
+    return records
+
+
+def _magnitude_params(module: nn.Module) -> list[nn.Parameter]:
+    return [m.weight for m in module.modules() if isinstance(m, nn.Linear | nn.Embedding)]
+
+
+def magnitude_prune(module: nn.Module, amount: float) -> dict[int, torch.Tensor]:
+    """Zero the smallest-magnitude ``Linear``/``Embedding`` weights of ``module`` in place.
+
+    One global threshold over all those weights (LayerNorm parameters and biases are left
+    alone). Shapes do not change, so this saves no time with dense kernels.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module to prune.
+    amount : float in [0, 1)
+        Target sparsity: afterwards ``round(amount * n_weights)`` of the weights are zero
+        (weights already zero count; a module already sparser is left as it is).
+
+    Returns
+    -------
+    masks : dict
+        ``id(weight) -> bool mask`` (True = kept) of every weight tensor considered.
+    """
+    params = _magnitude_params(module)
+    with torch.no_grad():
+        flat = torch.cat([p.detach().abs().float().reshape(-1).cpu() for p in params])
+        n_target = int(round(amount * flat.numel()))
+        mask_flat = flat != 0
+        n_zero = int(flat.numel() - mask_flat.sum())
+        if n_target > n_zero:
+            idx = torch.topk(flat, n_target, largest=False, sorted=False).indices
+            mask_flat[idx] = False
+        masks, start = {}, 0
+        for p in params:
+            m = mask_flat[start : start + p.numel()].reshape(p.shape).to(p.device)
+            start += p.numel()
+            p.mul_(m.to(p.dtype))
+            masks[id(p)] = m
+    return masks
+
+
+# --------------------------------------------------------------------------------------------
+# Diagnosis: size, FLOPs, sparsity
+# --------------------------------------------------------------------------------------------
+
+
+def _architecture(module: nn.Module) -> dict[str, Any]:
+    if isinstance(module, CausalTransformer):
+        return {
+            "d_model": int(module.d_model),
+            "n_heads": [int(b.attn.n_heads) for b in module.blocks],
+            "d_ff": [int(b.ff1.out_features) for b in module.blocks],
+        }
+    if isinstance(module, MultVAE):
+        return {
+            "encoder_sizes": [int(layer.out_features) for layer in module.encoder],
+            "latent_dim": int(module.mu.out_features),
+            "decoder_sizes": [int(layer.out_features) for layer in module.decoder[:-1]],
+        }
+    return {}
+
+
+def _flops(module: nn.Module, seq_len: int | None) -> int:
+    """2 x multiply-adds of one user's recommendation (dense kernels; norms etc. left out)."""
+    if isinstance(module, CausalTransformer):
+        # Inference scores the last position only: the blocks before the last one run on all
+        # L positions; the last block needs keys and values of all positions but queries,
+        # output projection and feed-forward of the last position only.
+        L = int(seq_len or module.max_len)
+        d = module.d_model
+        total = 0
+        n_blocks = len(module.blocks)
+        for i, b in enumerate(module.blocks):
+            n_q = 1 if i == n_blocks - 1 else L
+            inner = b.attn.n_heads * b.attn.head_dim
+            if inner:
+                total += 2 * d * inner * (2 * L + 2 * n_q)  # k, v on L; q, out on n_q
+                total += 2 * 2 * n_q * L * inner  # scores and weighted values (full mask)
+            total += 2 * 2 * n_q * d * b.ff1.out_features
+        return int(total + 2 * d * module.n_items)  # the catalogue scored from one position
+    if isinstance(module, MultVAE):
+        layers = [*module.encoder, module.mu, *module.decoder]  # logvar unused at inference
+        return int(sum(2 * layer.in_features * layer.out_features for layer in layers))
+    return 0
+
+
+def model_summary(module: nn.Module, *, seq_len: int | None = None) -> dict[str, Any]:
+    """Size, estimated inference FLOPs and sparsity of a skrec module.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A :class:`~skrec.nn.CausalTransformer` or :class:`~skrec.nn.MultVAE` (other modules
+        get parameter counts only).
+    seq_len : int, default=None
+        History length for the transformer's FLOPs; ``module.max_len`` (the worst case) when
+        ``None``.
+
+    Returns
+    -------
+    summary : dict
+        ``parameters`` (all), ``nonzero_parameters``, ``sparsity`` (fraction of zeros among
+        the ``Linear``/``Embedding`` weights), ``flops_per_user`` (2 x multiply-adds to score
+        the whole catalogue for one user with dense kernels; the transformer's count is for
+        a history of ``flops_seq_len`` items, attention computed over the full ``L x L``
+        matrix as the masked kernel does) and ``architecture`` (current widths).
+    """
+    params = list(module.parameters())
+    n = sum(p.numel() for p in params)
+    nz = sum(int(torch.count_nonzero(p.detach())) for p in params)
+    weights = _magnitude_params(module)
+    n_w = sum(p.numel() for p in weights)
+    zeros = sum(p.numel() - int(torch.count_nonzero(p.detach())) for p in weights)
+    out = {
+        "parameters": int(n),
+        "nonzero_parameters": int(nz),
+        "sparsity": float(zeros / n_w) if n_w else 0.0,
+        "flops_per_user": _flops(module, seq_len),
+        "architecture": _architecture(module),
+    }
+    if isinstance(module, CausalTransformer):
+        out["flops_seq_len"] = int(seq_len or module.max_len)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter checks
+# --------------------------------------------------------------------------------------------
+
+
+def _check_amount(amount) -> float:
+    ok = isinstance(amount, numbers.Real) and not isinstance(amount, bool)
+    if not ok or not np.isfinite(amount) or not 0.0 <= float(amount) < 1.0:
+        raise ValueError(f"amount must be a number in [0, 1); got {amount!r}.")
+    return float(amount)
+
+
+def _check_prune_args(module: nn.Module, amount, method, targets, importance,
+                      fine_tune_epochs, importance_batches, X_given: bool):
+    amount = _check_amount(amount)
+    if method not in _METHODS:
+        raise ValueError(f"method must be one of {_METHODS}; got {method!r}.")
+    if importance not in _IMPORTANCES:
+        raise ValueError(f"importance must be one of {_IMPORTANCES}; got {importance!r}.")
+    if importance == "taylor" and not X_given:
+        raise ValueError("importance='taylor' needs training data: pass X.")
+    _check_int("fine_tune_epochs", fine_tune_epochs, 0)
+    _check_int("importance_batches", importance_batches, 1, allow_none=True)
+    valid = _default_targets(module)
+    if targets is None:
+        targets = valid
+    elif isinstance(targets, str):
+        targets = (targets,)
+    try:
+        targets = tuple(targets)
+    except TypeError:
+        raise ValueError(f"targets must be a sequence of {valid}; got {targets!r}.") from None
+    bad = [t for t in targets if t not in valid]
+    if bad or not targets:
+        raise ValueError(f"targets must be a non-empty subset of {valid}; got {targets!r}.")
+    return amount, targets
+
+
+def _parse_prune_param(value) -> dict[str, Any] | None:
+    """Validate the estimators' ``prune`` parameter: None, an amount, or a dict of options."""
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        spec = {"amount": value}
+    elif isinstance(value, dict):
+        unknown = sorted(set(value) - set(_PRUNE_KEYS))
+        if unknown or "amount" not in value:
+            raise ValueError(
+                f"prune as a dict needs 'amount' and may have {_PRUNE_KEYS}; got keys "
+                f"{sorted(value)}."
+            )
+        spec = dict(value)
+    else:
+        raise ValueError(
+            f"prune must be None, a float in [0, 1) or a dict of prune_ options; got {value!r}."
+        )
+    _check_amount(spec["amount"])
+    if spec.get("method", "structured") not in _METHODS:
+        raise ValueError(f"prune's method must be one of {_METHODS}; got {spec['method']!r}.")
+    if spec.get("importance", "auto") not in _IMPORTANCES:
+        raise ValueError(
+            f"prune's importance must be one of {_IMPORTANCES}; got {spec['importance']!r}."
+        )
+    _check_int("prune's fine_tune_epochs", spec.get("fine_tune_epochs", 10), 0)
+    return spec
+
+
+# --------------------------------------------------------------------------------------------
+# The estimator side
+# --------------------------------------------------------------------------------------------
+
+
+class PrunableMixin:
+    """Adds :meth:`prune_` and the ``prune`` parameter to a neural recommender.
+
+    Mix in before :class:`~skrec.training.NeuralRecommender`. The estimator stores a
+    ``prune`` constructor parameter (``None``, an amount, or a dict of :meth:`prune_`
+    options); when it is set, ``fit`` prunes and fine-tunes the model at its end, so that
+    ``GridSearchCV`` can compare pruning levels. Constructor parameters are never changed:
+    the pruned module itself carries its new shapes, and ``pruning_report_`` describes them.
+    """
+
+    # ----------------------------------------------------------------- hooks into fit
+    def _check_params(self) -> None:
+        super()._check_params()
+        _parse_prune_param(getattr(self, "prune", None))
+
+    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
+        if not (self.warm_start and hasattr(self, "module_")):
+            self.__dict__.pop("pruning_report_", None)  # a fresh module is unpruned
+        super()._fit(X, y)
+        spec = _parse_prune_param(getattr(self, "prune", None))
+        if spec is not None:
+            spec = dict(spec)
+            amount = spec.pop("amount")
+            self._prune(amount, X_train=self._training_matrix(X, y), skip_if_unchanged=True,
+                        **spec)
+
+    # ----------------------------------------------------------------- public API
+    def prune_(
+        self,
+        amount: float,
+        method: str = "structured",
+        *,
+        X=None,
+        y=None,
+        targets: Sequence[str] | None = None,
+        importance: str = "auto",
+        fine_tune_epochs: int = 10,
+        importance_batches: int | None = None,
+    ):
+        """Prune the fitted model in place, then fine-tune it on ``X`` if given.
+
+        Parameters
+        ----------
+        amount : float in [0, 1)
+            For ``"structured"``: the fraction of units removed in every group, counted
+            against the unpruned model (its widths are recorded on the module at the first
+            pruning): a group of ``n`` units keeps ``n - floor(amount * n)`` (at least one
+            for feed-forward, embedding, hidden and latent groups). The attention heads of
+            all blocks are one group, so a block may lose all its heads (the constant its
+            attention branch still added, the output bias, is moved into the layer before
+            it, which keeps the removal exact). Calls do not compound: ``prune_(0.5)``
+            twice keeps half the units, and a smaller amount than before changes nothing
+            (units never grow back).
+            For ``"magnitude"``: the target fraction of zero weights among all ``Linear``
+            and ``Embedding`` weights.
+        method : {"structured", "magnitude"}, default="structured"
+            ``"structured"`` removes whole units and slices the matrices: the model is
+            really smaller and faster. ``"magnitude"`` zeroes individual weights globally by
+            magnitude: **no speed or memory gain** with dense kernels (shapes are unchanged).
+        X : {array-like, sparse matrix} of shape (n_users, n_items), default=None
+            Training interactions, as for ``fit``. When given, importance is estimated on it
+            (with ``importance="auto"``) and the pruned model is fine-tuned on it.
+        y : {sparse matrix, array-like}, default=None
+            Held-out items of the same users, merged into ``X`` as in ``fit``.
+        targets : sequence of str, default=None
+            Kinds of units to remove (structured only). Transformer: any of ``"heads"``,
+            ``"ffn"``, ``"embedding"``; autoencoder: ``"hidden"``, ``"latent"``. Default: all.
+            Embedding dimensions shrink both the blocks and the final scoring over the
+            catalogue (``d_model x n_items``). A LayerNorm over fewer dimensions normalises
+            differently, so removing embedding dimensions perturbs every output a little
+            even when the removed dimensions were unimportant.
+        importance : {"auto", "weight", "taylor"}, default="auto"
+            How units are ranked (structured only). ``"weight"``: the share of each weight
+            tensor's squared norm a unit holds, summed over the tensors it touches.
+            ``"taylor"``: first-order Taylor ``|w * dL/dw|`` summed over the unit's
+            parameters and accumulated over batches of ``X`` through the model's own training
+            loss (dropout off). ``"auto"``: ``"taylor"`` when ``X`` is given, else
+            ``"weight"``.
+        fine_tune_epochs : int, default=10
+            Epochs of fine-tuning on ``X`` with the shared trainer, continuing from the
+            pruned weights, with early stopping (and best-weight restore) when the estimator
+            has ``early_stopping=True``. Ignored without ``X``. Magnitude-pruned weights stay
+            zero while fine-tuning.
+        importance_batches : int, default=None
+            Batches of ``X`` used for Taylor importance; all when ``None``.
+
+        Returns
+        -------
+        self : object
+            The estimator, with ``module_`` pruned and ``pruning_report_`` set.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            If the estimator is not fitted.
+        ValueError
+            For an invalid ``amount``, ``method``, ``importance`` or ``targets``.
+
+        Notes
+        -----
+        ``pruning_report_`` holds ``method``, ``amount``, ``targets``, ``importance``;
+        ``before``, ``after_pruning_before_fine_tuning`` and ``after`` summaries (see
+        :func:`model_summary`: parameters, non-zero parameters, sparsity, estimated FLOPs
+        per user, widths); ``groups`` (per group: unpruned, before and after unit counts);
+        ``fine_tune_epochs`` run, ``fine_tune_history_start`` (their first index in
+        ``history_``) and ``fine_tune_best_val_ndcg@10``.
+
+        The estimator's constructor parameters keep the unpruned widths (scikit-learn
+        estimators never change their parameters), so ``clone`` or a fresh ``fit`` build
+        the full model again; ``warm_start`` fits and ``partial_fit`` continue training the
+        pruned module. Pickling keeps the pruned module as it is.
+
+        Examples
+        --------
+        >>> from skrec import SeqRecommender
+        >>> from skrec.datasets import make_interactions
+        >>> X = make_interactions(n_users=100, n_items=30, random_state=0)
+        >>> rec = SeqRecommender(d_model=16, max_iter=2, random_state=0).fit(X)
+        >>> rec = rec.prune_(0.5, X=X, fine_tune_epochs=1)
+        >>> rec.module_.d_model, rec.pruning_report_["groups"][-1]["after"]
+        (8, 8)
+        """
+        check_is_fitted(self)
+        if not hasattr(self, "module_"):  # pragma: no cover - fitted estimators have one
+            check_is_fitted(self, "module_")
+        X_train = None
+        if X is not None:
+            X = self._validate_X(X)
+            if y is not None:
+                y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
+            X_train = self._training_matrix(X, y)
+        return self._prune(amount, method=method, X_train=X_train, targets=targets,
+                           importance=importance, fine_tune_epochs=fine_tune_epochs,
+                           importance_batches=importance_batches)
+
+    # ----------------------------------------------------------------- implementation
+    def _prune(
+        self,
+        amount: float,
+        method: str = "structured",
+        *,
+        X_train: sp.csr_matrix | None = None,
+        targets: Sequence[str] | None = None,
+        importance: str = "auto",
+        fine_tune_epochs: int = 10,
+        importance_batches: int | None = None,
+        skip_if_unchanged: bool = False,
+    ):
+        module = self.module_
+        amount, targets = _check_prune_args(
+            module, amount, method, targets, importance, fine_tune_epochs, importance_batches,
+            X_train is not None,
+        )
+        device = self._device()
+        module.to(device)
+        before = model_summary(module)
+        masks = None
+        if method == "structured":
+            if importance == "auto":
+                importance = "taylor" if X_train is not None else "weight"
+            grads = None
+            if importance == "taylor":
+                grads = self._taylor_scores(X_train, importance_batches)
+            groups = structured_prune(module, amount, targets=targets, grad_importance=grads)
+            changed = any(g["after"] != g["before"] for g in groups)
+        else:
+            importance = "magnitude"
+            groups = []
+            masks = magnitude_prune(module, amount)
+            changed = model_summary(module)["sparsity"] != before["sparsity"]
+        pruned = model_summary(module)
+        epochs_run, history_start = 0, len(getattr(self, "history_", []))
+        if X_train is not None and fine_tune_epochs > 0 and (changed or not skip_if_unchanged):
+            epochs_run = self._fine_tune(X_train, fine_tune_epochs, masks)
+        self.pruning_report_ = {
+            "method": method,
+            "amount": amount,
+            "targets": list(targets) if method == "structured" else None,
+            "importance": importance,
+            "before": before,
+            "after": model_summary(module),
+            "after_pruning_before_fine_tuning": pruned,
+            "groups": groups,
+            "fine_tune_epochs": epochs_run,
+            "fine_tune_history_start": history_start,  # history_[start:] are those epochs
+            "fine_tune_best_val_ndcg@10": self.best_score_ if epochs_run else None,
+        }
+        return self
+
+    def _taylor_scores(self, X: sp.csr_matrix, max_batches: int | None) -> dict[int, torch.Tensor]:
+        """Accumulate ``|w * dL/dw|`` over batches of ``X`` through the estimator's loss."""
+        module = self.module_
+        device = self._device()
+        precision = getattr(self, "precision_", "fp32")
+        params = [p for p in module.parameters() if p.requires_grad]
+        acc = {id(p): torch.zeros_like(p, dtype=torch.float32) for p in params}
+        data = self._prepare(X)
+        seed = np.random.RandomState(
+            self.random_state if isinstance(self.random_state, numbers.Integral) else 0
+        )
+        batches = _make_batches(data, self.batch_size, seed)
+        if max_batches is not None:
+            batches = batches[:max_batches]
+        was_training = module.training
+        module.eval()  # no dropout: the importance of the model that will serve
+        try:
+            for rows in batches:
+                batch, n_targets = self._batch(data, rows, device)
+                if n_targets == 0:
+                    continue
+                module.zero_grad(set_to_none=True)
+                with self._autocast(device, precision):
+                    loss = self._batch_loss(module, batch)
+                (loss / n_targets).backward()
+                with torch.no_grad():
+                    for p in params:
+                        if p.grad is not None:
+                            acc[id(p)] += (p.detach().float() * p.grad.float()).abs()
+        finally:
+            module.zero_grad(set_to_none=True)
+            module.train(was_training)
+        return acc
+
+    def _fine_tune(self, X: sp.csr_matrix, epochs: int, masks: dict[int, torch.Tensor] | None):
+        """Continue training with the shared trainer; masked weights stay zero."""
+        module = self.module_
+        hooks = []
+        if masks:
+            for p in module.parameters():
+                m = masks.get(id(p))
+                if m is not None:
+                    hooks.append(p.register_hook(lambda g, m=m: g * m.to(g.dtype)))
+        n_before = self.n_iter_
+        self.best_score_ = None  # the pre-pruning best describes another model
+        try:
+            self._train(X, epochs=epochs, reset=False)
+        finally:
+            for h in hooks:
+                h.remove()
+            if masks:
+                with torch.no_grad():
+                    for p in module.parameters():
+                        m = masks.get(id(p))
+                        if m is not None:
+                            p.mul_(m.to(p.dtype))
+        return self.n_iter_ - n_before
