@@ -30,16 +30,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import scipy.sparse as sp
 
+from skrec import AERecommender
 from skrec.baselines import EASERecommender, PopularityRecommender
 from skrec.datasets import load_movielens, make_interactions
 from skrec.metrics import ndcg_at_k, recall_at_k
 from skrec.model_selection import user_holdout_split
 from skrec.plotting import plot_history
-
-try:
-    from skrec import AERecommender
-except ImportError:  # an older skrec without the autoencoders
-    AERecommender = None
 
 FAST = os.environ.get("SKREC_EXAMPLES_FAST", "0") not in ("", "0")
 
@@ -85,17 +81,14 @@ models = {
     "Popularity": PopularityRecommender(),
     "EASE (l2=500)": EASERecommender(l2=500.0),
 }
-if AERecommender is not None:
-    common = dict(
-        max_iter=3 if FAST else 60,
-        n_iter_no_change=5,
-        batch_size=64,
-        random_state=0,
-    )
-    models["Mult-DAE"] = AERecommender(variational=False, **common)
-    models["Mult-VAE"] = AERecommender(variational=True, anneal_steps=200, **common)
-else:
-    print("AERecommender is not available in this version of skrec; showing the baselines.")
+common = dict(
+    max_iter=3 if FAST else 60,
+    n_iter_no_change=5,
+    batch_size=64,
+    random_state=0,
+)
+models["Mult-DAE"] = AERecommender(variational=False, **common)
+models["Mult-VAE"] = AERecommender(variational=True, anneal_steps=200, **common)
 
 rows = []
 for name, model in models.items():

@@ -32,9 +32,6 @@ from skrec.metrics import ndcg_at_k
 from skrec.model_selection import leave_last_out_split
 
 FAST = os.environ.get("SKREC_EXAMPLES_FAST", "0") not in ("", "0")
-HAS_PRUNING = hasattr(SeqRecommender, "prune_")
-if not HAS_PRUNING:
-    print("This version of skrec has no SeqRecommender.prune_: nothing to show.")
 
 X_all = make_interactions(
     n_users=300 if FAST else 1000, n_items=300, mean_length=30, random_state=0
@@ -90,23 +87,20 @@ rows = [
         "serve (s)": serving_seconds(base),
     }
 ]
-if HAS_PRUNING:
-    for method in ("structured", "magnitude"):
-        for amount in amounts:
-            model = copy.deepcopy(base).prune_(
-                amount, method=method, X=X, fine_tune_epochs=fine_tune
-            )
-            nonzero = sum(int(p.count_nonzero()) for p in model.module_.parameters())
-            rows.append(
-                {
-                    "method": method,
-                    "amount": amount,
-                    "NDCG@10": ndcg_at_k(y, model.predict(X, k=10)),
-                    "parameters": n_parameters(model),
-                    "nonzero": nonzero,
-                    "serve (s)": serving_seconds(model),
-                }
-            )
+for method in ("structured", "magnitude"):
+    for amount in amounts:
+        model = copy.deepcopy(base).prune_(amount, method=method, X=X, fine_tune_epochs=fine_tune)
+        nonzero = sum(int(p.count_nonzero()) for p in model.module_.parameters())
+        rows.append(
+            {
+                "method": method,
+                "amount": amount,
+                "NDCG@10": ndcg_at_k(y, model.predict(X, k=10)),
+                "parameters": n_parameters(model),
+                "nonzero": nonzero,
+                "serve (s)": serving_seconds(model),
+            }
+        )
 
 print(
     f"{'method':<11} {'amount':>6} {'NDCG@10':>8} {'parameters':>11} {'nonzero':>9} "
@@ -164,16 +158,15 @@ plt.show()
 # ------------------------
 # ``pruning_report_`` describes the last pruning: the units kept in every group, and the
 # parameters and FLOPs per user before and after.
-if HAS_PRUNING:
-    model = copy.deepcopy(base).prune_(0.5)  # no X: weight-norm importance, no fine-tuning
-    report = model.pruning_report_
-    for group in report["groups"]:
-        print(group)
-    print("parameters:", report["before"]["parameters"], "->", report["after"]["parameters"])
-    print(
-        "FLOPs per user:",
-        report["before"]["flops_per_user"],
-        "->",
-        report["after"]["flops_per_user"],
-    )
-    print(f"NDCG@10 without fine-tuning: {model.score(X, y):.4f}")
+model = copy.deepcopy(base).prune_(0.5)  # no X: weight-norm importance, no fine-tuning
+report = model.pruning_report_
+for group in report["groups"]:
+    print(group)
+print("parameters:", report["before"]["parameters"], "->", report["after"]["parameters"])
+print(
+    "FLOPs per user:",
+    report["before"]["flops_per_user"],
+    "->",
+    report["after"]["flops_per_user"],
+)
+print(f"NDCG@10 without fine-tuning: {model.score(X, y):.4f}")
