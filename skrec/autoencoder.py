@@ -95,14 +95,19 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         Gradient-norm clipping.
     early_stopping : bool, default=True
         Hold out 20 % of the items of ``validation_fraction`` of the users (at random, the
-        other 80 % stay in training as their fold-in), track their NDCG@10 after every epoch,
-        stop after ``n_iter_no_change`` epochs without improvement and restore the best weights.
+        other 80 % stay in training as their fold-in), evaluate them after every epoch, stop
+        after ``n_iter_no_change`` epochs without improvement of ``validation_metric`` and
+        restore the best weights.
     validation_fraction : float, default=0.1
         Fraction of users used for validation.
+    validation_metric : str, default="ndcg@10"
+        What early stopping monitors: a ranking metric ``"name@k"`` (``"ndcg@100"`` as in the
+        Mult-VAE paper, ``"recall@20"``, ...) or ``"loss"``, the cross-entropy of the
+        held-out items under the softmax of the decoder's scores.
     n_iter_no_change : int, default=20
         Patience of early stopping, in epochs.
     tol : float, default=1e-4
-        Minimum improvement of the validation NDCG@10.
+        Minimum improvement of the monitored validation value.
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
     random_state : int, RandomState instance or None, default=None
@@ -124,14 +129,18 @@ class AERecommender(PrunableMixin, NeuralRecommender):
     module_ : MultVAE
         The trained torch module.
     history_ : list of dict
-        Per epoch: ``loss`` (per user), ``val_ndcg@10``, ``seconds``, ``targets_per_s``
-        (users/s), ``steps``, ``peak_memory_mb``, ``beta`` (KL weight at the end of the epoch).
+        Per epoch: ``loss`` (per user), ``val_loss`` and ``val_ndcg@10`` (and the monitored
+        ``val_<metric>@<k>``, with early stopping), ``seconds``, ``targets_per_s``
+        (users/s), ``steps``, ``peak_memory_mb``, ``beta`` (KL weight at the end of the
+        epoch).
     n_iter_ : int
         Epochs run.
     n_steps_ : int
         Optimizer steps run (drives the KL annealing).
     best_score_ : float or None
-        Best validation NDCG@10 (with early stopping).
+        Validation NDCG@10 of the restored (best) epoch, with early stopping.
+    best_epoch_ : int or None
+        The epoch whose weights were restored by early stopping.
     device_ : torch.device
         Device used.
     precision_ : str
@@ -180,6 +189,7 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         clip_grad_norm: float | None = None,
         early_stopping: bool = True,
         validation_fraction: float = 0.1,
+        validation_metric: str = "ndcg@10",
         n_iter_no_change: int = 20,
         tol: float = 1e-4,
         device: str = "auto",
@@ -203,6 +213,7 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         self.clip_grad_norm = clip_grad_norm
         self.early_stopping = early_stopping
         self.validation_fraction = validation_fraction
+        self.validation_metric = validation_metric
         self.n_iter_no_change = n_iter_no_change
         self.tol = tol
         self.device = device

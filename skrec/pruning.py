@@ -826,6 +826,7 @@ class PrunableMixin:
                     hooks.append(p.register_hook(lambda g, m=m: g * m.to(g.dtype)))
         n_before = self.n_iter_
         self.best_score_ = None  # the pre-pruning best describes another model
+        self.best_epoch_ = None
         try:
             self._train(X, epochs=epochs, reset=False)
         finally:

@@ -27,7 +27,7 @@ import torch
 from sklearn.utils import check_random_state
 
 from ._validation import check_targets
-from .base import BaseRecommender, interaction_counts
+from .base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
 
 __all__ = ["NeuralRecommender", "resolve_device", "resolve_precision"]
 
@@ -139,6 +139,11 @@ def _make_batches(data: Any, batch_size: int, rng: np.random.RandomState) -> lis
     return batches
 
 
+def _val_key(scorer) -> str:
+    """History key of a validation metric, e.g. ``"val_recall@20"``."""
+    return f"val_{scorer.metric}@{scorer.k}"
+
+
 class NeuralRecommender(BaseRecommender):
     """Base class of the neural recommenders: the shared training loop.
 
@@ -177,8 +182,15 @@ class NeuralRecommender(BaseRecommender):
     clip_grad_norm : float or None
         Maximum gradient norm.
     early_stopping : bool
-        Hold out ``validation_fraction`` of the users, stop when their NDCG@10 has not improved
-        by ``tol`` for ``n_iter_no_change`` epochs, and restore the best weights.
+        Hold out ``validation_fraction`` of the users, stop when their ``validation_metric``
+        has not improved by ``tol`` for ``n_iter_no_change`` epochs, and restore the best
+        weights.
+    validation_metric : str
+        What early stopping monitors: ``"loss"`` (the cross-entropy of the held-out items under
+        the softmax of the model's scores over the unseen items; lower is better) or a ranking
+        metric ``"name@k"`` (``"ndcg@10"``, ``"recall@20"``, ... as for
+        :func:`~skrec.metrics.get_rec_scorer`; higher is better). A subclass may smooth the
+        monitored value over epochs (``_early_stopping_smoothing``).
     device : str
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
     random_state : int, RandomState instance or None
@@ -188,6 +200,11 @@ class NeuralRecommender(BaseRecommender):
     warm_start : bool
         Continue from the current weights on the next ``fit``.
     """
+
+    #: Weight of the newest epoch in the exponential moving average of the monitored
+    #: validation value (1.0: no smoothing). Small validation sets give noisy values; smoothing
+    #: keeps early stopping from stopping on one lucky or unlucky epoch.
+    _early_stopping_smoothing: float = 1.0
 
     # -------------------------------------------------------------- hooks (subclasses)
     def _build_module(self) -> torch.nn.Module:  # pragma: no cover
@@ -231,6 +248,22 @@ class NeuralRecommender(BaseRecommender):
             raise ValueError("validation_fraction must be < 1.")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}; got {self.precision!r}.")
+        self._validation_scorer()
+
+    def _validation_scorer(self):
+        """The parsed ``validation_metric``: ``None`` for ``"loss"``, else a RecScorer."""
+        from .metrics import get_rec_scorer
+
+        metric = getattr(self, "validation_metric", "ndcg@10")
+        if metric == "loss":
+            return None
+        try:
+            return get_rec_scorer(metric)
+        except ValueError as exc:
+            raise ValueError(
+                f"validation_metric must be 'loss' or a ranking metric such as 'ndcg@10'; "
+                f"got {metric!r} ({exc})"
+            ) from None
 
     # -------------------------------------------------------------- device & precision
     def _device(self) -> torch.device:
@@ -297,6 +330,7 @@ class NeuralRecommender(BaseRecommender):
                 self.history_ = []
                 self.n_iter_ = 0
                 self.best_score_ = None
+                self.best_epoch_ = None
                 self.n_steps_ = 0
             elif not hasattr(self, "n_steps_"):  # fitted before the step counter existed
                 self.n_steps_ = 0
@@ -327,8 +361,11 @@ class NeuralRecommender(BaseRecommender):
         scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
         autocast = self._autocast(device, precision)
         generator = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
-        best_state, no_improve = None, 0
-        best = self.best_score_ if self.best_score_ is not None else -np.inf
+        # Early stopping compares a "higher is better" monitor: the ranking metric, or minus
+        # the validation loss; smoothed over epochs when the subclass asks for it.
+        scorer = self._validation_scorer()
+        smoothing = self._early_stopping_smoothing
+        best_state, no_improve, best, smoothed = None, 0, -np.inf, None
 
         epoch_iter = range(epochs)
         bar = None
@@ -390,12 +427,17 @@ class NeuralRecommender(BaseRecommender):
                 **self._epoch_info(),
             }
             if val is not None:
-                score = self._validation_score(*val)
-                record["val_ndcg@10"] = score
-                if score > best + self.tol:
-                    best, no_improve = score, 0
+                record.update(self._validation_scores(*val, scorer))
+                value = -record["val_loss"] if scorer is None else record[_val_key(scorer)]
+                if np.isfinite(value):
+                    smoothed = value if smoothed is None else (
+                        smoothing * value + (1 - smoothing) * smoothed
+                    )
+                if smoothed is not None and smoothed > best + self.tol:
+                    best, no_improve = smoothed, 0
                     best_state = copy.deepcopy(module.state_dict())
-                    self.best_score_ = score
+                    self.best_score_ = record["val_ndcg@10"]
+                    self.best_epoch_ = self.n_iter_
                 else:
                     no_improve += 1
             self.history_.append(record)
@@ -410,10 +452,42 @@ class NeuralRecommender(BaseRecommender):
             module.load_state_dict(best_state)
         module.eval()
 
-    def _validation_score(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix) -> float:
+    def _validation_scores(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix, scorer) -> dict:
+        """``val_loss``, ``val_ndcg@10`` (and the monitored metric) of the validation users.
+
+        ``val_loss`` is the mean cross-entropy of the held-out items under the softmax of the
+        model's scores over each user's unseen items (users with an empty history, who get
+        popularity scores, are left out of it). Rankings exclude seen items, as ``predict``.
+        """
         from .metrics import ndcg_at_k
 
-        return float(ndcg_at_k(y_val, self.predict(X_hist, 10), k=10))
+        k = 10 if scorer is None else max(10, scorer.k)
+        ids = np.empty((X_hist.shape[0], k), dtype=np.int64)
+        cold = self._cold_scores()
+        nll_sum, n_targets = 0.0, 0
+        with torch.inference_mode():
+            for rows, Xb in self._iter_batches(X_hist, None):
+                yb = y_val if isinstance(rows, slice) else y_val[rows]
+                scores = mask_scores(self._score_batch(Xb).float(), Xb, filter_seen=True)
+                # Held-out items, one (row, item) pair each, of users with a history.
+                target_rows = np.repeat(np.arange(yb.shape[0]), np.diff(yb.indptr))
+                keep = (np.diff(Xb.indptr) > 0)[target_rows]
+                if keep.any():
+                    r = torch.as_tensor(target_rows[keep], device=scores.device)
+                    c = torch.as_tensor(yb.indices[keep], device=scores.device)
+                    log_p = scores[r, c] - torch.logsumexp(scores, dim=1)[r]
+                    log_p = log_p[torch.isfinite(log_p)]  # a held-out item also in the history
+                    nll_sum -= float(log_p.sum())
+                    n_targets += int(log_p.numel())
+                ids[rows] = rank_top_k(scores, Xb, k, filter_seen=False, cold_scores=cold)[0]
+        out = {
+            "val_loss": nll_sum / n_targets if n_targets else float("nan"),
+            "val_ndcg@10": float(ndcg_at_k(y_val, ids[:, :10], k=10)),
+        }
+        if scorer is not None:
+            out[_val_key(scorer)] = float(scorer.metric_func(y_val, ids[:, : scorer.k],
+                                                             k=scorer.k))
+        return out
 
     # -------------------------------------------------------------- inference
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
