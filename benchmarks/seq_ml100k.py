@@ -1,7 +1,9 @@
 """SeqRecommender against popularity, Markov chain and EASE on ML-100K, leave-last-out.
 
 Full ranking over all items, seen items excluded; order by timestamp, ties by the row order of
-``u.data``. Run: ``python benchmarks/seq_ml100k.py [--data PATH] [--precision fp32 bf16]``.
+``u.data``. Run: ``python benchmarks/seq_ml100k.py [--data PATH] [--seeds N]``; the CPU precision
+comparison: ``python benchmarks/seq_ml100k.py --precision fp32 bf16 --max-iter 5 --no-early-stopping
+--name seq_ml100k_precision``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ def main(argv=None):
     parser.add_argument("--precision", nargs="+", default=["fp32"])
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--max-iter", type=int, default=None)
+    parser.add_argument("--no-early-stopping", action="store_true",
+                        help="train exactly --max-iter epochs on all the data")
+    parser.add_argument("--name", default="seq_ml100k", help="result file name")
     args = parser.parse_args(argv)
 
     data = load_movielens(ml100k_path(args.data))
@@ -39,6 +44,8 @@ def main(argv=None):
             params = {"precision": precision, "random_state": seed}
             if args.max_iter:
                 params["max_iter"] = args.max_iter
+            if args.no_early_stopping:
+                params["early_stopping"] = False
             models[f"seq[{precision}, seed={seed}]"] = SeqRecommender(**params)
     rows = []
     for name, est in models.items():
@@ -50,14 +57,17 @@ def main(argv=None):
             "HR@10": hit_rate_at_k(y_test, pred, k=10),
             "train_s": seconds,
             "epochs": getattr(est, "n_iter_", ""),
+            "best_epoch": getattr(est, "best_epoch_", "") or "",
             "s/epoch": seconds / est.n_iter_ if hasattr(est, "n_iter_") else "",
         }
         rows.append(row)
         print(row, flush=True)
-    table = markdown_table(rows, ["model", "NDCG@10", "HR@10", "train_s", "epochs", "s/epoch"])
+    table = markdown_table(
+        rows, ["model", "NDCG@10", "HR@10", "train_s", "epochs", "best_epoch", "s/epoch"]
+    )
     print(table)
     save_json(
-        "seq_ml100k",
+        args.name,
         {
             "rows": rows,
             "peak_rss_mb": peak_rss_mb(),

@@ -141,10 +141,11 @@ for name, row in results.items():
 # %%
 # The training history
 # --------------------
-# ``history_`` records the loss, the validation NDCG@10, the time and the throughput of every
-# epoch; :func:`skrec.plotting.plot_history` draws it (and
-# :func:`skrec.plotting.history_frame` gives it as a pandas DataFrame).
-ax = plot_history(seq, metrics=("loss", "val_ndcg@10"))
+# ``history_`` records the training loss, the validation loss (which early stopping monitors,
+# smoothed over epochs) and NDCG@10, the time and the throughput of every epoch.
+# :func:`skrec.plotting.plot_history` draws them, here the validation loss (left axis) and
+# NDCG@10 (right axis); :func:`skrec.plotting.history_frame` gives them as a DataFrame.
+ax = plot_history(seq, metrics=("val_loss", "val_ndcg@10"))
 plt.tight_layout()
 plt.show()
 

@@ -192,13 +192,48 @@ def test_sampled_losses_train(loss, small):
     assert rec.predict(X).shape == (X.shape[0], 10)
 
 
-def test_early_stopping_restores_the_best_epoch(small):
+def _smoothed(values, weight):
+    out, s = [], None
+    for v in values:
+        s = v if s is None else weight * v + (1 - weight) * s
+        out.append(s)
+    return np.array(out)
+
+
+def test_early_stopping_on_the_smoothed_validation_loss(small):
     X, _ = small
     rec = SeqRecommender(**{**TINY, "max_iter": 30, "n_iter_no_change": 2,
                             "learning_rate_init": 0.05}).fit(X)
-    scores = [h["val_ndcg@10"] for h in rec.history_]
-    assert rec.best_score_ == pytest.approx(max(scores))
     assert rec.n_iter_ < 30
+    losses = [h["val_loss"] for h in rec.history_]
+    assert np.isfinite(losses).all() and min(losses) > 0
+    # The restored epoch maximises the smoothed -val_loss (first maximum wins).
+    monitor = _smoothed(-np.array(losses), SeqRecommender._early_stopping_smoothing)
+    assert rec.best_epoch_ == int(np.argmax(monitor)) + 1
+    assert rec.n_iter_ == rec.best_epoch_ + 2
+    assert rec.best_score_ == rec.history_[rec.best_epoch_ - 1]["val_ndcg@10"]
+
+
+def test_early_stopping_restores_the_weights_of_the_best_epoch(small):
+    X, _ = small
+    params = {**TINY, "max_iter": 30, "n_iter_no_change": 2, "learning_rate_init": 0.05}
+    rec = SeqRecommender(**params).fit(X)
+    again = SeqRecommender(**{**params, "max_iter": rec.best_epoch_,
+                              "n_iter_no_change": 1000}).fit(X)
+    # Same seed, same batches: the model after best_epoch_ epochs is the one restored.
+    for a, b in zip(rec.module_.parameters(), again.module_.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_validation_metric_can_be_a_ranking_metric(small):
+    X, _ = small
+    rec = SeqRecommender(**{**TINY, "max_iter": 12, "n_iter_no_change": 3,
+                            "validation_metric": "recall@5", "learning_rate_init": 0.05}).fit(X)
+    recalls = np.array([h["val_recall@5"] for h in rec.history_])
+    assert ((0 <= recalls) & (recalls <= 1)).all()
+    monitor = _smoothed(recalls, SeqRecommender._early_stopping_smoothing)
+    # tol=1e-4: the first epoch within tol of the maximum
+    assert rec.best_epoch_ <= int(np.argmax(monitor)) + 1
 
 
 @pytest.mark.parametrize(
@@ -212,6 +247,8 @@ def test_early_stopping_restores_the_best_epoch(small):
         ({"max_iter": 0}, "max_iter"),
         ({"learning_rate_init": -1.0}, "learning_rate_init"),
         ({"validation_fraction": 1.0}, "validation_fraction"),
+        ({"validation_metric": "auc"}, "validation_metric"),
+        ({"validation_metric": "ndcg@0"}, "validation_metric"),
         ({"device": "tpu9"}, "device"),
     ],
 )
