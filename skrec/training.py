@@ -443,7 +443,7 @@ class NeuralRecommender(BaseRecommender):
             self.history_.append(record)
             if bar is not None:
                 bar.set_postfix({k: round(v, 4) for k, v in record.items()
-                                 if k in ("loss", "val_ndcg@10")})
+                                 if k in ("loss", "val_loss", "val_ndcg@10")})
             if val is not None and no_improve >= self.n_iter_no_change:
                 break
         if bar is not None:

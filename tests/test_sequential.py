@@ -316,3 +316,14 @@ def test_beats_markov_chain_on_planted_sequences():
     markov_hr = hit_rate_at_k(y, MarkovChainRecommender().fit(X_train).predict(X_train))
     pop_hr = hit_rate_at_k(y, PopularityRecommender().fit(X_train).predict(X_train))
     assert seq_hr > markov_hr + 0.03 > pop_hr
+
+
+def test_verbose_shows_progress_bars_with_the_validation_values(small, capsys):
+    X, _ = small
+    SeqRecommender(**{**TINY, "verbose": 2}).fit(X)
+    err = capsys.readouterr().err
+    assert "SeqRecommender" in err and "epoch" in err
+    assert "val_loss=" in err and "val_ndcg@10=" in err
+    assert "steps" in err  # verbose=2 adds a bar over batches
+    SeqRecommender(**TINY).fit(X)
+    assert capsys.readouterr().err == ""
