@@ -505,5 +505,6 @@ class NeuralRecommender(BaseRecommender):
         dev = state.get("device_")
         if dev is not None and dev.type == "cuda" and not torch.cuda.is_available():
             self.device_ = torch.device("cpu")
-            if self.__dict__.get("precision_", "fp32") != "fp32":
-                self.precision_ = resolve_precision("auto", self.device_)
+            # Serve the CPU copy in fp32: its rankings match the trained model's fp32 ones,
+            # where bf16 inference on a CPU would reorder near-ties.
+            self.precision_ = "fp32"
