@@ -77,52 +77,7 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         Optimizer steps over which the KL weight grows linearly from 0 to ``beta``
         (``0``: ``beta`` from the start). The count continues across ``warm_start`` fits and
         :meth:`partial_fit`. An accumulation window is one step.
-    max_iter : int, default=200
-        Maximum number of epochs.
-    batch_size : int, default=128
-        Users per micro-batch.
-    learning_rate_init : float, default=1e-3
-        AdamW learning rate.
-    weight_decay : float, default=0.0
-        AdamW decoupled weight decay.
-    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        Autocast precision for training and inference; ``"auto"`` uses bf16 where the hardware
-        runs it natively (recent GPUs, CPUs with AVX-512 BF16/AMX) and fp32 elsewhere. Logits
-        are upcast to fp32 before the log-softmax.
-    accumulation_steps : int, default=1
-        Micro-batches per optimizer step (same gradient as one batch that many times larger).
-    clip_grad_norm : float or None, default=None
-        Gradient-norm clipping.
-    early_stopping : bool, default=True
-        Hold out 20 % of the items of ``validation_fraction`` of the users (at random, the
-        other 80 % stay in training as their fold-in), evaluate them after every epoch, stop
-        after ``n_iter_no_change`` epochs without improvement of ``validation_metric`` and
-        restore the best weights.
-    validation_fraction : float, default=0.1
-        Fraction of users used for validation.
-    validation_metric : str, default="ndcg@10"
-        What early stopping monitors: a ranking metric ``"name@k"`` (``"ndcg@100"`` as in the
-        Mult-VAE paper, ``"recall@20"``, ...) or ``"loss"``, the cross-entropy of the
-        held-out items under the softmax of the decoder's scores.
-    n_iter_no_change : int, default=20
-        Patience of early stopping, in epochs.
-    tol : float, default=1e-4
-        Minimum improvement of the monitored validation value.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
-    random_state : int, RandomState instance or None, default=None
-        Seed for reproducible training on CPU.
-    verbose : int, default=0
-        1: a progress bar over epochs (renders in Jupyter); 2: also over batches.
-    warm_start : bool, default=False
-        Continue from the current weights (and annealing step) on the next ``fit``.
-    prune : float, dict or None, default=None
-        Prune the model at the end of ``fit`` and fine-tune it on the training data (see
-        :meth:`prune_`): an amount in [0, 1) for structured pruning with the default
-        options, or a dict of :meth:`prune_` options such as ``{"amount": 0.5, "method":
-        "structured", "targets": ("hidden",), "fine_tune_epochs": 5}``. Lets
-        ``GridSearchCV`` compare pruning levels. Nothing is pruned (and nothing fine-tuned)
-        with ``None`` or ``0``.
+    {training_parameters}
 
     Attributes
     ----------
@@ -172,55 +127,30 @@ class AERecommender(PrunableMixin, NeuralRecommender):
     (2, 5)
     """
 
-    def __init__(
-        self,
-        variational: bool = True,
-        hidden_sizes: tuple[int, ...] = (),
-        latent_dim: int = 200,
-        dropout: float = 0.5,
-        beta: float = 0.2,
-        anneal_steps: int = 2000,
-        max_iter: int = 200,
-        batch_size: int = 128,
-        learning_rate_init: float = 1e-3,
-        weight_decay: float = 0.0,
-        precision: str = "auto",
-        accumulation_steps: int = 1,
-        clip_grad_norm: float | None = None,
-        early_stopping: bool = True,
-        validation_fraction: float = 0.1,
-        validation_metric: str = "ndcg@10",
-        n_iter_no_change: int = 20,
-        tol: float = 1e-4,
-        device: str = "auto",
-        random_state=None,
-        verbose: int = 0,
-        warm_start: bool = False,
-        prune: float | dict | None = None,
-    ):
-        self.variational = variational
-        self.hidden_sizes = hidden_sizes
-        self.latent_dim = latent_dim
-        self.dropout = dropout
-        self.beta = beta
-        self.anneal_steps = anneal_steps
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.weight_decay = weight_decay
-        self.precision = precision
-        self.accumulation_steps = accumulation_steps
-        self.clip_grad_norm = clip_grad_norm
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.validation_metric = validation_metric
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.prune = prune
+    variational: bool = True
+    hidden_sizes: tuple[int, ...] = ()
+    latent_dim: int = 200
+    dropout: float = 0.5
+    beta: float = 0.2
+    anneal_steps: int = 2000
+    # training parameters whose defaults differ from NeuralRecommender's
+    n_iter_no_change: int = 20
+
+    _param_docs = {
+        "early_stopping": (
+            "Hold out 20 % of the items of ``validation_fraction`` of the users (at random, "
+            "the other 80 % stay in training as their fold-in), evaluate them after every "
+            "epoch, stop after ``n_iter_no_change`` epochs without improvement of "
+            "``validation_metric`` and restore the best weights."
+        ),
+        "validation_metric": (
+            "What early stopping monitors: a ranking metric ``\"name@k\"`` (``\"ndcg@100\"`` "
+            "as in the Mult-VAE paper, ``\"recall@20\"``, ...) or ``\"loss\"``, the "
+            "cross-entropy of the held-out items under the softmax of the decoder's scores."
+        ),
+        "warm_start": "Continue from the current weights (and annealing step) on the next "
+                      "``fit``.",
+    }
 
     # ------------------------------------------------------------------ hooks
     def _check_params(self) -> None:

@@ -38,11 +38,12 @@ loss).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,7 +54,7 @@ from torch import nn
 from ._validation import check_targets
 from .nn.autoencoder import MultVAE
 from .nn.transformer import CausalTransformer, MultiHeadSelfAttention
-from .training import _check_int, _make_batches
+from .training import TRAINING_PARAM_DOCS, Trainer, _check_int, _make_batches
 
 __all__ = [
     "PrunableMixin",
@@ -592,15 +593,32 @@ def _parse_prune_param(value) -> dict[str, Any] | None:
 # --------------------------------------------------------------------------------------------
 
 
+_PRUNE_PARAM_DOC = (
+    "float, dict or None",
+    "Prune the model at the end of ``fit`` and fine-tune it on the training data (see "
+    ":meth:`prune_`): an amount in [0, 1) for structured pruning with the default options, "
+    "or a dict of :meth:`prune_` options such as ``{\"amount\": 0.5, \"method\": "
+    "\"structured\", \"fine_tune_epochs\": 5}``. Lets ``GridSearchCV`` compare pruning "
+    "levels. Nothing is pruned (and nothing fine-tuned) with ``None`` or ``0``.",
+)
+
+
+@dataclasses.dataclass(kw_only=True, eq=False, repr=False)
 class PrunableMixin:
     """Adds :meth:`prune_` and the ``prune`` parameter to a neural recommender.
 
-    Mix in before :class:`~skrec.training.NeuralRecommender`. The estimator stores a
-    ``prune`` constructor parameter (``None``, an amount, or a dict of :meth:`prune_`
-    options); when it is set, ``fit`` prunes and fine-tunes the model at its end, so that
-    ``GridSearchCV`` can compare pruning levels. Constructor parameters are never changed:
-    the pruned module itself carries its new shapes, and ``pruning_report_`` describes them.
+    Mix in before :class:`~skrec.training.NeuralRecommender`. The estimator has a ``prune``
+    parameter (``None``, an amount, or a dict of :meth:`prune_` options); when it is set,
+    ``fit`` prunes and fine-tunes the model at its end, so that ``GridSearchCV`` can compare
+    pruning levels. Constructor parameters are never changed: the pruned module itself
+    carries its new shapes, and ``pruning_report_`` describes them.
     """
+
+    prune: float | dict | None = None
+
+    _shared_param_docs: ClassVar[dict[str, tuple[str, str]]] = {
+        **TRAINING_PARAM_DOCS, "prune": _PRUNE_PARAM_DOC,
+    }
 
     # ----------------------------------------------------------------- hooks into fit
     def _check_params(self) -> None:
@@ -782,10 +800,15 @@ class PrunableMixin:
         return self
 
     def _taylor_scores(self, X: sp.csr_matrix, max_batches: int | None) -> dict[int, torch.Tensor]:
-        """Accumulate ``|w * dL/dw|`` over batches of ``X`` through the estimator's loss."""
+        """Accumulate ``|w * dL/dw|`` over batches of ``X`` through the estimator's loss.
+
+        Each batch goes through the trainer's own micro-step (forward, summed loss, backward
+        of the per-target mean), with dropout off.
+        """
         module = self.module_
         device = self._device()
-        precision = getattr(self, "precision_", "fp32")
+        trainer = Trainer(self, module, device=device,
+                          precision=getattr(self, "precision_", "fp32"), loss_scaling=False)
         params = [p for p in module.parameters() if p.requires_grad]
         acc = {id(p): torch.zeros_like(p, dtype=torch.float32) for p in params}
         data = self._prepare(X)
@@ -803,9 +826,7 @@ class PrunableMixin:
                 if n_targets == 0:
                     continue
                 module.zero_grad(set_to_none=True)
-                with self._autocast(device, precision):
-                    loss = self._batch_loss(module, batch)
-                (loss / n_targets).backward()
+                trainer.micro_step(batch, n_targets)
                 with torch.no_grad():
                     for p in params:
                         if p.grad is not None:
@@ -828,7 +849,8 @@ class PrunableMixin:
         self.best_score_ = None  # the pre-pruning best describes another model
         self.best_epoch_ = None
         try:
-            self._train(X, epochs=epochs, reset=False)
+            self._train(X, epochs=epochs, reset=False,
+                        label=f"{type(self).__name__} fine-tuning")
         finally:
             for h in hooks:
                 h.remove()

@@ -63,56 +63,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         Negatives per batch for ``"sampled"`` and ``"gbce"``.
     gbce_t : float, default=0.75
         Calibration parameter ``t`` of gBCE.
-    max_iter : int, default=200
-        Maximum number of epochs.
-    batch_size : int, default=32
-        Users (sequences) per micro-batch. Small batches give more optimizer steps per
-        epoch, which matters on small user bases (ML-100K: 943 users).
-    learning_rate_init : float, default=1e-3
-        AdamW learning rate.
-    weight_decay : float, default=0.0
-        AdamW weight decay.
-    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        Autocast precision for training and inference; ``"auto"`` uses bf16 where the hardware
-        runs it natively (recent GPUs, CPUs with AVX-512 BF16/AMX) and fp32 elsewhere.
-    accumulation_steps : int, default=1
-        Micro-batches per optimizer step (same gradient as one batch that many times larger).
-    clip_grad_norm : float or None, default=5.0
-        Gradient-norm clipping.
-    early_stopping : bool, default=True
-        Hold out the last item of ``validation_fraction`` of the users, evaluate them after
-        every epoch, stop after ``n_iter_no_change`` epochs without improvement of
-        ``validation_metric`` and restore the best weights. The monitored value is smoothed
-        over epochs (exponential moving average, weight 0.3 on the newest epoch): on a few
-        hundred validation users one epoch's value is too noisy to stop on.
-    validation_fraction : float, default=0.2
-        Fraction of users whose last item is held out for early stopping (their earlier
-        items still train the model).
-    validation_metric : str, default="loss"
-        What early stopping monitors: ``"loss"``, the cross-entropy of the held-out items
-        (lower is better), or a ranking metric such as ``"ndcg@10"`` or ``"recall@20"``. The
-        loss is the default: it varies smoothly, where NDCG@10 on a few hundred users jumps
-        from epoch to epoch (on ML-100K, stopping on it ended training 20-30 epochs early).
-    n_iter_no_change : int, default=5
-        Patience of early stopping, in epochs (of the smoothed value, which already averages
-        over the last few epochs).
-    tol : float, default=1e-4
-        Minimum improvement of the (smoothed) monitored value.
-    device : str, default="auto"
-        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
-    random_state : int, RandomState instance or None, default=None
-        Seed for reproducible training on CPU.
-    verbose : int, default=0
-        1: a progress bar over epochs (renders in Jupyter); 2: also over batches.
-    warm_start : bool, default=False
-        Continue from the current weights on the next ``fit``.
-    prune : float, dict or None, default=None
-        Prune the model at the end of ``fit`` and fine-tune it on the training data (see
-        :meth:`prune_`): an amount in [0, 1) for structured pruning with the default
-        options, or a dict of :meth:`prune_` options such as ``{"amount": 0.5, "method":
-        "structured", "targets": ("heads", "ffn"), "fine_tune_epochs": 5}``. Lets
-        ``GridSearchCV`` compare pruning levels. Nothing is pruned (and nothing fine-tuned)
-        with ``None`` or ``0``.
+    {training_parameters}
 
     Attributes
     ----------
@@ -158,61 +109,52 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     (2, 5)
     """
 
-    def __init__(
-        self,
-        d_model: int = 64,
-        n_layers: int = 2,
-        n_heads: int = 2,
-        d_ff: int = 256,
-        max_len: int = 200,
-        dropout: float = 0.3,
-        loss: str = "ce",
-        n_negatives: int = 256,
-        gbce_t: float = 0.75,
-        max_iter: int = 200,
-        batch_size: int = 32,
-        learning_rate_init: float = 1e-3,
-        weight_decay: float = 0.0,
-        precision: str = "auto",
-        accumulation_steps: int = 1,
-        clip_grad_norm: float | None = 5.0,
-        early_stopping: bool = True,
-        validation_fraction: float = 0.2,
-        validation_metric: str = "loss",
-        n_iter_no_change: int = 5,
-        tol: float = 1e-4,
-        device: str = "auto",
-        random_state=None,
-        verbose: int = 0,
-        warm_start: bool = False,
-        prune: float | dict | None = None,
-    ):
-        self.d_model = d_model
-        self.n_layers = n_layers
-        self.n_heads = n_heads
-        self.d_ff = d_ff
-        self.max_len = max_len
-        self.dropout = dropout
-        self.loss = loss
-        self.n_negatives = n_negatives
-        self.gbce_t = gbce_t
-        self.max_iter = max_iter
-        self.batch_size = batch_size
-        self.learning_rate_init = learning_rate_init
-        self.weight_decay = weight_decay
-        self.precision = precision
-        self.accumulation_steps = accumulation_steps
-        self.clip_grad_norm = clip_grad_norm
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.validation_metric = validation_metric
-        self.n_iter_no_change = n_iter_no_change
-        self.tol = tol
-        self.device = device
-        self.random_state = random_state
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.prune = prune
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    d_ff: int = 256
+    max_len: int = 200
+    dropout: float = 0.3
+    loss: str = "ce"
+    n_negatives: int = 256
+    gbce_t: float = 0.75
+    # training parameters whose defaults differ from NeuralRecommender's
+    batch_size: int = 32
+    clip_grad_norm: float | None = 5.0
+    validation_fraction: float = 0.2
+    validation_metric: str = "loss"
+    n_iter_no_change: int = 5
+
+    _param_docs = {
+        "batch_size": (
+            "Users (sequences) per micro-batch. Small batches give more optimizer steps per "
+            "epoch, which matters on small user bases (ML-100K: 943 users)."
+        ),
+        "early_stopping": (
+            "Hold out the last item of ``validation_fraction`` of the users, evaluate them "
+            "after every epoch, stop after ``n_iter_no_change`` epochs without improvement of "
+            "``validation_metric`` and restore the best weights. The monitored value is "
+            "smoothed over epochs (exponential moving average, weight 0.3 on the newest "
+            "epoch): on a few hundred validation users one epoch's value is too noisy to stop "
+            "on."
+        ),
+        "validation_fraction": (
+            "Fraction of users whose last item is held out for early stopping (their earlier "
+            "items still train the model)."
+        ),
+        "validation_metric": (
+            "What early stopping monitors: ``\"loss\"``, the cross-entropy of the held-out "
+            "items (lower is better), or a ranking metric such as ``\"ndcg@10\"`` or "
+            "``\"recall@20\"``. The loss is the default: it varies smoothly, where NDCG@10 on "
+            "a few hundred users jumps from epoch to epoch (on ML-100K, stopping on it ended "
+            "training 20-30 epochs early)."
+        ),
+        "n_iter_no_change": (
+            "Patience of early stopping, in epochs (of the smoothed value, which already "
+            "averages over the last few epochs)."
+        ),
+        "tol": "Minimum improvement of the (smoothed) monitored value.",
+    }
 
     # Users per inference batch: activations grow with users x history length.
     _max_inference_batch = 256

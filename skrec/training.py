@@ -1,25 +1,39 @@
 """The one training loop shared by every neural skrec estimator.
 
-:class:`NeuralRecommender` adds to :class:`~skrec.base.BaseRecommender` the training
-hyper-parameters (``max_iter``, ``batch_size``, ``learning_rate_init``, ``weight_decay``,
-``precision``, ``accumulation_steps``, ``device``, early stopping, ``random_state``, ``verbose``,
-``warm_start``) and the loop itself: device placement, autocast with bf16/fp16 (a
-``GradScaler`` for fp16), gradient accumulation weighted by the true number of targets in each
-window, gradient clipping, AdamW, validation with early stopping and best-weight restore, the
-per-epoch ``history_``, progress bars and ``partial_fit``.
+The loop is built from named parts, so that new capabilities reuse them instead of writing
+their own loop:
 
-A model plugs in by implementing five small hooks (see :class:`NeuralRecommender`).
+* :class:`Trainer` runs one module: :meth:`Trainer.micro_step` (forward, summed loss,
+  backward of one micro-batch), :meth:`Trainer.window_step` (one accumulation window: the
+  gradient divided by the window's true number of targets, clipping, one optimizer step),
+  :meth:`Trainer.run_epoch` and :meth:`Trainer.fit` (epochs, validation, early stopping,
+  callbacks). Pruning's Taylor pass calls :meth:`Trainer.micro_step` too.
+* :class:`EarlyStopping` owns the monitored value, its smoothing, the patience and the best
+  weights.
+* :class:`~skrec.callbacks.Callback` objects see the training from outside (see
+  :mod:`skrec.callbacks`): the progress bars and the estimator's ``history_`` are callbacks.
+* :class:`NeuralRecommender` adds to :class:`~skrec.base.BaseRecommender` the training
+  hyper-parameters, **declared once** here as dataclass fields: every subclass is turned into
+  a keyword-only dataclass, lists its own hyper-parameters as annotated class attributes, may
+  override a training default by re-declaring the field, and gets the documentation of the
+  training parameters (with its own defaults) inserted into its docstring where it says
+  ``{training_parameters}``.
+
+A model plugs in by implementing a few small hooks (see :class:`NeuralRecommender`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import numbers
 import resource
 import sys
+import textwrap
 import time
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,15 +42,38 @@ from sklearn.utils import check_random_state
 
 from ._validation import check_targets
 from .base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
+from .callbacks import Callback, History, ProgressBar
 
-__all__ = ["NeuralRecommender", "resolve_device", "resolve_precision"]
+__all__ = [
+    "EarlyStopping",
+    "NeuralRecommender",
+    "Trainer",
+    "resolve_device",
+    "resolve_precision",
+]
 
 _PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# --------------------------------------------------------------------------------------------
+# Device and precision
+# --------------------------------------------------------------------------------------------
+
+
 def resolve_device(device) -> torch.device:
-    """Turn ``"auto"`` (CUDA when available, else CPU) or a device name into a device."""
+    """Turn ``"auto"`` (CUDA when available, else CPU) or a device name into a device.
+
+    Parameters
+    ----------
+    device : str, torch.device or None
+        ``"auto"`` (or ``None``), ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+
+    Returns
+    -------
+    device : torch.device
+        The device to use.
+    """
     if isinstance(device, torch.device):
         return device
     if device is None or device == "auto":
@@ -56,6 +93,11 @@ def cpu_supports_bf16() -> bool:
     """Whether this CPU has native bf16 matrix kernels (AVX-512 BF16 or AMX).
 
     Without them, bf16 matmuls on CPU are emulated and much slower than fp32.
+
+    Returns
+    -------
+    supported : bool
+        True when oneDNN reports native bf16 support.
     """
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -68,6 +110,18 @@ def resolve_precision(precision: str, device: torch.device) -> str:
 
     ``"auto"`` means bf16 on GPUs that support it (fp16 on older GPUs), bf16 on CPUs with native
     bf16 kernels, and fp32 elsewhere.
+
+    Parameters
+    ----------
+    precision : {"fp32", "bf16", "fp16", "auto"}
+        The requested precision.
+    device : torch.device
+        The training or inference device.
+
+    Returns
+    -------
+    precision : {"fp32", "bf16", "fp16"}
+        The precision to use.
     """
     if precision not in _PRECISIONS:
         raise ValueError(f"precision must be one of {_PRECISIONS}; got {precision!r}.")
@@ -80,11 +134,23 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
+def autocast(device: torch.device, precision: str):
+    """The autocast context of ``precision`` on ``device`` (a no-op for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+# --------------------------------------------------------------------------------------------
+# Parameter checks
+# --------------------------------------------------------------------------------------------
 
 
 def _check_int(name, value, low, allow_none=False):
@@ -105,6 +171,11 @@ def _check_float(name, value, low, high=None, low_inclusive=True, allow_none=Fal
     if not ok:
         rng = f"{'[' if low_inclusive else '('}{low}, {high if high is not None else 'inf'}]"
         raise ValueError(f"{name} must be a number in {rng}; got {value!r}.")
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
 
 
 def _make_optimizer(module, lr: float, weight_decay: float, device: torch.device):
@@ -144,11 +215,431 @@ def _val_key(scorer) -> str:
     return f"val_{scorer.metric}@{scorer.k}"
 
 
-class NeuralRecommender(BaseRecommender):
-    """Base class of the neural recommenders: the shared training loop.
+# --------------------------------------------------------------------------------------------
+# Early stopping
+# --------------------------------------------------------------------------------------------
 
-    Subclasses store their hyper-parameters in ``__init__`` (all training parameters below
-    included) and implement:
+
+class EarlyStopping:
+    """Track a monitored validation value, stop after a patience, keep the best weights.
+
+    Parameters
+    ----------
+    monitor : str
+        The ``history_`` key monitored, e.g. ``"val_loss"`` or ``"val_ndcg@10"``.
+    higher_is_better : bool
+        Whether larger monitored values are better (ranking metrics) or smaller (losses).
+    patience : int
+        Epochs without an improvement of the smoothed value by more than ``tol`` before
+        :attr:`should_stop` becomes true.
+    tol : float, default=0.0
+        Minimum improvement.
+    smoothing : float, default=1.0
+        Weight of the newest epoch in an exponential moving average of the monitored value
+        (1.0: no smoothing). Small validation sets give noisy values; smoothing keeps training
+        from stopping on one lucky or unlucky epoch.
+
+    Attributes
+    ----------
+    best_epoch : int or None
+        Epoch (as counted by the caller) of the best smoothed value so far.
+    best_value : float or None
+        The raw monitored value of that epoch.
+    best_state : dict or None
+        A copy of the module's ``state_dict`` at that epoch.
+    should_stop : bool
+        True once the patience is exhausted.
+    """
+
+    def __init__(
+        self,
+        monitor: str,
+        *,
+        higher_is_better: bool,
+        patience: int,
+        tol: float = 0.0,
+        smoothing: float = 1.0,
+    ):
+        self.monitor = monitor
+        self.higher_is_better = higher_is_better
+        self.patience = patience
+        self.tol = tol
+        self.smoothing = smoothing
+        self.best_epoch: int | None = None
+        self.best_value: float | None = None
+        self.best_state: dict | None = None
+        self._best = -np.inf  # best smoothed value, in "higher is better" units
+        self._smoothed: float | None = None
+        self._no_improve = 0
+
+    @property
+    def should_stop(self) -> bool:
+        """Whether the patience is exhausted."""
+        return self._no_improve >= self.patience
+
+    def update(self, epoch: int, record: dict[str, Any], module: torch.nn.Module) -> bool:
+        """Account for one epoch's ``record``; keep ``module``'s weights if it is the best.
+
+        Parameters
+        ----------
+        epoch : int
+            The epoch's number.
+        record : dict
+            Its ``history_`` record, holding ``monitor``.
+        module : torch.nn.Module
+            The model, whose state is copied when the epoch is the best so far.
+
+        Returns
+        -------
+        improved : bool
+            Whether this epoch became the best one.
+        """
+        raw = float(record[self.monitor])
+        value = raw if self.higher_is_better else -raw
+        if np.isfinite(value):
+            s = self.smoothing
+            self._smoothed = value if self._smoothed is None else (
+                s * value + (1 - s) * self._smoothed
+            )
+        if self._smoothed is not None and self._smoothed > self._best + self.tol:
+            self._best, self._no_improve = self._smoothed, 0
+            self.best_epoch, self.best_value = epoch, raw
+            self.best_state = copy.deepcopy(module.state_dict())
+            return True
+        self._no_improve += 1
+        return False
+
+    def restore(self, module: torch.nn.Module) -> bool:
+        """Load the best weights into ``module``; returns whether there were any."""
+        if self.best_state is None:
+            return False
+        module.load_state_dict(self.best_state)
+        return True
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Runs the training of one estimator's torch module: the one loop of skrec.
+
+    The estimator supplies the data and the loss through its hooks (``_batch`` and
+    ``_batch_loss``, see :class:`NeuralRecommender`); the trainer owns the device,
+    precision, optimizer, accumulation, clipping, validation, early stopping and callbacks.
+
+    Parameters
+    ----------
+    estimator : NeuralRecommender
+        The estimator being fitted; its counters ``n_iter_`` and ``n_steps_`` advance.
+    module : torch.nn.Module
+        The model (already on ``device``).
+    device : torch.device
+        Where the model lives.
+    precision : {"fp32", "bf16", "fp16"}
+        Resolved autocast precision; fp16 uses a gradient scaler.
+    callbacks : iterable of Callback, default=()
+        Called in order at each hook.
+    early_stopping : EarlyStopping or None, default=None
+        Monitors the validation records; ``None`` trains every epoch.
+    loss_scaling : bool, default=True
+        Scale the fp16 loss with a ``GradScaler`` (no effect in other precisions). Passes that
+        read raw gradients (pruning's Taylor importance) turn it off.
+    """
+
+    def __init__(
+        self,
+        estimator: NeuralRecommender,
+        module: torch.nn.Module,
+        *,
+        device: torch.device,
+        precision: str,
+        callbacks: Iterable[Callback] = (),
+        early_stopping: EarlyStopping | None = None,
+        loss_scaling: bool = True,
+    ):
+        self.estimator = estimator
+        self.module = module
+        self.device = device
+        self.precision = precision
+        self.callbacks = list(callbacks)
+        self.early_stopping = early_stopping
+        self.autocast = autocast(device, precision)
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scaler = torch.amp.GradScaler(device.type,
+                                           enabled=loss_scaling and precision == "fp16")
+        self.epochs = 0  # epochs requested by the current fit
+        self.n_windows = 0  # optimizer steps planned in the current epoch
+
+    def _call(self, hook: str, *args) -> None:
+        for cb in self.callbacks:
+            getattr(cb, hook)(self, *args)
+
+    # ------------------------------------------------------------------ one micro-batch
+    def micro_step(self, batch: Any, denominator: float) -> float:
+        """Forward one micro-batch, and backpropagate its summed loss divided by ``denominator``.
+
+        Parameters
+        ----------
+        batch : object
+            A batch made by the estimator's ``_batch``.
+        denominator : float
+            What the summed loss is divided by before the backward pass: the number of targets
+            of the whole accumulation window, so that the window's gradient is the mean over
+            its targets.
+
+        Returns
+        -------
+        loss_sum : float
+            The micro-batch's summed loss.
+
+        Raises
+        ------
+        FloatingPointError
+            When the loss is not finite (except in fp16, where the gradient scaler skips the
+            step instead).
+        """
+        with self.autocast:
+            loss_sum = self.estimator._batch_loss(self.module, batch)
+        value = float(loss_sum.detach())
+        if not np.isfinite(value) and self.precision != "fp16":
+            raise FloatingPointError(
+                f"The training loss became {value} at epoch {self.estimator.n_iter_ + 1} "
+                f"(precision={self.precision!r}). Lower learning_rate_init, set "
+                "clip_grad_norm, or use precision='fp32'."
+            )
+        self.scaler.scale(loss_sum / denominator).backward()
+        return value
+
+    # ------------------------------------------------------------------ one window
+    def window_step(self, window: Sequence[tuple[Any, int]]) -> tuple[float, int]:
+        """One optimizer step over an accumulation window of ``(batch, n_targets)`` pairs.
+
+        The gradients of the micro-batches are summed, each divided by the window's total
+        number of targets, so ``k`` micro-batches of ``b`` users give the gradient of one
+        batch of ``k * b`` users. Windows without targets are skipped.
+
+        Parameters
+        ----------
+        window : sequence of (batch, int)
+            The micro-batches and their numbers of targets.
+
+        Returns
+        -------
+        loss_sum, n_targets : float, int
+            Summed loss and number of targets of the window (0, 0 when skipped).
+        """
+        n_window = sum(n for _, n in window)
+        if n_window == 0:
+            return 0.0, 0
+        est = self.estimator
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for batch, n_targets in window:
+            if n_targets:
+                total += self.micro_step(batch, n_window)
+        if est.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), est.clip_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        est.n_steps_ += 1
+        return total, n_window
+
+    # ------------------------------------------------------------------ one epoch
+    def run_epoch(self, data: Any, generator: np.random.RandomState) -> dict[str, Any]:
+        """Train one pass over ``data``; returns the epoch's record (without validation)."""
+        est = self.estimator
+        self.module.train()
+        t0 = time.perf_counter()
+        batches = _make_batches(data, est.batch_size, generator)
+        acc = est.accumulation_steps
+        starts = range(0, len(batches), acc)
+        self.n_windows = len(starts)
+        self._call("on_epoch_begin", est.n_iter_ + 1)
+        total_loss, total_targets, n_steps = 0.0, 0, 0
+        for w in starts:
+            window = [est._batch(data, rows, self.device) for rows in batches[w : w + acc]]
+            loss, n = self.window_step(window)
+            if n:
+                total_loss += loss
+                total_targets += n
+                n_steps += 1
+                self._call("on_step_end", loss, n)
+        seconds = time.perf_counter() - t0
+        est.n_iter_ += 1
+        return {
+            "epoch": est.n_iter_,
+            "loss": total_loss / max(total_targets, 1),
+            "seconds": seconds,
+            "targets_per_s": total_targets / seconds if seconds > 0 else float("nan"),
+            "steps": n_steps,
+            "peak_memory_mb": _peak_memory_mb(self.device),
+            **est._epoch_info(),
+        }
+
+    # ------------------------------------------------------------------ the run
+    def fit(
+        self,
+        data: Any,
+        epochs: int,
+        generator: np.random.RandomState,
+        validate: Callable[[], dict[str, float]] | None = None,
+    ) -> None:
+        """Train up to ``epochs`` epochs, validating after each when ``validate`` is given.
+
+        Parameters
+        ----------
+        data : object
+            The estimator's prepared training data (``_prepare``).
+        epochs : int
+            Maximum number of epochs.
+        generator : numpy.random.RandomState
+            Draws the batches.
+        validate : callable, default=None
+            Returns the validation values to add to each epoch's record; early stopping
+            (if any) monitors them.
+        """
+        est = self.estimator
+        self.optimizer = _make_optimizer(self.module, est.learning_rate_init,
+                                         est.weight_decay, self.device)
+        stopper = self.early_stopping if validate is not None else None
+        self.epochs = epochs
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._call("on_train_begin")
+        try:
+            for _ in range(epochs):
+                record = self.run_epoch(data, generator)
+                if validate is not None:
+                    record.update(validate())
+                if stopper is not None and stopper.update(est.n_iter_, record, self.module):
+                    est.best_score_ = record["val_ndcg@10"]
+                    est.best_epoch_ = stopper.best_epoch
+                self._call("on_epoch_end", record)
+                if stopper is not None and stopper.should_stop:
+                    break
+        finally:
+            if stopper is not None:
+                stopper.restore(self.module)
+            self.module.eval()
+            self._call("on_train_end")
+
+
+# --------------------------------------------------------------------------------------------
+# Training parameters: declared and documented once
+# --------------------------------------------------------------------------------------------
+
+#: Documentation of every training parameter: name -> (type, description). Each estimator's
+#: docstring gets these, with its own defaults, where it says ``{training_parameters}``; an
+#: estimator may replace a description through ``_param_docs``.
+TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
+    "max_iter": ("int", "Maximum number of epochs."),
+    "batch_size": ("int", "Users per micro-batch."),
+    "learning_rate_init": ("float", "AdamW learning rate."),
+    "weight_decay": ("float", "AdamW decoupled weight decay."),
+    "precision": (
+        '{"auto", "fp32", "bf16", "fp16"}',
+        "Autocast precision for training and inference; ``\"auto\"`` uses bf16 where the "
+        "hardware runs it natively (recent GPUs, CPUs with AVX-512 BF16/AMX), fp16 on older "
+        "GPUs and fp32 elsewhere. fp16 uses a gradient scaler. Logits are upcast to fp32 "
+        "before every softmax.",
+    ),
+    "accumulation_steps": (
+        "int",
+        "Micro-batches per optimizer step: ``k`` steps of ``batch_size`` give the same "
+        "gradient as one batch ``k`` times larger (the gradient is divided by the true number "
+        "of targets in each window; the last partial window still steps).",
+    ),
+    "clip_grad_norm": ("float or None", "Maximum gradient norm (``None``: no clipping)."),
+    "early_stopping": (
+        "bool",
+        "Hold out ``validation_fraction`` of the users, evaluate them after every epoch, stop "
+        "after ``n_iter_no_change`` epochs without an improvement of ``validation_metric`` "
+        "by more than ``tol``, and restore the weights of the best epoch.",
+    ),
+    "validation_fraction": ("float", "Fraction of users used for validation."),
+    "validation_metric": (
+        "str",
+        "What early stopping monitors: ``\"loss\"`` (the cross-entropy of the held-out items "
+        "under the softmax of the model's scores over each user's unseen items; lower is "
+        "better) or a ranking metric ``\"name@k\"`` such as ``\"ndcg@10\"`` or "
+        "``\"recall@20\"`` (see :func:`~skrec.metrics.get_rec_scorer`; higher is better).",
+    ),
+    "n_iter_no_change": ("int", "Patience of early stopping, in epochs."),
+    "tol": ("float", "Minimum improvement of the monitored validation value."),
+    "device": ("str", "``\"auto\"`` (CUDA when available), ``\"cpu\"``, ``\"cuda\"``, ..."),
+    "random_state": (
+        "int, RandomState instance or None",
+        "Seed for initialisation, batching, dropout and the validation users: reproducible "
+        "training on CPU.",
+    ),
+    "verbose": ("int", "1: a progress bar over epochs (renders in Jupyter); 2: also over "
+                       "optimizer steps."),
+    "warm_start": ("bool", "Continue from the current weights on the next ``fit``."),
+}
+
+
+def _format_default(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def render_param_docs(cls: type, names: Iterable[str], docs: dict[str, tuple[str, str]],
+                      indent: int = 4) -> str:
+    """numpydoc ``Parameters`` entries of ``names`` with ``cls``'s defaults.
+
+    Parameters
+    ----------
+    cls : type
+        A dataclass estimator (its field defaults are shown).
+    names : iterable of str
+        The parameters to document, in order.
+    docs : dict
+        name -> (type, description); ``cls._param_docs`` overrides descriptions.
+    indent : int, default=4
+        Indentation of the entries.
+
+    Returns
+    -------
+    text : str
+        The entries, without a trailing newline.
+    """
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    overrides = getattr(cls, "_param_docs", {})
+    pad = " " * indent
+    lines = []
+    for name in names:
+        type_, desc = docs[name]
+        desc = overrides.get(name, desc)
+        lines.append(f"{pad}{name} : {type_}, default={_format_default(fields[name].default)}")
+        lines += textwrap.wrap(desc, width=95 - indent, initial_indent=pad + "    ",
+                               subsequent_indent=pad + "    ")
+    return "\n".join(lines)
+
+
+_DATACLASS = {"kw_only": True, "eq": False, "repr": False}
+
+
+def _render_docstring(cls: type) -> None:
+    """Replace ``{training_parameters}`` in ``cls``'s docstring by the shared parameters."""
+    marker = "    {training_parameters}"
+    if cls.__doc__ and marker in cls.__doc__:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        docs = cls._shared_param_docs
+        names = [name for name in docs if name in fields]
+        cls.__doc__ = cls.__doc__.replace(marker, render_param_docs(cls, names, docs))
+
+
+@dataclasses.dataclass(**_DATACLASS)
+class NeuralRecommender(BaseRecommender):
+    """Base class of the neural recommenders: the training parameters and the trainer hooks.
+
+    Subclasses are keyword-only dataclasses (made so automatically): they declare their own
+    hyper-parameters as annotated class attributes, may override a training default by
+    re-declaring it (``batch_size: int = 32``), and write ``{training_parameters}`` in the
+    ``Parameters`` section of their docstring. Constants of a subclass must not be annotated
+    (or be ``ClassVar``), or they become parameters. Subclasses implement:
 
     * ``_build_module()`` -- a fresh ``torch.nn.Module`` (``n_features_in_`` is set);
     * ``_training_matrix(X, y)`` -- the CSR matrix to train on (``y`` merged in);
@@ -163,48 +654,40 @@ class NeuralRecommender(BaseRecommender):
     annealing. It is incremented once per accumulation window, after the optimizer step, so
     every micro-batch of a window sees the same value.
 
-    Training parameters (shared by all neural estimators)
-    ------------------------------------------------------
-    max_iter : int
-        Maximum number of epochs.
-    batch_size : int
-        Users per micro-batch.
-    learning_rate_init : float
-        AdamW learning rate.
-    weight_decay : float
-        AdamW decoupled weight decay.
-    precision : {"fp32", "bf16", "fp16", "auto"}
-        Autocast precision. ``fp16`` uses a gradient scaler. ``"auto"`` picks bf16 where the
-        hardware runs it natively, else fp16 on old GPUs, else fp32.
-    accumulation_steps : int
-        Micro-batches per optimizer step. ``k`` steps of ``batch_size`` give the same gradient
-        as one step of ``k * batch_size``.
-    clip_grad_norm : float or None
-        Maximum gradient norm.
-    early_stopping : bool
-        Hold out ``validation_fraction`` of the users, stop when their ``validation_metric``
-        has not improved by ``tol`` for ``n_iter_no_change`` epochs, and restore the best
-        weights.
-    validation_metric : str
-        What early stopping monitors: ``"loss"`` (the cross-entropy of the held-out items under
-        the softmax of the model's scores over the unseen items; lower is better) or a ranking
-        metric ``"name@k"`` (``"ndcg@10"``, ``"recall@20"``, ... as for
-        :func:`~skrec.metrics.get_rec_scorer`; higher is better). A subclass may smooth the
-        monitored value over epochs (``_early_stopping_smoothing``).
-    device : str
-        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
-    random_state : int, RandomState instance or None
-        Seed for initialisation, batching, dropout and validation users.
-    verbose : int
-        0 silent; 1 a progress bar over epochs; 2 also over batches.
-    warm_start : bool
-        Continue from the current weights on the next ``fit``.
+    Parameters
+    ----------
+    {training_parameters}
     """
 
+    max_iter: int = 200
+    batch_size: int = 128
+    learning_rate_init: float = 1e-3
+    weight_decay: float = 0.0
+    precision: str = "auto"
+    accumulation_steps: int = 1
+    clip_grad_norm: float | None = None
+    early_stopping: bool = True
+    validation_fraction: float = 0.1
+    validation_metric: str = "ndcg@10"
+    n_iter_no_change: int = 10
+    tol: float = 1e-4
+    device: str = "auto"
+    random_state: int | np.random.RandomState | None = None
+    verbose: int = 0
+    warm_start: bool = False
+
     #: Weight of the newest epoch in the exponential moving average of the monitored
-    #: validation value (1.0: no smoothing). Small validation sets give noisy values; smoothing
-    #: keeps early stopping from stopping on one lucky or unlucky epoch.
-    _early_stopping_smoothing: float = 1.0
+    #: validation value (1.0: no smoothing); see :class:`EarlyStopping`.
+    _early_stopping_smoothing: ClassVar[float] = 1.0
+    #: Documentation of the parameters shared by several estimators (mixins extend it).
+    _shared_param_docs: ClassVar[dict[str, tuple[str, str]]] = TRAINING_PARAM_DOCS
+    #: Descriptions replacing those of ``_shared_param_docs`` in a subclass's docstring.
+    _param_docs: ClassVar[dict[str, str]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(cls, **_DATACLASS)
+        _render_docstring(cls)
 
     # -------------------------------------------------------------- hooks (subclasses)
     def _build_module(self) -> torch.nn.Module:  # pragma: no cover
@@ -254,7 +737,7 @@ class NeuralRecommender(BaseRecommender):
         """The parsed ``validation_metric``: ``None`` for ``"loss"``, else a RecScorer."""
         from .metrics import get_rec_scorer
 
-        metric = getattr(self, "validation_metric", "ndcg@10")
+        metric = self.validation_metric
         if metric == "loss":
             return None
         try:
@@ -275,9 +758,7 @@ class NeuralRecommender(BaseRecommender):
         return dev
 
     def _autocast(self, device: torch.device, precision: str):
-        if precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+        return autocast(device, precision)
 
     # -------------------------------------------------------------- public training API
     def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
@@ -315,8 +796,26 @@ class NeuralRecommender(BaseRecommender):
         self._train(self._training_matrix(X, y), epochs=1, reset=False, validate=False)
         return self
 
-    # -------------------------------------------------------------- the loop
-    def _train(self, X: sp.csr_matrix, *, epochs: int, reset: bool, validate: bool = True):
+    # -------------------------------------------------------------- the run
+    def _callbacks(self, label: str | None = None) -> list[Callback]:
+        """The callbacks of one training run: history, then the progress bars."""
+        callbacks: list[Callback] = [History()]
+        if self.verbose:
+            callbacks.append(ProgressBar(label or type(self).__name__, steps=self.verbose > 1))
+        return callbacks
+
+    def _early_stopper(self) -> EarlyStopping:
+        scorer = self._validation_scorer()
+        return EarlyStopping(
+            "val_loss" if scorer is None else _val_key(scorer),
+            higher_is_better=scorer is not None,
+            patience=self.n_iter_no_change,
+            tol=self.tol,
+            smoothing=self._early_stopping_smoothing,
+        )
+
+    def _train(self, X: sp.csr_matrix, *, epochs: int, reset: bool, validate: bool = True,
+               label: str | None = None):
         self._check_params()
         device = resolve_device(self.device) if reset else self._device()
         precision = resolve_precision(self.precision, device)
@@ -337,120 +836,41 @@ class NeuralRecommender(BaseRecommender):
             self.module_.to(device)
             self.device_ = device
             self.precision_ = precision
-            self._run_epochs(X, epochs, device, precision, rng, validate)
+            X, val = self._hold_out_validation(X, rng) if validate else (X, None)
+            data = self._prepare(X)
+            generator = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
+            trainer = Trainer(
+                self, self.module_, device=device, precision=precision,
+                callbacks=self._callbacks(label),
+                early_stopping=self._early_stopper() if val is not None else None,
+            )
+            validate_fn = None
+            if val is not None:
+                scorer = self._validation_scorer()
+                validate_fn = lambda: self._validation_scores(*val, scorer)  # noqa: E731
+            trainer.fit(data, epochs, generator, validate_fn)
         return self
 
-    def _run_epochs(self, X, epochs, device, precision, rng, validate):
-        module = self.module_
-        val = None
-        if validate and self.early_stopping:
-            n_val = int(round(self.validation_fraction * X.shape[0]))
-            n_val = min(max(n_val, 1), X.shape[0] - 1) if X.shape[0] > 1 else 0
-            if n_val:
-                perm = rng.permutation(X.shape[0])
-                val_rows = np.sort(perm[:n_val])
-                X_hist, y_val = self._validation_split(X[val_rows], rng)
-                keep = np.ones(X.shape[0], dtype=bool)
-                keep[val_rows] = False
-                # Validation users keep their history in training; only the targets are hidden.
-                X = sp.vstack([X[keep], X_hist], format="csr")
-                if y_val.nnz:
-                    val = (X_hist, y_val)
-        data = self._prepare(X)
-        optimizer = _make_optimizer(module, self.learning_rate_init, self.weight_decay, device)
-        scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        autocast = self._autocast(device, precision)
-        generator = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
-        # Early stopping compares a "higher is better" monitor: the ranking metric, or minus
-        # the validation loss; smoothed over epochs when the subclass asks for it.
-        scorer = self._validation_scorer()
-        smoothing = self._early_stopping_smoothing
-        best_state, no_improve, best, smoothed = None, 0, -np.inf, None
+    def _hold_out_validation(self, X: sp.csr_matrix, rng: np.random.RandomState):
+        """Split off the validation targets of ``validation_fraction`` of the users.
 
-        epoch_iter = range(epochs)
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(epoch_iter, desc=type(self).__name__, unit="epoch", leave=True)
-            epoch_iter = bar
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        bs, acc = self.batch_size, self.accumulation_steps
-        for _ in epoch_iter:
-            module.train()
-            t0 = time.perf_counter()
-            batches = _make_batches(data, bs, generator)
-            total_loss, total_targets, n_steps = 0.0, 0, 0
-            batch_iter = range(0, len(batches), acc)
-            if self.verbose and self.verbose > 1:
-                from tqdm.auto import tqdm
-
-                batch_iter = tqdm(batch_iter, desc="steps", leave=False)
-            for w in batch_iter:
-                window = [self._batch(data, rows, device) for rows in batches[w : w + acc]]
-                n_window = sum(n for _, n in window)
-                if n_window == 0:
-                    continue
-                optimizer.zero_grad(set_to_none=True)
-                for batch, n_targets in window:
-                    if n_targets == 0:
-                        continue
-                    with autocast:
-                        loss_sum = self._batch_loss(module, batch)
-                    loss_value = float(loss_sum.detach())
-                    if not np.isfinite(loss_value) and precision != "fp16":
-                        raise FloatingPointError(
-                            f"The training loss became {loss_value} at epoch {self.n_iter_ + 1} "
-                            f"(precision={precision!r}). Lower learning_rate_init, set "
-                            "clip_grad_norm, or use precision='fp32'."
-                        )
-                    scaler.scale(loss_sum / n_window).backward()
-                    total_loss += loss_value
-                    total_targets += n_targets
-                if self.clip_grad_norm is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(module.parameters(), self.clip_grad_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                n_steps += 1
-                self.n_steps_ += 1
-            seconds = time.perf_counter() - t0
-            self.n_iter_ += 1
-            record = {
-                "epoch": self.n_iter_,
-                "loss": total_loss / max(total_targets, 1),
-                "seconds": seconds,
-                "targets_per_s": total_targets / seconds if seconds > 0 else float("nan"),
-                "steps": n_steps,
-                "peak_memory_mb": _peak_memory_mb(device),
-                **self._epoch_info(),
-            }
-            if val is not None:
-                record.update(self._validation_scores(*val, scorer))
-                value = -record["val_loss"] if scorer is None else record[_val_key(scorer)]
-                if np.isfinite(value):
-                    smoothed = value if smoothed is None else (
-                        smoothing * value + (1 - smoothing) * smoothed
-                    )
-                if smoothed is not None and smoothed > best + self.tol:
-                    best, no_improve = smoothed, 0
-                    best_state = copy.deepcopy(module.state_dict())
-                    self.best_score_ = record["val_ndcg@10"]
-                    self.best_epoch_ = self.n_iter_
-                else:
-                    no_improve += 1
-            self.history_.append(record)
-            if bar is not None:
-                bar.set_postfix({k: round(v, 4) for k, v in record.items()
-                                 if k in ("loss", "val_loss", "val_ndcg@10")})
-            if val is not None and no_improve >= self.n_iter_no_change:
-                break
-        if bar is not None:
-            bar.close()
-        if best_state is not None:
-            module.load_state_dict(best_state)
-        module.eval()
+        Returns the training matrix (the validation users keep their history, only their
+        targets are hidden) and ``(X_history, y_target)`` of the validation users, or
+        ``None`` when early stopping is off or there is nothing to validate on.
+        """
+        if not self.early_stopping:
+            return X, None
+        n_val = int(round(self.validation_fraction * X.shape[0]))
+        n_val = min(max(n_val, 1), X.shape[0] - 1) if X.shape[0] > 1 else 0
+        if not n_val:
+            return X, None
+        perm = rng.permutation(X.shape[0])
+        val_rows = np.sort(perm[:n_val])
+        X_hist, y_val = self._validation_split(X[val_rows], rng)
+        keep = np.ones(X.shape[0], dtype=bool)
+        keep[val_rows] = False
+        X = sp.vstack([X[keep], X_hist], format="csr")
+        return X, ((X_hist, y_val) if y_val.nnz else None)
 
     def _validation_scores(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix, scorer) -> dict:
         """``val_loss``, ``val_ndcg@10`` (and the monitored metric) of the validation users.
@@ -508,3 +928,6 @@ class NeuralRecommender(BaseRecommender):
             # Serve the CPU copy in fp32: its rankings match the trained model's fp32 ones,
             # where bf16 inference on a CPU would reorder near-ties.
             self.precision_ = "fp32"
+
+
+_render_docstring(NeuralRecommender)

@@ -361,8 +361,16 @@ API_SECTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     (
         "skrec.training",
         "Training utilities",
-        "Device and precision resolution used by the shared training loop. See :ref:`training`.",
+        "The shared training loop (trainer, early stopping) and device and precision "
+        "resolution. See :ref:`training`.",
         ("NeuralRecommender",),
+    ),
+    (
+        "skrec.callbacks",
+        "Training callbacks",
+        "Hooks that see a training run from outside: progress bars, the history, logging. "
+        "See :ref:`training`.",
+        (),
     ),
     (
         "skrec.pruning",
