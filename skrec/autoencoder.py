@@ -93,7 +93,8 @@ class AERecommender(PrunableMixin, NeuralRecommender):
     n_steps_ : int
         Optimizer steps run (drives the KL annealing).
     best_score_ : float or None
-        Validation NDCG@10 of the restored (best) epoch, with early stopping.
+        With early stopping, the monitored value (``validation_metric``: the validation loss
+        or the ranking metric, unsmoothed) of the restored (best) epoch.
     best_epoch_ : int or None
         The epoch whose weights were restored by early stopping.
     device_ : torch.device

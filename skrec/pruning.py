@@ -795,7 +795,10 @@ class PrunableMixin:
             "groups": groups,
             "fine_tune_epochs": epochs_run,
             "fine_tune_history_start": history_start,  # history_[start:] are those epochs
-            "fine_tune_best_val_ndcg@10": self.best_score_ if epochs_run else None,
+            "fine_tune_best_val_ndcg@10": (
+                self.history_[self.best_epoch_ - 1]["val_ndcg@10"]
+                if epochs_run and self.best_epoch_ else None
+            ),
         }
         return self
 

@@ -75,7 +75,8 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     n_iter_ : int
         Epochs run.
     best_score_ : float or None
-        Validation NDCG@10 of the restored (best) epoch, with early stopping.
+        With early stopping, the monitored value (``validation_metric``: the validation loss
+        or the ranking metric, unsmoothed) of the restored (best) epoch.
     best_epoch_ : int or None
         The epoch whose weights were restored by early stopping.
     device_ : torch.device

@@ -515,7 +515,7 @@ class Trainer:
                 if validate is not None:
                     record.update(validate())
                 if stopper is not None and stopper.update(est.n_iter_, record, self.module):
-                    est.best_score_ = record["val_ndcg@10"]
+                    est.best_score_ = stopper.best_value
                     est.best_epoch_ = stopper.best_epoch
                 self._call("on_epoch_end", record)
                 if stopper is not None and stopper.should_stop:

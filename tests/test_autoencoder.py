@@ -250,6 +250,7 @@ def test_early_stopping_on_the_validation_loss(small):
                            "validation_metric": "loss", "learning_rate_init": 0.05}).fit(X)
     losses = [h["val_loss"] for h in rec.history_]
     assert losses[rec.best_epoch_ - 1] <= min(losses) + rec.tol
+    assert rec.best_score_ == losses[rec.best_epoch_ - 1]
     assert rec.n_iter_ == rec.best_epoch_ + 2
 
 
