@@ -1,39 +1,6 @@
-"""Pruning of fitted neural recommenders: structured (really smaller) and unstructured.
+"""The pruning core: importance, unit selection, slicing, summaries and the estimator mixin.
 
-Two methods, both applied in place to a fitted estimator's ``module_`` through
-:meth:`PrunableMixin.prune_` (or at the end of ``fit`` through the ``prune`` parameter):
-
-* ``"structured"`` removes whole units and **slices the dense matrices**, so the pruned model
-  has fewer parameters and fewer FLOPs and runs faster with ordinary dense kernels:
-
-  - :class:`~skrec.nn.CausalTransformer`: attention heads (rows of ``q/k/v_proj``, columns of
-    ``out_proj``; heads are ranked jointly across blocks and a block may lose all of them:
-    the output bias its attention branch still added then moves into the layer before it),
-    feed-forward units (rows of ``ff1``, columns of ``ff2``, per block) and embedding
-    dimensions (the width ``d_model`` of the residual stream: columns of ``item_emb`` and
-    ``pos_emb``, every LayerNorm, the input columns of ``q/k/v_proj`` and ``ff1``, the output
-    rows of ``out_proj`` and ``ff2``; the item output embeddings are tied to ``item_emb``);
-  - :class:`~skrec.nn.MultVAE`: hidden units of every hidden layer (the rows of the layer that
-    produces them and the columns of the layer that reads them) and latent dimensions (rows
-    of ``mu`` and ``logvar`` together, columns of the first decoder layer).
-
-  Removing a unit is exact when the unit contributes nothing, except for embedding
-  dimensions: a LayerNorm over fewer dimensions computes different mean and variance, so
-  every row changes a little. That, and the loss of useful units, is why pruning is
-  normally followed by a few epochs of fine-tuning.
-
-* ``"magnitude"`` zeroes the smallest weights of all ``Linear`` and ``Embedding`` layers
-  (one global threshold; LayerNorm parameters and biases are kept). The zeros are written
-  into the weights (no masks or hooks remain), and stay zero during the fine-tuning that
-  follows. **It saves no time or memory by itself**: the matrices keep their shapes and the
-  dense kernels multiply the zeros. It is useful to study sparsity, or before exporting to a
-  sparse runtime.
-
-Units are ranked by an importance score: ``"weight"`` (the share of each weight tensor's
-squared norm that a unit holds, summed over the tensors it touches) or ``"taylor"`` (the
-first-order Taylor estimate ``|w * dL/dw|`` of the loss change, summed over the unit's
-parameters and accumulated over batches of the training data, through the estimator's own
-loss).
+Architecture-specific knowledge lives in the adapters (:mod:`skrec.pruning.adapters`).
 """
 
 from __future__ import annotations
@@ -42,7 +9,6 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -51,14 +17,12 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._validation import check_targets
-from .nn.autoencoder import MultVAE
-from .nn.transformer import CausalTransformer, MultiHeadSelfAttention
-from .training import TRAINING_PARAM_DOCS, Trainer, _check_int, _make_batches
+from .._validation import check_targets
+from ..training import TRAINING_PARAM_DOCS, Trainer, _check_int, _make_batches
+from .adapters import PruningGroup, get_adapter
 
 __all__ = [
     "PrunableMixin",
-    "PruningGroup",
     "magnitude_prune",
     "model_summary",
     "pruning_groups",
@@ -78,140 +42,21 @@ _EPS = 1e-9
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Slice:
-    """One parameter touched by a group: ``getattr(module, name)`` along ``axis``."""
-
-    module: nn.Module
-    name: str
-    axis: int
-    is_weight: bool = True  # counted by the "weight" importance (biases are not)
-
-    @property
-    def param(self) -> nn.Parameter:
-        return getattr(self.module, self.name)
-
-
-@dataclass
-class PruningGroup:
-    """A set of interchangeable units that structured pruning may remove.
-
-    Parameters
-    ----------
-    name : str
-        Stable name, e.g. ``"blocks.0.heads"``, ``"blocks.1.ffn"``, ``"embedding"``,
-        ``"encoder.0"``, ``"latent"``.
-    target : str
-        The kind of unit, as named in ``targets``: ``"heads"``, ``"ffn"``, ``"embedding"``,
-        ``"hidden"`` or ``"latent"``.
-    size : int
-        Current number of units.
-    unit_width : int
-        Entries per unit along each sliced axis (``head_dim`` for heads, else 1).
-    slices : list
-        The parameters the group touches and the axis along which each is sliced.
-    pool : str
-        Groups with the same pool are ranked jointly (the heads of all blocks).
-    min_keep : int
-        Fewest units this group may keep.
-    """
-
-    name: str
-    target: str
-    size: int
-    unit_width: int = 1
-    slices: list[_Slice] = field(default_factory=list)
-    pool: str = ""
-    min_keep: int = 1
-
-    def __post_init__(self) -> None:
-        if not self.pool:
-            self.pool = self.name
-
-
-def _linear_slices(layer: nn.Linear, axis: int, bias: bool) -> list[_Slice]:
-    out = [_Slice(layer, "weight", axis)]
-    if bias and layer.bias is not None:
-        out.append(_Slice(layer, "bias", 0, is_weight=False))
-    return out
-
-
-def _transformer_groups(module: CausalTransformer) -> list[PruningGroup]:
-    groups = []
-    for i, block in enumerate(module.blocks):
-        attn = block.attn
-        heads = []
-        for proj in (attn.q_proj, attn.k_proj, attn.v_proj):
-            heads += _linear_slices(proj, 0, bias=True)
-        heads.append(_Slice(attn.out_proj, "weight", 1))
-        groups.append(PruningGroup(f"blocks.{i}.heads", "heads", attn.n_heads, attn.head_dim,
-                                   heads, pool="heads", min_keep=0))
-        ffn = _linear_slices(block.ff1, 0, bias=True) + [_Slice(block.ff2, "weight", 1)]
-        groups.append(PruningGroup(f"blocks.{i}.ffn", "ffn", block.ff1.out_features, 1, ffn))
-    emb = [_Slice(module.item_emb, "weight", 1), _Slice(module.pos_emb, "weight", 1)]
-    for block in module.blocks:
-        attn = block.attn
-        for ln in (block.ln1, block.ln2):
-            emb += [_Slice(ln, "weight", 0), _Slice(ln, "bias", 0, is_weight=False)]
-        for layer in (attn.q_proj, attn.k_proj, attn.v_proj, block.ff1):
-            emb.append(_Slice(layer, "weight", 1))
-        for layer in (attn.out_proj, block.ff2):
-            emb += _linear_slices(layer, 0, bias=True)
-    emb += [_Slice(module.final_ln, "weight", 0),
-            _Slice(module.final_ln, "bias", 0, is_weight=False)]
-    groups.append(PruningGroup("embedding", "embedding", module.d_model, 1, emb))
-    return groups
-
-
-def _autoencoder_groups(module: MultVAE) -> list[PruningGroup]:
-    groups = []
-    enc, dec = list(module.encoder), list(module.decoder)
-    heads = [module.mu] if module.logvar is None else [module.mu, module.logvar]
-    for i, layer in enumerate(enc):
-        readers = [enc[i + 1]] if i + 1 < len(enc) else heads
-        slices = _linear_slices(layer, 0, bias=True)
-        slices += [_Slice(r, "weight", 1) for r in readers]
-        groups.append(PruningGroup(f"encoder.{i}", "hidden", layer.out_features, 1, slices))
-    latent = [s for h in heads for s in _linear_slices(h, 0, bias=True)]
-    latent.append(_Slice(dec[0], "weight", 1))
-    groups.append(PruningGroup("latent", "latent", module.mu.out_features, 1, latent))
-    for j, layer in enumerate(dec[:-1]):
-        slices = _linear_slices(layer, 0, bias=True) + [_Slice(dec[j + 1], "weight", 1)]
-        groups.append(PruningGroup(f"decoder.{j}", "hidden", layer.out_features, 1, slices))
-    return groups
-
-
-_DEFAULT_TARGETS = {
-    CausalTransformer: ("heads", "ffn", "embedding"),
-    MultVAE: ("hidden", "latent"),
-}
-
-
 def pruning_groups(module: nn.Module) -> list[PruningGroup]:
     """The groups of units that structured pruning can remove from ``module``.
 
     Parameters
     ----------
-    module : CausalTransformer or MultVAE
-        A skrec torch module.
+    module : torch.nn.Module
+        A skrec torch module with a registered pruning adapter (a
+        :class:`~skrec.nn.CausalTransformer` or :class:`~skrec.nn.MultVAE`).
 
     Returns
     -------
     groups : list of PruningGroup
         In a stable order (block by block, then the embedding; or input to output).
     """
-    if isinstance(module, CausalTransformer):
-        return _transformer_groups(module)
-    if isinstance(module, MultVAE):
-        return _autoencoder_groups(module)
-    raise TypeError(f"Structured pruning does not know {type(module).__name__} modules.")
-
-
-def _default_targets(module: nn.Module) -> tuple[str, ...]:
-    for cls, targets in _DEFAULT_TARGETS.items():
-        if isinstance(module, cls):
-            return targets
-    raise TypeError(f"Structured pruning does not know {type(module).__name__} modules.")
+    return get_adapter(module).groups(module)
 
 
 def _sync_shapes(module: nn.Module) -> None:
@@ -223,10 +68,7 @@ def _sync_shapes(module: nn.Module) -> None:
             m.num_embeddings, m.embedding_dim = m.weight.shape
         elif isinstance(m, nn.LayerNorm) and m.weight is not None:
             m.normalized_shape = (m.weight.shape[0],)
-        elif isinstance(m, MultiHeadSelfAttention):
-            m.n_heads = m.q_proj.weight.shape[0] // m.head_dim  # parents come first
-        elif isinstance(m, MultVAE):
-            m.latent_dim = m.mu.weight.shape[0]
+    get_adapter(module).sync_shapes(module)
 
 
 # --------------------------------------------------------------------------------------------
@@ -311,27 +153,6 @@ def _slice_group(group: PruningGroup, keep: np.ndarray) -> None:
         setattr(s.module, s.name, nn.Parameter(new, requires_grad=p.requires_grad))
 
 
-def _fold_silent_attention(module: CausalTransformer) -> None:
-    """Keep a block that lost all its heads exact: move its output bias to the previous writer.
-
-    Without heads, the attention branch only added ``out_proj.bias``, a constant. Nothing
-    reads the residual stream between the previous writer (the previous block's ``ff2``, or
-    the embeddings for the first block) and that addition, so the constant moves there
-    exactly (at inference; dropout aside in training) and the bias is zeroed.
-    """
-    with torch.no_grad():
-        for i, block in enumerate(module.blocks):
-            attn = block.attn
-            if attn.n_heads or not bool(attn.out_proj.bias.any()):
-                continue
-            bias = attn.out_proj.bias
-            if i == 0:  # every position's embedding gets it (padding is zeroed after)
-                module.pos_emb.weight.add_(bias)
-            else:
-                module.blocks[i - 1].ff2.bias.add_(bias)
-            bias.zero_()
-
-
 def _record_base(module: nn.Module, groups: list[PruningGroup]) -> dict[str, int]:
     base = getattr(module, _BASE_ATTR, None)
     if base is None:
@@ -374,7 +195,8 @@ def structured_prune(
     """
     groups = pruning_groups(module)
     base = _record_base(module, groups)
-    wanted = set(_default_targets(module) if targets is None else targets)
+    adapter = get_adapter(module)
+    wanted = set(adapter.targets if targets is None else targets)
     chosen = [g for g in groups if g.target in wanted]
     if grad_importance is None:
         scores = {g.name: _weight_importance(g) for g in chosen}
@@ -388,8 +210,7 @@ def structured_prune(
             if g.name in keep:
                 _slice_group(g, keep[g.name])
     _sync_shapes(module)
-    if isinstance(module, CausalTransformer):
-        _fold_silent_attention(module)
+    adapter.after_prune(module)
     sizes = {g.name: g.size for g in pruning_groups(module)}
     for r in records:
         r["after"] = int(sizes[r["name"]])
@@ -442,46 +263,6 @@ def magnitude_prune(module: nn.Module, amount: float) -> dict[int, torch.Tensor]
 # --------------------------------------------------------------------------------------------
 
 
-def _architecture(module: nn.Module) -> dict[str, Any]:
-    if isinstance(module, CausalTransformer):
-        return {
-            "d_model": int(module.d_model),
-            "n_heads": [int(b.attn.n_heads) for b in module.blocks],
-            "d_ff": [int(b.ff1.out_features) for b in module.blocks],
-        }
-    if isinstance(module, MultVAE):
-        return {
-            "encoder_sizes": [int(layer.out_features) for layer in module.encoder],
-            "latent_dim": int(module.mu.out_features),
-            "decoder_sizes": [int(layer.out_features) for layer in module.decoder[:-1]],
-        }
-    return {}
-
-
-def _flops(module: nn.Module, seq_len: int | None) -> int:
-    """2 x multiply-adds of one user's recommendation (dense kernels; norms etc. left out)."""
-    if isinstance(module, CausalTransformer):
-        # Inference scores the last position only: the blocks before the last one run on all
-        # L positions; the last block needs keys and values of all positions but queries,
-        # output projection and feed-forward of the last position only.
-        L = int(seq_len or module.max_len)
-        d = module.d_model
-        total = 0
-        n_blocks = len(module.blocks)
-        for i, b in enumerate(module.blocks):
-            n_q = 1 if i == n_blocks - 1 else L
-            inner = b.attn.n_heads * b.attn.head_dim
-            if inner:
-                total += 2 * d * inner * (2 * L + 2 * n_q)  # k, v on L; q, out on n_q
-                total += 2 * 2 * n_q * L * inner  # scores and weighted values (full mask)
-            total += 2 * 2 * n_q * d * b.ff1.out_features
-        return int(total + 2 * d * module.n_items)  # the catalogue scored from one position
-    if isinstance(module, MultVAE):
-        layers = [*module.encoder, module.mu, *module.decoder]  # logvar unused at inference
-        return int(sum(2 * layer.in_features * layer.out_features for layer in layers))
-    return 0
-
-
 def model_summary(module: nn.Module, *, seq_len: int | None = None) -> dict[str, Any]:
     """Size, estimated inference FLOPs and sparsity of a skrec module.
 
@@ -513,11 +294,14 @@ def model_summary(module: nn.Module, *, seq_len: int | None = None) -> dict[str,
         "parameters": int(n),
         "nonzero_parameters": int(nz),
         "sparsity": float(zeros / n_w) if n_w else 0.0,
-        "flops_per_user": _flops(module, seq_len),
-        "architecture": _architecture(module),
+        "flops_per_user": 0,
+        "architecture": {},
     }
-    if isinstance(module, CausalTransformer):
-        out["flops_seq_len"] = int(seq_len or module.max_len)
+    adapter = get_adapter(module, required=False)
+    if adapter is not None:
+        out["flops_per_user"] = int(adapter.flops(module, seq_len))
+        out["architecture"] = adapter.architecture(module)
+        out.update(adapter.summary(module, seq_len))
     return out
 
 
@@ -544,7 +328,7 @@ def _check_prune_args(module: nn.Module, amount, method, targets, importance,
         raise ValueError("importance='taylor' needs training data: pass X.")
     _check_int("fine_tune_epochs", fine_tune_epochs, 0)
     _check_int("importance_batches", importance_batches, 1, allow_none=True)
-    valid = _default_targets(module)
+    valid = get_adapter(module).targets
     if targets is None:
         targets = valid
     elif isinstance(targets, str):
