@@ -1,34 +1,26 @@
-"""SeqRecommender: a SASRec-family causal transformer for next-item recommendation."""
+"""SeqRecommender: sequence encoders x training objectives for next-item recommendation.
+
+The estimator is thin: it validates its hyper-parameters, builds a
+:class:`~skrec.nn.SequenceModel` from the item representations and the encoder named by
+``encoder`` (:data:`skrec.nn.ENCODERS`), and delegates batches, loss and inference read-out
+to the objective named by ``objective`` (:data:`skrec.objectives.OBJECTIVES`).
+"""
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from ._sequences import merge_in_order, ordered_sequences
+from ._sequences import merge_in_order
 from .model_selection import leave_last_out_split
-from .nn.losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
-from .nn.transformer import CausalTransformer
+from .nn import ENCODERS, ItemEmbedding, SequenceModel
+from .objectives import OBJECTIVES, Objective, SeqData
+from .objectives.base import LOSSES
 from .pruning import PrunableMixin
 from .training import NeuralRecommender, _check_float, _check_int
 
 __all__ = ["SeqRecommender"]
-
-_LOSSES = ("ce", "sampled", "gbce")
-
-
-@dataclass
-class _SeqData:
-    seqs: np.ndarray  # (n_rows, max_len + 1), left padded, items + 1
-    lengths: np.ndarray  # (n_rows,)
-    sampling_probs: torch.Tensor | None
-
-    @property
-    def n_rows(self) -> int:
-        return self.seqs.shape[0]
 
 
 class SeqRecommender(PrunableMixin, NeuralRecommender):
@@ -42,6 +34,12 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     Parameters
     ----------
+    encoder : {"transformer"}, default="transformer"
+        The sequence encoder (see :data:`skrec.nn.ENCODERS`): ``"transformer"``, pre-LN
+        transformer blocks with learned positions (SASRec).
+    objective : {"causal"}, default="causal"
+        The training objective (see :data:`skrec.objectives.OBJECTIVES`): ``"causal"``
+        predicts every next item of every sequence at once with causal attention (SASRec).
     d_model : int, default=64
         Item embedding and hidden width.
     n_layers : int, default=2
@@ -67,8 +65,8 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     Attributes
     ----------
-    module_ : CausalTransformer
-        The trained torch module.
+    module_ : SequenceModel
+        The trained torch module: item representations and the encoder.
     history_ : list of dict
         Per epoch: ``loss``, ``val_loss`` and ``val_ndcg@10`` (with early stopping),
         ``seconds``, ``targets_per_s`` (tokens/s), ``steps``, ``peak_memory_mb``.
@@ -110,6 +108,8 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     (2, 5)
     """
 
+    encoder: str = "transformer"
+    objective: str = "causal"
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 2
@@ -172,23 +172,32 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         if self.dropout >= 1:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
         _check_float("gbce_t", self.gbce_t, 0, 1)
-        if self.d_model % self.n_heads:
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"encoder must be one of {tuple(ENCODERS)}; got {self.encoder!r}.")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"objective must be one of {tuple(OBJECTIVES)}; got {self.objective!r}."
+            )
+        if self.encoder == "transformer" and self.d_model % self.n_heads:
             raise ValueError(
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}."
             )
-        if self.loss not in _LOSSES:
-            raise ValueError(f"loss must be one of {_LOSSES}; got {self.loss!r}.")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}; got {self.loss!r}.")
 
-    def _build_module(self) -> CausalTransformer:
-        return CausalTransformer(
-            self.n_features_in_,
-            d_model=self.d_model,
-            n_layers=self.n_layers,
-            n_heads=self.n_heads,
-            d_ff=self.d_ff,
-            max_len=self.max_len,
-            dropout=self.dropout,
+    def _objective(self) -> Objective:
+        return OBJECTIVES[self.objective](
+            loss=self.loss, n_negatives=self.n_negatives, gbce_t=self.gbce_t
         )
+
+    def _build_module(self) -> SequenceModel:
+        objective = self._objective()
+        items = ItemEmbedding(self.n_features_in_, self.d_model, n_special=objective.n_special)
+        encoder = ENCODERS[self.encoder].from_params(
+            d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
+            max_len=self.max_len, dropout=self.dropout, causal=objective.causal,
+        )
+        return SequenceModel(items, encoder, self.max_len)
 
     def _training_matrix(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> sp.csr_matrix:
         return merge_in_order(X, y)
@@ -196,43 +205,14 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     def _validation_split(self, X: sp.csr_matrix, rng):
         return leave_last_out_split(X)
 
-    def _prepare(self, X: sp.csr_matrix) -> _SeqData:
-        seqs = ordered_sequences(X, self.max_len + 1)
-        probs = None
-        if self.loss == "sampled":
-            counts = np.bincount(X.indices, minlength=self.n_features_in_) + 1.0
-            probs = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
-        return _SeqData(seqs, (seqs != 0).sum(1), probs)
+    def _prepare(self, X: sp.csr_matrix) -> SeqData:
+        return self._objective().prepare(X, self.max_len)
 
-    def _batch(self, data: _SeqData, rows: np.ndarray, device: torch.device):
-        lengths = data.lengths[rows]
-        n_targets = int(np.maximum(lengths - 1, 0).sum())
-        width = int(lengths.max(initial=0))
-        seq = torch.as_tensor(data.seqs[rows, -max(width, 2) :], device=device)
-        probs = data.sampling_probs
-        if probs is not None and probs.device != device:
-            data.sampling_probs = probs = probs.to(device)
-        return (seq, probs), n_targets
+    def _batch(self, data: SeqData, rows: np.ndarray, device: torch.device):
+        return self._objective().batch(data, rows, device)
 
-    def _batch_loss(self, module: CausalTransformer, batch) -> torch.Tensor:
-        seq, probs = batch
-        inputs, targets = seq[:, :-1], seq[:, 1:]
-        valid = inputs != 0
-        hidden = module(inputs)[valid]
-        targets = targets[valid] - 1
-        weight, bias = module.output_weights()
-        if self.loss == "ce":
-            return softmax_cross_entropy(hidden, weight, bias, targets)
-        if self.loss == "sampled":
-            return sampled_softmax_loss(
-                hidden, weight, bias, targets, n_negatives=self.n_negatives, sampling_probs=probs
-            )
-        return gbce_loss(
-            hidden, weight, bias, targets, n_negatives=self.n_negatives, t=self.gbce_t
-        )
+    def _batch_loss(self, module: SequenceModel, batch) -> torch.Tensor:
+        return self._objective().loss_sum(module, batch)
 
-    def _module_scores(self, module: CausalTransformer, X: sp.csr_matrix, device):
-        seq = torch.as_tensor(ordered_sequences(X, module.max_len), device=device)
-        hidden = module.last_hidden(seq)
-        weight, bias = module.output_weights()
-        return hidden @ weight.t() + bias
+    def _module_scores(self, module: SequenceModel, X: sp.csr_matrix, device):
+        return self._objective().scores(module, X, device)

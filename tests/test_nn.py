@@ -8,7 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from skrec.nn import CausalTransformer, gbce_loss, sampled_softmax_loss, softmax_cross_entropy
+from skrec.nn import (
+    CausalTransformer,
+    ItemEmbedding,
+    SequenceModel,
+    TransformerEncoder,
+    gbce_loss,
+    sampled_softmax_loss,
+    softmax_cross_entropy,
+)
 
 
 @pytest.fixture
@@ -42,6 +50,31 @@ def test_causality_future_items_do_not_leak(model):
     other = seq.clone()
     other[0, 7:] = torch.randint(1, 51, (3,))
     torch.testing.assert_close(model(seq)[:, :7], model(other)[:, :7])
+
+
+def test_bidirectional_encoder_sees_the_future_but_not_the_padding():
+    torch.manual_seed(0)
+    enc = TransformerEncoder(16, n_layers=1, n_heads=2, d_ff=32, max_len=20, dropout=0.0,
+                             causal=False)
+    m = SequenceModel(ItemEmbedding(50, 16), enc, max_len=20).eval()
+    seq = torch.randint(1, 51, (1, 10))
+    other = seq.clone()
+    other[0, 7:] = torch.randint(1, 51, (3,))
+    assert not torch.allclose(m(seq)[:, :7], m(other)[:, :7])  # later items are seen
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), seq], dim=1)
+    torch.testing.assert_close(m(padded)[:, 3:], m(seq))  # padding is never attended to
+
+
+def test_item_embedding_ties_input_and_output_and_keeps_special_tokens_out():
+    items = ItemEmbedding(7, 4, n_special=1)
+    items.reset_parameters()
+    weight, bias = items.output_weights()
+    assert weight.shape == (7, 4) and bias.shape == (7,)
+    torch.testing.assert_close(weight, items(torch.arange(1, 8)))
+    assert items.special_token() == 8 and items(torch.tensor([8])).shape == (1, 4)
+    assert float(items(torch.tensor([0])).detach().abs().sum()) == 0.0  # padding
+    no_bias = ItemEmbedding(7, 4, output_bias=False)
+    assert float(no_bias.output_weights()[1].detach().abs().sum()) == 0.0
 
 
 def test_chunked_cross_entropy_equals_direct(model):

@@ -52,17 +52,17 @@ def test_structured_transformer_shapes_and_parameter_count(seq, data):
     rec = copy.deepcopy(seq).prune_(0.5)
     m = rec.module_
     # d_model 16 -> 8; 4 heads -> 2 (jointly ranked); d_ff 32 -> 16 per block; head_dim kept
-    assert m.d_model == 8 and m.item_emb.weight.shape == (41, 8)
-    assert sum(b.attn.n_heads for b in m.blocks) == 2
-    assert [b.ff1.out_features for b in m.blocks] == [16, 16]
-    for b in m.blocks:
+    assert m.d_model == 8 and m.items.id_emb.weight.shape == (41, 8)
+    assert sum(b.attn.n_heads for b in m.encoder.blocks) == 2
+    assert [b.ff1.out_features for b in m.encoder.blocks] == [16, 16]
+    for b in m.encoder.blocks:
         assert b.ln1.normalized_shape == (8,) and b.attn.q_proj.in_features == 8
         assert b.attn.q_proj.out_features == b.attn.n_heads * 8
     report = rec.pruning_report_
     assert report["after"]["parameters"] == n_params(m) < report["before"]["parameters"]
     assert report["after"]["flops_per_user"] < report["before"]["flops_per_user"] / 2
     # as many parameters as a transformer built with those widths (when heads stay balanced)
-    if [b.attn.n_heads for b in m.blocks] == [1, 1]:
+    if [b.attn.n_heads for b in m.encoder.blocks] == [1, 1]:
         fresh = CausalTransformer(40, d_model=8, n_layers=2, n_heads=1, d_ff=16, max_len=16)
         assert n_params(fresh) == n_params(m)
     assert rec.predict(X, k=5).shape == (X.shape[0], 5)
@@ -74,11 +74,12 @@ def test_structured_targets_and_heads_may_all_go(seq, data):
     X, _ = data
     rec = copy.deepcopy(seq).prune_(0.75, targets=("heads",))
     m = rec.module_
-    assert sum(b.attn.n_heads for b in m.blocks) == 1  # 4 heads, floor(0.75 * 4) = 3 removed
-    assert m.d_model == 16 and [b.ff1.out_features for b in m.blocks] == [32, 32]
+    # 4 heads, floor(0.75 * 4) = 3 removed
+    assert sum(b.attn.n_heads for b in m.encoder.blocks) == 1
+    assert m.d_model == 16 and [b.ff1.out_features for b in m.encoder.blocks] == [32, 32]
     groups = {g["name"]: g for g in rec.pruning_report_["groups"]}
     assert groups["embedding"]["after"] == 16
-    assert min(b.attn.n_heads for b in m.blocks) == 0  # that block's attention adds nothing
+    assert min(b.attn.n_heads for b in m.encoder.blocks) == 0  # that block's attention adds nothing
     assert np.isfinite(rec.predict_scores(X)).all()
 
 
@@ -101,22 +102,23 @@ def test_removing_dead_units_is_exact(seq, vae, data):
     rec = copy.deepcopy(seq)
     m = rec.module_
     with torch.no_grad():  # a dead FFN unit in each block; dead heads: 1 in block 0, 2 in 1
-        for b in m.blocks:
+        for b in m.encoder.blocks:
             b.ff1.weight[5].zero_()
             b.ff1.bias[5] = 0.0
             b.ff2.weight[:, 5].zero_()
-        hd = m.blocks[0].attn.head_dim
-        for attn, dead in ((m.blocks[0].attn, slice(hd, None)), (m.blocks[1].attn, slice(None))):
+        hd = m.encoder.blocks[0].attn.head_dim
+        blocks = m.encoder.blocks
+        for attn, dead in ((blocks[0].attn, slice(hd, None)), (blocks[1].attn, slice(None))):
             for p in (attn.q_proj, attn.k_proj, attn.v_proj):
                 p.weight[dead].zero_()
                 p.bias[dead].zero_()
             attn.out_proj.weight[:, dead].zero_()
-        m.blocks[1].attn.out_proj.bias.normal_()  # what a head-less attention still adds
+        m.encoder.blocks[1].attn.out_proj.bias.normal_()  # what a head-less attention still adds
     before = rec.predict_scores(X)
     rec.prune_(1 / 32, targets=("ffn",))  # floor(32/32) = 1 unit per block
     rec.prune_(3 / 4, targets=("heads",))  # 3 of 4 heads: block 1 loses all its heads
-    assert [b.ff1.out_features for b in m.blocks] == [31, 31]
-    assert [b.attn.n_heads for b in m.blocks] == [1, 0]
+    assert [b.ff1.out_features for b in m.encoder.blocks] == [31, 31]
+    assert [b.attn.n_heads for b in m.encoder.blocks] == [1, 0]
     np.testing.assert_allclose(rec.predict_scores(X), before, rtol=1e-4, atol=1e-4)
 
     ae = copy.deepcopy(vae)
@@ -153,8 +155,8 @@ def test_amounts_do_not_compound_and_never_grow_back(seq):
     after = rec.module_.state_dict()
     assert all(torch.equal(state[k], after[k]) for k in state)
     rec.prune_(0.75)
-    assert rec.module_.d_model == 4 and [b.ff1.out_features for b in rec.module_.blocks] == [
-        8, 8]
+    blocks = rec.module_.encoder.blocks
+    assert rec.module_.d_model == 4 and [b.ff1.out_features for b in blocks] == [8, 8]
 
 
 def test_magnitude_sparsity_equals_amount_and_survives_fine_tuning(seq, data):

@@ -246,6 +246,8 @@ def test_validation_metric_can_be_a_ranking_metric(small):
     [
         ({"d_model": 10, "n_heads": 3}, "divisible"),
         ({"loss": "hinge"}, "loss must be one of"),
+        ({"encoder": "lstm9"}, "encoder must be one of"),
+        ({"objective": "nsp"}, "objective must be one of"),
         ({"precision": "fp8"}, "precision must be one of"),
         ({"accumulation_steps": 0}, "accumulation_steps"),
         ({"dropout": 1.0}, "dropout"),

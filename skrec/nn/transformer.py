@@ -1,4 +1,4 @@
-"""A SASRec-family causal transformer over item sequences (pre-LayerNorm blocks)."""
+"""Transformer encoders over item sequences (pre-LayerNorm blocks): SASRec and BERT4Rec."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CausalTransformer", "TransformerBlock", "MultiHeadSelfAttention"]
+from .encoders import register_encoder
+
+__all__ = ["MultiHeadSelfAttention", "TransformerBlock", "TransformerEncoder"]
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -39,12 +41,17 @@ class MultiHeadSelfAttention(nn.Module):
         self.dropout = dropout
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, last_only: bool = False
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        last_only: bool = False,
+        causal: bool = True,
     ) -> torch.Tensor:
         """Attend over ``x`` (B, L, d) with a boolean ``mask`` (B, 1, L, L), True = attend.
 
-        ``mask=None`` means plain causal attention. With ``last_only`` only the last position
-        is a query (inference), and the output has shape (B, 1, d).
+        ``mask=None`` means plain causal attention (``causal``) or full attention. With
+        ``last_only`` only the last position is a query (inference), and the output has shape
+        (B, 1, d).
         """
         B, L, _ = x.shape
         Lq = 1 if last_only else L
@@ -64,7 +71,7 @@ class MultiHeadSelfAttention(nn.Module):
             v,
             attn_mask=mask,
             # the last query may see every key: no causal mask needed for it
-            is_causal=mask is None and not last_only,
+            is_causal=causal and mask is None and not last_only,
             dropout_p=self.dropout if self.training else 0.0,
         )
         out = out.transpose(1, 2).reshape(B, Lq, self.n_heads * self.head_dim)
@@ -100,10 +107,14 @@ class TransformerBlock(nn.Module):
         self.drop = nn.Dropout(dropout)
 
     def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None, last_only: bool = False
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None,
+        last_only: bool = False,
+        causal: bool = True,
     ) -> torch.Tensor:
         """Apply the block to ``x`` (B, L, d); with ``last_only``, return (B, 1, d)."""
-        attn = self.attn(self.ln1(x), mask, last_only)
+        attn = self.attn(self.ln1(x), mask, last_only, causal)
         if last_only:
             x = x[:, -1:]
         x = x + self.drop(attn)
@@ -111,47 +122,40 @@ class TransformerBlock(nn.Module):
         return x
 
 
-class CausalTransformer(nn.Module):
-    """Causal transformer over left-padded item sequences (SASRec family).
+@register_encoder("transformer")
+class TransformerEncoder(nn.Module):
+    """Transformer encoder over embedded item sequences: positions, pre-LN blocks, final norm.
 
-    Items are ``1..n_items`` (``0`` is padding). Item embeddings are tied with the output
-    scoring (plus a per-item output bias); positions are learned and counted so that the last
-    position of the window always has the same embedding, whatever the batch's padded length.
+    Positions are learned and counted from the end, so the last position of the window always
+    has the same embedding whatever the batch's padded length. With ``causal=True`` each
+    position attends to itself and the earlier ones (SASRec); with ``causal=False`` to every
+    position of the sequence (BERT4Rec). Padded positions are never attended to.
 
     Parameters
     ----------
-    n_items : int
-        Catalogue size (without the padding index).
-    d_model : int, default=64
-        Embedding and hidden width.
-    n_layers : int, default=2
-        Number of transformer blocks.
-    n_heads : int, default=2
-        Attention heads per block.
-    d_ff : int, default=256
+    d_model : int
+        Width of the residual stream.
+    n_layers : int
+        Number of blocks.
+    n_heads : int
+        Attention heads per block (must divide ``d_model``).
+    d_ff : int
         Feed-forward hidden units.
-    max_len : int, default=200
-        Longest history read.
-    dropout : float, default=0.2
-        Dropout probability on the embeddings and the residual branches.
+    max_len : int
+        Longest sequence (number of position embeddings).
+    dropout : float
+        Dropout on the embeddings and the residual branches.
+    causal : bool, default=True
+        Causal (left-to-right) or bidirectional attention.
     """
 
-    def __init__(
-        self,
-        n_items: int,
-        d_model: int = 64,
-        n_layers: int = 2,
-        n_heads: int = 2,
-        d_ff: int = 256,
-        max_len: int = 200,
-        dropout: float = 0.2,
-    ):
+    def __init__(self, d_model: int, n_layers: int, n_heads: int, d_ff: int, max_len: int,
+                 dropout: float, causal: bool = True):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
-        self.n_items = n_items
-        self.max_len = max_len
-        self.item_emb = nn.Embedding(n_items + 1, d_model, padding_idx=0)
+        self.max_len = int(max_len)
+        self.causal = bool(causal)
         self.pos_emb = nn.Embedding(max_len, d_model)
         self.emb_drop = nn.Dropout(dropout)
         head_dim = d_model // n_heads
@@ -159,56 +163,42 @@ class CausalTransformer(nn.Module):
             TransformerBlock(d_model, n_heads, head_dim, d_ff, dropout) for _ in range(n_layers)
         )
         self.final_ln = nn.LayerNorm(d_model)
-        self.out_bias = nn.Parameter(torch.zeros(n_items + 1))
-        self.reset_parameters()
 
-    def reset_parameters(self) -> None:
-        """Initialise weights from N(0, 0.02) and biases at zero (padding embedding zero)."""
+    @classmethod
+    def from_params(cls, *, d_model: int, n_layers: int, n_heads: int, d_ff: int,
+                    max_len: int, dropout: float, causal: bool, **_) -> TransformerEncoder:
+        """Build from the shared encoder hyper-parameters of ``SeqRecommender``."""
+        return cls(d_model, n_layers, n_heads, d_ff, max_len, dropout, causal)
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        """N(0, ``std``) weights, zero biases (LayerNorms keep their identity init)."""
         for module in self.modules():
             if isinstance(module, nn.Linear | nn.Embedding):
-                nn.init.normal_(module.weight, std=0.02)
+                nn.init.normal_(module.weight, std=std)
                 if isinstance(module, nn.Linear) and module.bias is not None:
                     nn.init.zeros_(module.bias)
-        with torch.no_grad():
-            self.item_emb.weight[0].zero_()
-            self.out_bias.zero_()
 
-    @property
-    def d_model(self) -> int:
-        """Width of the residual stream."""
-        return self.item_emb.embedding_dim
-
-    def forward(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
-        """Hidden states (B, L, d) for a left-padded item sequence batch ``seq`` (B, L).
+    def forward(self, x: torch.Tensor, valid: torch.Tensor,
+                last_only: bool = False) -> torch.Tensor:
+        """Hidden states (B, L, d) of item vectors ``x`` (B, L, d); ``valid`` (B, L) marks items.
 
         With ``last_only`` the final block computes only the last position: (B, 1, d).
         """
-        B, L = seq.shape
-        if L > self.max_len:
-            seq = seq[:, -self.max_len :]
-            L = self.max_len
-        valid = seq != 0
-        positions = torch.arange(self.max_len - L, self.max_len, device=seq.device)
-        x = self.item_emb(seq) + self.pos_emb(positions)
-        x = self.emb_drop(x) * valid.unsqueeze(-1)
+        L = x.shape[1]
+        positions = torch.arange(self.max_len - L, self.max_len, device=x.device)
+        x = self.emb_drop(x + self.pos_emb(positions)) * valid.unsqueeze(-1)
         mask = None
         if not bool(valid.all()):
-            causal = torch.ones(L, L, dtype=torch.bool, device=seq.device).tril_()
-            eye = torch.eye(L, dtype=torch.bool, device=seq.device)
+            keys = valid[:, None, :]
+            if self.causal:
+                keys = keys & torch.ones(L, L, dtype=torch.bool, device=x.device).tril_()
+            eye = torch.eye(L, dtype=torch.bool, device=x.device)
             # Padded keys are hidden; every query row keeps at least itself (no fully masked
             # row, which gives NaN in some attention kernels).
-            mask = ((causal & valid[:, None, :]) | eye).unsqueeze(1)
+            mask = (keys | eye).unsqueeze(1)
         n_blocks = len(self.blocks)
         for i, block in enumerate(self.blocks):
-            x = block(x, mask, last_only and i == n_blocks - 1)
+            x = block(x, mask, last_only and i == n_blocks - 1, self.causal)
         if last_only and n_blocks == 0:
             x = x[:, -1:]
         return self.final_ln(x)
-
-    def output_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Item output embeddings (n_items, d) and biases (n_items,), padding excluded."""
-        return self.item_emb.weight[1:], self.out_bias[1:]
-
-    def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
-        """Hidden state of the last position (B, d): the next-item query of each sequence."""
-        return self.forward(seq, last_only=True)[:, -1]

@@ -196,7 +196,7 @@ def structured_prune(
     groups = pruning_groups(module)
     base = _record_base(module, groups)
     adapter = get_adapter(module)
-    wanted = set(adapter.targets if targets is None else targets)
+    wanted = set(adapter.targets_for(module) if targets is None else targets)
     chosen = [g for g in groups if g.target in wanted]
     if grad_importance is None:
         scores = {g.name: _weight_importance(g) for g in chosen}
@@ -328,7 +328,7 @@ def _check_prune_args(module: nn.Module, amount, method, targets, importance,
         raise ValueError("importance='taylor' needs training data: pass X.")
     _check_int("fine_tune_epochs", fine_tune_epochs, 0)
     _check_int("importance_batches", importance_batches, 1, allow_none=True)
-    valid = get_adapter(module).targets
+    valid = get_adapter(module).targets_for(module)
     if targets is None:
         targets = valid
     elif isinstance(targets, str):

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 
 from torch import nn
 
-__all__ = ["PruningAdapter", "PruningGroup", "get_adapter", "register_adapter"]
+__all__ = ["ComponentAdapter", "PruningAdapter", "PruningGroup", "get_adapter",
+           "register_adapter"]
 
 
 @dataclass
@@ -96,6 +97,10 @@ class PruningAdapter:
     #: The kinds of units this architecture can lose (the default ``targets``), in order.
     targets: ClassVar[tuple[str, ...]] = ()
 
+    def targets_for(self, module: nn.Module) -> tuple[str, ...]:
+        """The kinds of units ``module`` can lose (composite modules ask their parts)."""
+        return self.targets
+
     def groups(self, module: nn.Module) -> list[PruningGroup]:  # pragma: no cover
         """The prunable groups of ``module``, in a stable order."""
         raise NotImplementedError
@@ -117,6 +122,22 @@ class PruningAdapter:
     def summary(self, module: nn.Module, seq_len: int | None) -> dict[str, Any]:
         """Extra fields of :func:`~skrec.pruning.model_summary`."""
         return {}
+
+
+class ComponentAdapter(PruningAdapter):
+    """Adapter of a part of a larger model (an encoder, the item representations).
+
+    Besides its own groups, a part says which of its slices run along the model's width
+    ``d_model`` (:meth:`width_slices`), so the model's adapter can remove embedding
+    dimensions across all parts at once.
+    """
+
+    def groups(self, module: nn.Module) -> list[PruningGroup]:
+        return []
+
+    def width_slices(self, module: nn.Module) -> list[_Slice]:  # pragma: no cover
+        """Every slice of ``module`` along the model width ``d_model``."""
+        raise NotImplementedError
 
 
 _ADAPTERS: dict[type, PruningAdapter] = {}

@@ -1,0 +1,125 @@
+"""A sequence model: item representations, a sequence encoder, and tied catalogue scoring."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .items import ItemEmbedding
+from .transformer import TransformerEncoder
+
+__all__ = ["CausalTransformer", "SequenceModel"]
+
+
+class SequenceModel(nn.Module):
+    """Items -> vectors (:class:`~skrec.nn.ItemEmbedding`) -> encoder -> hidden states.
+
+    Sequences are left-padded item indices ``(B, L)``: ``0`` is padding, ``1..n_items`` the
+    items (special tokens, such as a mask token, follow). The hidden state of a position is
+    scored against the whole catalogue with the item representations' output weights
+    (tied to the input embeddings) and biases.
+
+    Parameters
+    ----------
+    items : ItemEmbedding
+        Item representations (input and output side).
+    encoder : torch.nn.Module
+        A sequence encoder (see :mod:`skrec.nn.encoders`).
+    max_len : int
+        Longest history read; longer inputs keep their latest ``max_len`` positions.
+    init_std : float, default=0.02
+        Standard deviation of the N(0, std) initialisation of every weight (biases zero).
+    """
+
+    def __init__(self, items: ItemEmbedding, encoder: nn.Module, max_len: int,
+                 init_std: float = 0.02):
+        super().__init__()
+        self.items = items
+        self.encoder = encoder
+        self.max_len = int(max_len)
+        self.init_std = float(init_std)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Initialise the item representations, then the encoder."""
+        self.items.reset_parameters(self.init_std)
+        reset = getattr(self.encoder, "reset_parameters", None)
+        if reset is not None:
+            reset(self.init_std)
+
+    @property
+    def n_items(self) -> int:
+        """Catalogue size."""
+        return self.items.n_items
+
+    @property
+    def d_model(self) -> int:
+        """Width of the item vectors and hidden states."""
+        return self.items.d_model
+
+    def forward(self, seq: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """Hidden states (B, L, d) of a left-padded batch ``seq`` (B, L).
+
+        With ``last_only`` only the last position is computed where the encoder allows it:
+        (B, 1, d).
+        """
+        if seq.shape[1] > self.max_len:
+            seq = seq[:, -self.max_len :]
+        return self.encoder(self.items(seq), seq != 0, last_only)
+
+    def output_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item output embeddings (n_items, d) and biases (n_items,), padding excluded."""
+        return self.items.output_weights()
+
+    def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
+        """Hidden state of the last position (B, d): the next-item query of each sequence."""
+        return self.forward(seq, last_only=True)[:, -1]
+
+    def score_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores ``(N, n_items)`` of query vectors ``hidden`` (N, d) over the catalogue."""
+        weight, bias = self.output_weights()
+        return hidden @ weight.t() + bias
+
+
+class CausalTransformer(SequenceModel):
+    """SASRec: item embeddings, a causal transformer encoder, tied scoring with a bias.
+
+    A :class:`SequenceModel` with a causal :class:`~skrec.nn.TransformerEncoder`: pre-LN
+    blocks, learned positions counted from the end, item embeddings tied with the output
+    scoring plus a per-item output bias.
+
+    Parameters
+    ----------
+    n_items : int
+        Catalogue size (without the padding index).
+    d_model : int, default=64
+        Embedding and hidden width.
+    n_layers : int, default=2
+        Number of transformer blocks.
+    n_heads : int, default=2
+        Attention heads per block.
+    d_ff : int, default=256
+        Feed-forward hidden units.
+    max_len : int, default=200
+        Longest history read.
+    dropout : float, default=0.2
+        Dropout probability on the embeddings and the residual branches.
+    """
+
+    def __init__(
+        self,
+        n_items: int,
+        d_model: int = 64,
+        n_layers: int = 2,
+        n_heads: int = 2,
+        d_ff: int = 256,
+        max_len: int = 200,
+        dropout: float = 0.2,
+    ):
+        if d_model % n_heads:
+            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
+        super().__init__(
+            ItemEmbedding(n_items, d_model),
+            TransformerEncoder(d_model, n_layers, n_heads, d_ff, max_len, dropout, causal=True),
+            max_len,
+        )

@@ -1,0 +1,145 @@
+"""The objective interface, the shared catalogue losses and the objectives' registry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .._sequences import ordered_sequences
+from ..nn.losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
+
+__all__ = ["LOSSES", "OBJECTIVES", "Objective", "SeqData", "register_objective"]
+
+#: Losses over the catalogue that every objective offers.
+LOSSES = ("ce", "sampled", "gbce")
+
+#: Objective name -> class.
+OBJECTIVES: dict[str, type[Objective]] = {}
+
+
+def register_objective(name: str):
+    """Class decorator: make an :class:`Objective` available as ``objective=name``.
+
+    Parameters
+    ----------
+    name : str
+        The name users pass to ``SeqRecommender(objective=...)``.
+
+    Returns
+    -------
+    decorator : callable
+        Registers the class and returns it unchanged.
+    """
+
+    def decorate(cls: type[Objective]) -> type[Objective]:
+        cls.name = name
+        OBJECTIVES[name] = cls
+        return cls
+
+    return decorate
+
+
+@dataclass
+class SeqData:
+    """Training sequences prepared once per fit.
+
+    Attributes
+    ----------
+    seqs : ndarray of shape (n_rows, width)
+        Left-padded item indices shifted by one (0 is padding).
+    lengths : ndarray of shape (n_rows,)
+        Number of items in each row (the trainer groups rows of similar length).
+    sampling_probs : torch.Tensor or None
+        Proposal distribution of the sampled softmax (item popularity), if used.
+    """
+
+    seqs: np.ndarray
+    lengths: np.ndarray
+    sampling_probs: torch.Tensor | None
+
+    @property
+    def n_rows(self) -> int:
+        return self.seqs.shape[0]
+
+
+class Objective:
+    """Base class of the sequence objectives.
+
+    Parameters
+    ----------
+    loss : {"ce", "sampled", "gbce"}, default="ce"
+        Loss over the catalogue (see :meth:`catalogue_loss`).
+    n_negatives : int, default=256
+        Negatives per batch of the sampled losses.
+    gbce_t : float, default=0.75
+        Calibration parameter of gBCE.
+    """
+
+    #: Registry name (set by :func:`register_objective`).
+    name: ClassVar[str] = ""
+    #: Whether the encoder must be causal (each position sees only the earlier ones).
+    causal: ClassVar[bool] = True
+    #: Special input tokens the objective needs after the items (a mask token, ...).
+    n_special: ClassVar[int] = 0
+
+    def __init__(self, loss: str = "ce", n_negatives: int = 256, gbce_t: float = 0.75,
+                 **_: Any):
+        self.loss = loss
+        self.n_negatives = n_negatives
+        self.gbce_t = gbce_t
+
+    # ------------------------------------------------------------------ data
+    def prepare(self, X: sp.csr_matrix, max_len: int) -> SeqData:
+        """Order each row into a sequence of at most ``max_len + 1`` items (a window of
+        ``max_len`` inputs and their next items)."""
+        seqs = ordered_sequences(X, max_len + 1)
+        probs = None
+        if self.loss == "sampled":
+            counts = np.bincount(X.indices, minlength=X.shape[1]) + 1.0
+            probs = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
+        return SeqData(seqs, (seqs != 0).sum(1), probs)
+
+    def _rows(self, data: SeqData, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+        """The batch's sequences, cut to its longest row (at least 2 columns)."""
+        width = int(data.lengths[rows].max(initial=0))
+        probs = data.sampling_probs
+        if probs is not None and probs.device != device:
+            data.sampling_probs = probs.to(device)
+        return torch.as_tensor(data.seqs[rows, -max(width, 2) :], device=device)
+
+    def batch(self, data: SeqData, rows: np.ndarray, device: torch.device):  # pragma: no cover
+        """``(batch, n_targets)`` for the training rows ``rows``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ training
+    def loss_sum(self, module: torch.nn.Module, batch: Any) -> torch.Tensor:  # pragma: no cover
+        """Summed loss of a batch (fp32 scalar)."""
+        raise NotImplementedError
+
+    def catalogue_loss(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                       targets: torch.Tensor,
+                       sampling_probs: torch.Tensor | None = None) -> torch.Tensor:
+        """Summed loss of query vectors ``hidden`` (N, d) against ``targets`` (N,).
+
+        ``"ce"``: full softmax cross-entropy over the catalogue (chunked); ``"sampled"``:
+        sampled softmax with popularity negatives and logQ correction; ``"gbce"``: gSASRec's
+        generalised BCE with uniform negatives.
+        """
+        if self.loss == "ce":
+            return softmax_cross_entropy(hidden, weight, bias, targets)
+        if self.loss == "sampled":
+            return sampled_softmax_loss(hidden, weight, bias, targets,
+                                        n_negatives=self.n_negatives,
+                                        sampling_probs=sampling_probs)
+        return gbce_loss(hidden, weight, bias, targets, n_negatives=self.n_negatives,
+                         t=self.gbce_t)
+
+    # ------------------------------------------------------------------ inference
+    def scores(self, module: torch.nn.Module, X: sp.csr_matrix,
+               device: torch.device) -> torch.Tensor:  # pragma: no cover
+        """Scores ``(n_rows, n_items)`` of the next item for each row of ``X``."""
+        raise NotImplementedError

@@ -1,0 +1,38 @@
+"""Next-item prediction at every position of a causal encoder (SASRec)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from .._sequences import ordered_sequences
+from .base import Objective, SeqData, register_objective
+
+
+@register_objective("causal")
+class CausalObjective(Objective):
+    """Predict every next item of every sequence at once (causal attention).
+
+    A batch is the window of each sequence; the inputs are its items but the last, the
+    targets its items but the first, and every non-padded position contributes one target.
+    Recommendations score the catalogue from the hidden state of the last position.
+    """
+
+    causal = True
+
+    def batch(self, data: SeqData, rows: np.ndarray, device: torch.device):
+        n_targets = int(np.maximum(data.lengths[rows] - 1, 0).sum())
+        return (self._rows(data, rows, device), data.sampling_probs), n_targets
+
+    def loss_sum(self, module, batch) -> torch.Tensor:
+        seq, probs = batch
+        inputs, targets = seq[:, :-1], seq[:, 1:]
+        valid = inputs != 0
+        hidden = module(inputs)[valid]
+        weight, bias = module.output_weights()
+        return self.catalogue_loss(hidden, weight, bias, targets[valid] - 1, probs)
+
+    def scores(self, module, X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+        seq = torch.as_tensor(ordered_sequences(X, module.max_len), device=device)
+        return module.score_hidden(module.last_hidden(seq))
