@@ -134,3 +134,32 @@ def test_gbce_reduces_to_bce_with_t_zero():
     expected = -(beta * F.logsigmoid(pos) + F.logsigmoid(-negl).masked_fill(hit, 0).sum(1))
     torch.testing.assert_close(loss, expected.sum())
     assert math.isfinite(float(loss))
+
+
+def test_module_configs_rebuild_pruned_models_exactly():
+    import json
+
+    import numpy as np
+
+    from skrec import AERecommender, SeqRecommender
+    from skrec.datasets import make_interactions
+    from skrec.nn import build_module, module_config
+
+    X = make_interactions(n_users=80, n_items=30, random_state=0)
+    seq = SeqRecommender(d_model=8, n_layers=2, n_heads=2, d_ff=16, max_len=12, max_iter=1,
+                         random_state=0, precision="fp32", device="cpu").fit(X)
+    seq.prune_(0.75)  # 1 head of 4 left (one block keeps none); embedding dims 8 -> 2
+    ae = AERecommender(hidden_sizes=(16,), latent_dim=8, max_iter=1, random_state=0,
+                       precision="fp32", device="cpu").fit(X)
+    ae.prune_(0.5, targets=("hidden",))
+    for est in (seq, ae):
+        cfg = json.loads(json.dumps(module_config(est.module_)))  # JSON round trip
+        rebuilt = build_module(cfg)
+        rebuilt.load_state_dict(est.module_.state_dict())  # shapes match exactly
+        expected = est.predict_scores(X[:10])
+        est.module_ = rebuilt.eval()
+        np.testing.assert_array_equal(est.predict_scores(X[:10]), expected)
+    cfg = module_config(seq.module_)
+    assert sorted(cfg["encoder"]["n_heads"]) == [0, 1] and cfg["items"]["d_model"] == 2
+    with pytest.raises(ValueError, match="Unknown module type"):
+        build_module({"type": "Nope"})

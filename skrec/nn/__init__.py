@@ -1,6 +1,7 @@
 """Pure torch modules and losses used by the skrec estimators (no sklearn, no numpy I/O)."""
 
 from .autoencoder import MultVAE, multinomial_elbo_loss
+from .config import MODULES, build_module, module_config, register_module
 from .encoders import ENCODERS, register_encoder
 from .items import ItemEmbedding
 from .losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
@@ -9,15 +10,19 @@ from .transformer import TransformerBlock, TransformerEncoder
 
 __all__ = [
     "ENCODERS",
+    "MODULES",
     "CausalTransformer",
     "ItemEmbedding",
     "MultVAE",
     "SequenceModel",
     "TransformerBlock",
     "TransformerEncoder",
+    "build_module",
     "gbce_loss",
+    "module_config",
     "multinomial_elbo_loss",
     "register_encoder",
+    "register_module",
     "sampled_softmax_loss",
     "softmax_cross_entropy",
 ]

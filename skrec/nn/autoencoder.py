@@ -9,10 +9,13 @@ loss takes the module's outputs; no numpy or scipy here. Every layer is a plain
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .config import register_module
 
 __all__ = ["MultVAE", "multinomial_elbo_loss"]
 
@@ -23,6 +26,7 @@ def _init_linear(layer: nn.Linear) -> None:
     nn.init.normal_(layer.bias, std=1e-3)
 
 
+@register_module
 class MultVAE(nn.Module):
     """Multinomial variational (or denoising) autoencoder for implicit feedback.
 
@@ -44,6 +48,9 @@ class MultVAE(nn.Module):
         Dropout probability on the (normalised) input during training.
     variational : bool, default=True
         Mult-VAE (True) or Mult-DAE (False).
+    decoder_sizes : sequence of int, default=None
+        Widths of the decoder's hidden layers; ``reversed(hidden_sizes)`` when ``None`` (a
+        pruned model may have different ones).
 
     Attributes
     ----------
@@ -65,9 +72,14 @@ class MultVAE(nn.Module):
         latent_dim: int = 200,
         dropout: float = 0.5,
         variational: bool = True,
+        *,
+        decoder_sizes: Sequence[int] | None = None,
     ):
         super().__init__()
         hidden = [int(h) for h in hidden_sizes]
+        dec_hidden = list(reversed(hidden)) if decoder_sizes is None else [
+            int(h) for h in decoder_sizes
+        ]
         self.n_items = int(n_items)
         self.latent_dim = int(latent_dim)
         self.dropout = float(dropout)
@@ -76,12 +88,23 @@ class MultVAE(nn.Module):
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.mu = nn.Linear(dims[-1], self.latent_dim)
         self.logvar = nn.Linear(dims[-1], self.latent_dim) if self.variational else None
-        out_dims = [self.latent_dim, *reversed(hidden), self.n_items]
+        out_dims = [self.latent_dim, *dec_hidden, self.n_items]
         self.decoder = nn.ModuleList(
             nn.Linear(a, b) for a, b in zip(out_dims[:-1], out_dims[1:])
         )
         for layer in self.linear_layers():
             _init_linear(layer)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this module with its current shapes."""
+        return {
+            "n_items": self.n_items,
+            "hidden_sizes": [int(layer.out_features) for layer in self.encoder],
+            "latent_dim": int(self.mu.out_features),
+            "dropout": self.dropout,
+            "variational": self.variational,
+            "decoder_sizes": [int(layer.out_features) for layer in self.decoder[:-1]],
+        }
 
     def linear_layers(self) -> list[nn.Linear]:
         """All linear layers, input to output (``logvar`` right after ``mu`` when present)."""

@@ -7,12 +7,17 @@ the two stay tied and a new source of item information (side features) plugs in 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
+
+from .config import register_module
 
 __all__ = ["ItemEmbedding"]
 
 
+@register_module
 class ItemEmbedding(nn.Module):
     """Item id embeddings tied between input and output, with an optional output bias.
 
@@ -39,6 +44,15 @@ class ItemEmbedding(nn.Module):
         self.n_special = int(n_special)
         self.id_emb = nn.Embedding(self.n_items + 1 + self.n_special, d_model, padding_idx=0)
         self.out_bias = nn.Parameter(torch.zeros(self.n_items + 1)) if output_bias else None
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this module with its current shapes."""
+        return {
+            "n_items": self.n_items,
+            "d_model": int(self.d_model),
+            "n_special": self.n_special,
+            "output_bias": self.out_bias is not None,
+        }
 
     @property
     def d_model(self) -> int:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from .config import build_module, module_config, register_module
 from .items import ItemEmbedding
 from .transformer import TransformerEncoder
 
 __all__ = ["CausalTransformer", "SequenceModel"]
 
 
+@register_module
 class SequenceModel(nn.Module):
     """Items -> vectors (:class:`~skrec.nn.ItemEmbedding`) -> encoder -> hidden states.
 
@@ -39,6 +43,23 @@ class SequenceModel(nn.Module):
         self.max_len = int(max_len)
         self.init_std = float(init_std)
         self.reset_parameters()
+
+    def config(self) -> dict[str, Any]:
+        """Everything that rebuilds this model with its current shapes (see
+        :func:`skrec.nn.module_config`)."""
+        return {
+            "items": module_config(self.items),
+            "encoder": module_config(self.encoder),
+            "max_len": self.max_len,
+            "init_std": self.init_std,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> SequenceModel:
+        """Rebuild a model (fresh weights) from :meth:`config`."""
+        cfg = dict(config)
+        return SequenceModel(build_module(cfg.pop("items")), build_module(cfg.pop("encoder")),
+                             **cfg)
 
     def reset_parameters(self) -> None:
         """Initialise the item representations, then the encoder."""
@@ -123,3 +144,6 @@ class CausalTransformer(SequenceModel):
             TransformerEncoder(d_model, n_layers, n_heads, d_ff, max_len, dropout, causal=True),
             max_len,
         )
+
+    #: Rebuilt (and saved) as the plain SequenceModel it is.
+    _config_type = "SequenceModel"

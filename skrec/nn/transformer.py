@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import warnings
+from typing import TYPE_CHECKING, Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import register_module
 from .encoders import register_encoder
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Sequence
 
 __all__ = ["MultiHeadSelfAttention", "TransformerBlock", "TransformerEncoder"]
 
@@ -34,10 +41,12 @@ class MultiHeadSelfAttention(nn.Module):
         self.n_heads = n_heads
         self.head_dim = head_dim
         inner = n_heads * head_dim
-        self.q_proj = nn.Linear(d_model, inner)
-        self.k_proj = nn.Linear(d_model, inner)
-        self.v_proj = nn.Linear(d_model, inner)
-        self.out_proj = nn.Linear(inner, d_model)
+        with warnings.catch_warnings():  # a pruned block may have no head: 0-sized layers
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            self.q_proj = nn.Linear(d_model, inner)
+            self.k_proj = nn.Linear(d_model, inner)
+            self.v_proj = nn.Linear(d_model, inner)
+            self.out_proj = nn.Linear(inner, d_model)
         self.dropout = dropout
 
     def forward(
@@ -122,6 +131,16 @@ class TransformerBlock(nn.Module):
         return x
 
 
+def _per_block(name: str, value, n_layers: int) -> list[int]:
+    if isinstance(value, int):
+        return [value] * n_layers
+    values = [int(v) for v in value]
+    if len(values) != n_layers:
+        raise ValueError(f"{name} has {len(values)} values for {n_layers} blocks.")
+    return values
+
+
+@register_module
 @register_encoder("transformer")
 class TransformerEncoder(nn.Module):
     """Transformer encoder over embedded item sequences: positions, pre-LN blocks, final norm.
@@ -137,32 +156,55 @@ class TransformerEncoder(nn.Module):
         Width of the residual stream.
     n_layers : int
         Number of blocks.
-    n_heads : int
-        Attention heads per block (must divide ``d_model``).
-    d_ff : int
-        Feed-forward hidden units.
+    n_heads : int or sequence of int
+        Attention heads per block (one value for all blocks, or one per block, which is what
+        a pruned encoder has; a block may have none).
+    d_ff : int or sequence of int
+        Feed-forward hidden units (for all blocks, or per block).
     max_len : int
         Longest sequence (number of position embeddings).
     dropout : float
         Dropout on the embeddings and the residual branches.
     causal : bool, default=True
         Causal (left-to-right) or bidirectional attention.
+    head_dim : int, default=None
+        Width of each head; ``d_model // n_heads`` when ``None`` (then ``n_heads`` must be one
+        number that divides ``d_model``).
     """
 
-    def __init__(self, d_model: int, n_layers: int, n_heads: int, d_ff: int, max_len: int,
-                 dropout: float, causal: bool = True):
+    def __init__(self, d_model: int, n_layers: int, n_heads: int | Sequence[int],
+                 d_ff: int | Sequence[int], max_len: int, dropout: float, causal: bool = True,
+                 *, head_dim: int | None = None):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
+        heads = _per_block("n_heads", n_heads, n_layers)
+        widths = _per_block("d_ff", d_ff, n_layers)
+        if head_dim is None:
+            if not isinstance(n_heads, int) or n_heads < 1 or d_model % n_heads:
+                raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
+            head_dim = d_model // n_heads
         self.max_len = int(max_len)
         self.causal = bool(causal)
+        self.dropout = float(dropout)
+        self.head_dim = int(head_dim)
         self.pos_emb = nn.Embedding(max_len, d_model)
         self.emb_drop = nn.Dropout(dropout)
-        head_dim = d_model // n_heads
         self.blocks = nn.ModuleList(
-            TransformerBlock(d_model, n_heads, head_dim, d_ff, dropout) for _ in range(n_layers)
+            TransformerBlock(d_model, h, self.head_dim, f, dropout) for h, f in zip(heads, widths)
         )
         self.final_ln = nn.LayerNorm(d_model)
+
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments that rebuild this encoder with its current shapes."""
+        return {
+            "d_model": int(self.pos_emb.embedding_dim),
+            "n_layers": len(self.blocks),
+            "n_heads": [int(b.attn.n_heads) for b in self.blocks],
+            "d_ff": [int(b.ff1.out_features) for b in self.blocks],
+            "max_len": self.max_len,
+            "dropout": self.dropout,
+            "causal": self.causal,
+            "head_dim": self.head_dim,
+        }
 
     @classmethod
     def from_params(cls, *, d_model: int, n_layers: int, n_heads: int, d_ff: int,
