@@ -29,9 +29,12 @@ import copy
 import dataclasses
 import numbers
 import resource
+import signal
 import sys
 import textwrap
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -53,6 +56,7 @@ __all__ = [
 ]
 
 _PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -74,18 +78,30 @@ def resolve_device(device) -> torch.device:
     device : torch.device
         The device to use.
     """
-    if isinstance(device, torch.device):
-        return device
-    if device is None or device == "auto":
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' (or 'cuda:N') or 'mps'; got {device!r}."
+            ) from None
+    if dev.type not in _DEVICE_TYPES:
         raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or a torch device; got {device!r}."
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
+            f"device must be 'auto', 'cpu', 'cuda' (or 'cuda:N') or 'mps'; got {device!r} "
+            f"(skrec does not train on {dev.type!r} devices)."
+        )
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s).")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was requested but MPS is not available here.")
     return dev
 
 
@@ -132,6 +148,31 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         return "bf16" if cpu_supports_bf16() else "fp32"
     return "fp32"
+
+
+def _warn_if_emulated(precision: str, device: torch.device) -> None:
+    """Warn when a low precision is requested on a CPU that only emulates it."""
+    if device.type != "cpu" or precision == "fp32":
+        return
+    if precision == "bf16":
+        native, isa = cpu_supports_bf16(), "AVX-512 BF16 or AMX"
+    else:
+        native, isa = _cpu_supports_fp16(), "AVX-512 FP16 or AMX-FP16"
+    if not native:
+        warnings.warn(
+            f"precision={precision!r} is emulated on this CPU (no {isa} instructions) and "
+            "typically 5-10x slower than fp32. Use precision='auto' to pick the fastest "
+            "precision this machine supports.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _cpu_supports_fp16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - old or unusual builds
+        return False
 
 
 def autocast(device: torch.device, precision: str):
@@ -322,6 +363,37 @@ class EarlyStopping:
 # --------------------------------------------------------------------------------------------
 
 
+class _StopOnInterrupt:
+    """Turn the first Ctrl-C (SIGINT) during training into a request to stop after the step.
+
+    A second Ctrl-C interrupts at once, as usual. Only the main thread can handle signals;
+    elsewhere (worker threads) this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+            except ValueError:  # pragma: no cover - e.g. embedded interpreters
+                self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # the second Ctrl-C: give up waiting for the step to end
+            self.__exit__(None, None, None)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 class Trainer:
     """Runs the training of one estimator's torch module: the one loop of skrec.
 
@@ -371,6 +443,12 @@ class Trainer:
                                            enabled=loss_scaling and precision == "fp16")
         self.epochs = 0  # epochs requested by the current fit
         self.n_windows = 0  # optimizer steps planned in the current epoch
+        self._interrupt = _StopOnInterrupt()
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the user asked to stop (Ctrl-C) during the current run."""
+        return self._interrupt.requested
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -458,18 +536,28 @@ class Trainer:
         starts = range(0, len(batches), acc)
         self.n_windows = len(starts)
         self._call("on_epoch_begin", est.n_iter_ + 1)
-        total_loss, total_targets, n_steps = 0.0, 0, 0
+        total_loss, total_targets, n_steps, n_finite = 0.0, 0, 0, 0
         for w in starts:
             window = [est._batch(data, rows, self.device) for rows in batches[w : w + acc]]
             loss, n = self.window_step(window)
             if n:
-                total_loss += loss
-                total_targets += n
                 n_steps += 1
+                if np.isfinite(loss):  # fp16: the scaler skipped a non-finite step
+                    n_finite += 1
+                    total_loss += loss
+                    total_targets += n
                 self._call("on_step_end", loss, n)
+            if self.interrupted:
+                break
+        if n_steps and not n_finite:
+            raise FloatingPointError(
+                f"Every training step of epoch {est.n_iter_ + 1} had a non-finite loss "
+                f"(precision={self.precision!r}): the model learned nothing. Lower "
+                "learning_rate_init, set clip_grad_norm, or use precision='fp32' (or 'bf16')."
+            )
         seconds = time.perf_counter() - t0
         est.n_iter_ += 1
-        return {
+        record = {
             "epoch": est.n_iter_,
             "loss": total_loss / max(total_targets, 1),
             "seconds": seconds,
@@ -478,6 +566,9 @@ class Trainer:
             "peak_memory_mb": _peak_memory_mb(self.device),
             **est._epoch_info(),
         }
+        if self.interrupted:
+            record["interrupted"] = True
+        return record
 
     # ------------------------------------------------------------------ the run
     def fit(
@@ -510,21 +601,35 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         self._call("on_train_begin")
         try:
-            for _ in range(epochs):
-                record = self.run_epoch(data, generator)
-                if validate is not None:
-                    record.update(validate())
-                if stopper is not None and stopper.update(est.n_iter_, record, self.module):
-                    est.best_score_ = stopper.best_value
-                    est.best_epoch_ = stopper.best_epoch
-                self._call("on_epoch_end", record)
-                if stopper is not None and stopper.should_stop:
-                    break
+            with self._interrupt:
+                for _ in range(epochs):
+                    record = self.run_epoch(data, generator)
+                    if self.interrupted:  # a partial epoch: recorded, not validated
+                        self._call("on_epoch_end", record)
+                        break
+                    if validate is not None:
+                        record.update(validate())
+                    if stopper is not None and stopper.update(est.n_iter_, record,
+                                                              self.module):
+                        est.best_score_ = stopper.best_value
+                        est.best_epoch_ = stopper.best_epoch
+                    self._call("on_epoch_end", record)
+                    if self.interrupted or (stopper is not None and stopper.should_stop):
+                        break
         finally:
-            if stopper is not None:
-                stopper.restore(self.module)
+            restored = stopper is not None and stopper.restore(self.module)
             self.module.eval()
             self._call("on_train_end")
+        if self.interrupted:
+            kept = (f"the weights of its best epoch ({est.best_epoch_})" if restored
+                    else "the current weights")
+            warnings.warn(
+                f"Training was interrupted (Ctrl-C) during epoch {est.n_iter_}; the estimator "
+                f"keeps {kept} and can be used (or trained further with warm_start or "
+                "partial_fit).",
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -731,6 +836,10 @@ class NeuralRecommender(BaseRecommender):
             raise ValueError("validation_fraction must be < 1.")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}; got {self.precision!r}.")
+        if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
+            raise ValueError(f"verbose must be an integer >= 0 (or a bool); got "
+                             f"{self.verbose!r}.")
+        resolve_device(self.device)
         self._validation_scorer()
 
     def _validation_scorer(self):
@@ -761,8 +870,20 @@ class NeuralRecommender(BaseRecommender):
         return autocast(device, precision)
 
     # -------------------------------------------------------------- public training API
+    def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
+        if (self.warm_start and hasattr(self, "module_")
+                and X.shape[1] != self.n_features_in_):
+            raise ValueError(
+                f"warm_start=True continues training the fitted model of "
+                f"{self.n_features_in_} items, but X has {X.shape[1]} columns. Fit with "
+                "warm_start=False to train a new model for this catalogue."
+            )
+        super()._set_fit_state(X, y)
+
     def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
         reset = not (self.warm_start and hasattr(self, "module_"))
+        device = resolve_device(self.device) if reset else self._device()
+        _warn_if_emulated(resolve_precision(self.precision, device), device)
         self._train(self._training_matrix(X, y), epochs=self.max_iter, reset=reset)
 
     def partial_fit(self, X, y=None):
@@ -784,7 +905,11 @@ class NeuralRecommender(BaseRecommender):
         self : object
             The updated recommender.
         """
-        if not hasattr(self, "module_"):
+        self._check_params()
+        fitted = hasattr(self, "module_")
+        device = self._device() if fitted else resolve_device(self.device)
+        _warn_if_emulated(resolve_precision(self.precision, device), device)
+        if not fitted:
             X, y = self._validate_fit_data(X, y)
             self._set_fit_state(X, y)
             self._train(self._training_matrix(X, y), epochs=1, reset=True, validate=False)
