@@ -42,10 +42,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_targets
+from ._validation import check_item_features, check_targets
 from .base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
 from .callbacks import Callback, History, ProgressBar
+from .nn.features import FeatureProjection
 
 __all__ = [
     "EarlyStopping",
@@ -249,6 +251,13 @@ def _make_batches(data: Any, batch_size: int, rng: np.random.RandomState) -> lis
     if lengths is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def _feature_parts(feats) -> Any:
+    """What :meth:`FeatureProjection.set_features` takes: CSR parts, or the dense array."""
+    if sp.issparse(feats):
+        return feats.indptr.astype(np.int64), feats.indices.astype(np.int64), feats.data
+    return feats
 
 
 def _val_key(scorer) -> str:
@@ -683,6 +692,24 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
     "verbose": ("int", "1: a progress bar over epochs (renders in Jupyter); 2: also over "
                        "optimizer steps."),
     "warm_start": ("bool", "Continue from the current weights on the next ``fit``."),
+    "item_features": (
+        "{array-like, sparse matrix} of shape (n_items, n_item_features) or None",
+        "Side features of the items, one row per column of ``X`` (one-hot or multi-hot "
+        "attributes, TF-IDF rows, dense text vectors; build them with scikit-learn's "
+        "transformers or :class:`skrec.text.TextEmbedder`). Each item's representation "
+        "becomes its id embedding plus ``f(x) = W1 x + b1`` of its features, on the input "
+        "and the output side, and its output bias gets a term learned from the features. "
+        "Items with no interaction in the training data are scored from their features "
+        "alone, so they can be recommended (cold start), and :meth:`add_items` adds new ones "
+        "to a fitted model. Passed to the constructor (like ``KMeans(init=array)``), so "
+        "cross-validation, which splits users, never slices it.",
+    ),
+    "id_dropout": (
+        "float",
+        "With ``item_features``, the fraction of items whose id embedding is hidden at each "
+        "training step, so that the features learn to represent items on their own (as they "
+        "must for new items).",
+    ),
 }
 
 
@@ -780,6 +807,8 @@ class NeuralRecommender(BaseRecommender):
     random_state: int | np.random.RandomState | None = None
     verbose: int = 0
     warm_start: bool = False
+    item_features: Any = None
+    id_dropout: float = 0.25
 
     #: Weight of the newest epoch in the exponential moving average of the monitored
     #: validation value (1.0: no smoothing); see :class:`EarlyStopping`.
@@ -840,6 +869,9 @@ class NeuralRecommender(BaseRecommender):
             raise ValueError(f"verbose must be an integer >= 0 (or a bool); got "
                              f"{self.verbose!r}.")
         resolve_device(self.device)
+        _check_float("id_dropout", self.id_dropout, 0, 1)
+        if self.id_dropout >= 1:
+            raise ValueError(f"id_dropout must be in [0, 1); got {self.id_dropout!r}.")
         self._validation_scorer()
 
     def _validation_scorer(self):
@@ -868,6 +900,66 @@ class NeuralRecommender(BaseRecommender):
 
     def _autocast(self, device: torch.device, precision: str):
         return autocast(device, precision)
+
+    # -------------------------------------------------------------- side features
+    def _feature_projection(self, out_dim: int, *, hidden: int | None = None
+                            ) -> FeatureProjection | None:
+        """A projection of the validated ``item_features`` (``None`` without features)."""
+        if self.item_features is None:
+            return None
+        feats = check_item_features(self.item_features, n_items=self.n_features_in_)
+        proj = FeatureProjection(feats.shape[0], feats.shape[1], out_dim, hidden=hidden,
+                                 scalar=True, sparse=sp.issparse(feats),
+                                 nnz=feats.nnz if sp.issparse(feats) else 0)
+        proj.set_features(_feature_parts(feats))
+        self.n_item_features_ = feats.shape[1]
+        return proj
+
+    def _sync_features(self, reset: bool) -> None:
+        """Give ids to the items seen in training; the others are scored by their features.
+
+        A continued model (``warm_start``, ``partial_fit``, fine-tuning) keeps the feature
+        rows it was fitted with (and those added by :meth:`add_items`).
+        """
+        if getattr(self.module_, "features", None) is None:
+            if self.item_features is not None and not reset:
+                raise ValueError("warm_start=True continues a model fitted without "
+                                 "item_features; fit with warm_start=False to add them.")
+            return
+        self.module_.set_id_mask(torch.as_tensor(self.item_popularity_ > 0))
+
+    def add_items(self, item_features):
+        """Add new items to the fitted catalogue from their feature rows, without retraining.
+
+        The new items get the next column indices (``n_features_in_`` grows by their
+        number, and ``X`` with the new column count is accepted from then on). They are
+        scored from their features alone until training (``partial_fit`` or a
+        ``warm_start`` fit) sees interactions with them.
+
+        Parameters
+        ----------
+        item_features : {array-like, sparse matrix} of shape (n_new_items, n_item_features)
+            Feature rows of the new items, built exactly as the ``item_features`` the model
+            was fitted with.
+
+        Returns
+        -------
+        self : object
+            The recommender, with a larger catalogue.
+        """
+        check_is_fitted(self)
+        features = getattr(self.module_, "features", None)
+        if features is None:
+            raise ValueError("add_items needs a model fitted with item_features=...: without "
+                             "features a new item cannot be represented.")
+        feats = check_item_features(item_features, n_features=self.n_item_features_)
+        if feats.shape[0]:
+            self.module_.add_items(_feature_parts(feats))
+            self.n_features_in_ += feats.shape[0]
+            self.item_popularity_ = np.concatenate(
+                [self.item_popularity_, np.zeros(feats.shape[0])]
+            )
+        return self
 
     # -------------------------------------------------------------- public training API
     def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
@@ -958,6 +1050,7 @@ class NeuralRecommender(BaseRecommender):
                 self.n_steps_ = 0
             elif not hasattr(self, "n_steps_"):  # fitted before the step counter existed
                 self.n_steps_ = 0
+            self._sync_features(reset)
             self.module_.to(device)
             self.device_ = device
             self.precision_ = precision
