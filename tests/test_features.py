@@ -158,6 +158,14 @@ def test_pickling_warm_start_pruning_and_configs_keep_the_features(kind, data):
     np.testing.assert_array_equal(est.predict_scores(data[:10]), expected)
 
 
+@pytest.mark.parametrize("kind", ["seq", "ae"])
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_features_train_in_low_precision(kind, precision, data):
+    est = _est(kind, item_features=_features("sparse"), precision=precision, max_iter=1)
+    est.fit(data)
+    assert np.isfinite(est.history_[0]["loss"]) and np.isfinite(est.predict_scores(data[:3])).all()
+
+
 def test_mlp_feature_map_and_bad_id_dropout(data):
     est = _est("seq", item_features=_features("dense"), feature_hidden=8).fit(data)
     assert est.module_.features.out is not None

@@ -135,12 +135,17 @@ class FeatureProjection(nn.Module):
         return torch.sparse_coo_tensor(idx, self.val, shape, is_coalesced=not transpose,
                                        check_invariants=False)
 
+    def _no_autocast(self):
+        # sparse products have no low-precision kernels: keep them (and their backward) fp32
+        return torch.autocast(self.weight.device.type, enabled=False)
+
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ X_features``: ``(B, n_rows)`` -> ``(B, n_features)``, e.g. a user's profile
         in feature space."""
-        if self.sparse:
-            return torch.sparse.mm(self._sparse(transpose=True), x.float().t()).t()
-        return x.float() @ self.dense
+        with self._no_autocast():
+            if self.sparse:
+                return torch.sparse.mm(self._sparse(transpose=True), x.float().t()).t()
+            return x.float() @ self.dense
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
         """``h @ vectors.T + scalars`` for query vectors ``h`` (B, out_dim): (B, n_rows).
@@ -152,18 +157,18 @@ class FeatureProjection(nn.Module):
             vectors, scalars = self()
             out = h @ vectors.t()
             return out if scalars is None else out + scalars
-        hw = h.float() @ self.weight.float().t()  # (B, n_features)
-        if self.sparse:
-            out = torch.sparse.mm(self._sparse(), hw.t()).t()
-        else:
-            out = hw @ self.dense.t()
-        out = out + (h.float() @ self.bias.float())[:, None]
-        if self.scalar is not None:
+        with self._no_autocast():
+            h = h.float()
+            hw = h @ self.weight.float().t()  # (B, n_features)
             if self.sparse:
-                s = torch.sparse.mm(self._sparse(), self.scalar.weight.float().t()).squeeze(1)
+                out = torch.sparse.mm(self._sparse(), hw.t()).t()
             else:
-                s = self.dense @ self.scalar.weight.float().t().squeeze(1)
-            out = out + s + self.scalar.bias.float()
+                out = hw @ self.dense.t()
+            out = out + (h @ self.bias.float())[:, None]
+            if self.scalar is not None:
+                w = self.scalar.weight.float().t()
+                s = torch.sparse.mm(self._sparse(), w) if self.sparse else self.dense @ w
+                out = out + s.squeeze(1) + self.scalar.bias.float()
         return out
 
     def _first(self) -> torch.Tensor:
@@ -193,5 +198,6 @@ class FeatureProjection(nn.Module):
             s = F.embedding_bag(self.col, self.scalar.weight.t().contiguous(),
                                 self.crow[:-1], per_sample_weights=self.val, mode="sum")
         else:
-            s = self.dense @ self.scalar.weight.t()
+            with self._no_autocast():
+                s = self.dense @ self.scalar.weight.float().t()
         return vectors, s.squeeze(-1) + self.scalar.bias
