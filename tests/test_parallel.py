@@ -166,7 +166,9 @@ def dask_client():
     with pytest.MonkeyPatch.context() as mp:
         # dask's nanny writes its pre-spawn variables (OMP_NUM_THREADS=1, ...) into this
         # process's environment; put them back afterwards.
-        for var in distributed.nanny._get_env_variables("distributed.nanny.pre-spawn-environ"):
+        import dask
+
+        for var in dask.config.get("distributed.nanny.pre-spawn-environ", {}):
             if var in os.environ:
                 mp.setenv(var, os.environ[var])
             else:
