@@ -707,9 +707,13 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
     ),
     "id_dropout": (
         "float",
-        "With ``item_features``, the fraction of items whose id embedding is hidden at each "
-        "training step, so that the features learn to represent items on their own (as they "
-        "must for new items).",
+        "With ``item_features``, the fraction of items whose id embedding and id bias are "
+        "hidden on the output side at each training step (histories keep every id), so that "
+        "the features learn to score items on their own, as they must for new items. On "
+        "MovieLens-100K (genres, title TF-IDF, year) 0.5 ranked cold items better than 0 or "
+        "0.25 for both models and kept their warm-item NDCG@10 above the id-only models' "
+        "(3 seeds); hiding ids on the input side as well cost the autoencoder 5-13 % of its "
+        "warm NDCG@10.",
     ),
 }
 
@@ -809,7 +813,7 @@ class NeuralRecommender(BaseRecommender):
     verbose: int = 0
     warm_start: bool = False
     item_features: Any = None
-    id_dropout: float = 0.25
+    id_dropout: float = 0.5
 
     #: Weight of the newest epoch in the exponential moving average of the monitored
     #: validation value (1.0: no smoothing); see :class:`EarlyStopping`.

@@ -60,8 +60,9 @@ class MultVAE(nn.Module):
         ``h . f(x_i) + b(x_i)``. Items without an id (see :meth:`set_id_mask`) are
         represented by their features alone.
     id_dropout : float, default=0.0
-        With features, the fraction of items whose id columns (input) and id logits (output)
-        are hidden at each training step, so that the features learn to stand alone.
+        With features, the fraction of items whose id logits are hidden at each training step
+        (on the output side only: the input keeps every id), so that the features learn to
+        score items alone.
 
     Attributes
     ----------
@@ -223,7 +224,9 @@ class MultVAE(nn.Module):
             h = self._input_dropout(h)
         if self.features is not None:
             mask = self.id_mask if mask is None else mask
-            h = torch.cat([h * mask, self.features.matmul(h)], dim=1)
+            # the user's profile in feature space: the mean feature row of their items
+            profile = self.features.matmul(h) / h.sum(1, keepdim=True).clamp_min(1e-12)
+            h = torch.cat([h * mask, profile], dim=1)
         for layer in self.encoder:
             h = torch.tanh(layer(h))
         mu = self.mu(h)
@@ -271,7 +274,7 @@ class MultVAE(nn.Module):
         evaluation mode it decodes the mean.
         """
         mask = self._mask()
-        mu, logvar = self.encode(x, mask=mask)
+        mu, logvar = self.encode(x)  # the input keeps every id: only the output drops them
         z = mu
         if logvar is not None and self.training:
             std = torch.exp(0.5 * logvar.float())

@@ -31,10 +31,14 @@ class ItemTable(NamedTuple):
         Row ``i`` is the input vector of index ``i`` (0: padding, a zero row).
     bias : torch.Tensor of shape (n_items + 1,) or None
         Output biases (index 0 unused).
+    out_vectors : torch.Tensor or None
+        Output vectors when they differ from the input ones (id dropout in training hides
+        ids on the output side only); ``None`` means the same as ``vectors``.
     """
 
     vectors: torch.Tensor
     bias: torch.Tensor | None
+    out_vectors: torch.Tensor | None = None
 
 
 @register_module
@@ -59,9 +63,9 @@ class ItemEmbedding(nn.Module):
         Side features of the items (one row per item); their projection is added to the id
         embeddings (and, as a scalar, to the output biases).
     id_dropout : float, default=0.0
-        With features, the fraction of items whose id embedding and id bias are hidden at each
-        training step, so that the features learn to represent items alone (as items without
-        an id must be at inference).
+        With features, the fraction of items whose id embedding and id bias are hidden on the
+        output side at each training step, so that the features learn to score items alone
+        (as items without an id must be scored at inference).
     """
 
     def __init__(self, n_items: int, d_model: int, *, n_special: int = 0,
@@ -170,20 +174,25 @@ class ItemEmbedding(nn.Module):
             return ItemTable(self.id_emb.weight, self.out_bias)
         n = self.n_items
         mask = self.id_mask
-        if self.training and self.id_dropout > 0:
-            keep = torch.rand(mask.shape, device=mask.device) >= self.id_dropout
-            keep[n + 1 :] = True  # special tokens have no features
-            mask = mask * keep
         vec, scal = self.features()
         d = vec.shape[1]
         vec = torch.cat([vec.new_zeros(1, d), vec, vec.new_zeros(self.n_special, d)])
-        vectors = self.id_emb.weight * mask[:, None].to(self.id_emb.weight.dtype) + vec
+        weight = self.id_emb.weight
+        vectors = weight * mask[:, None].to(weight.dtype) + vec
+        out_vectors = None
+        if self.training and self.id_dropout > 0:
+            # hide some ids on the output side only: the features must then score those
+            # items alone, as they score items without an id; histories keep every id
+            keep = torch.rand(mask.shape, device=mask.device) >= self.id_dropout
+            keep[n + 1 :] = True  # special tokens have no features
+            mask = mask * keep
+            out_vectors = weight * mask[:, None].to(weight.dtype) + vec
         bias = None
         if self.out_bias is not None:
             bias = self.out_bias * mask[: n + 1]
             if scal is not None:
                 bias = bias + torch.cat([scal.new_zeros(1), scal])
-        return ItemTable(vectors, bias)
+        return ItemTable(vectors, bias, out_vectors)
 
     def forward(self, ids: torch.Tensor, table: ItemTable | None = None) -> torch.Tensor:
         """Input vectors ``(..., d)`` of item indices ``ids`` (0 = padding)."""
@@ -196,7 +205,8 @@ class ItemEmbedding(nn.Module):
         """Scoring weights ``(n_items, d)`` and biases ``(n_items,)`` of the catalogue."""
         if table is None:
             table = self.table()
-        weight = table.vectors[1 : self.n_items + 1]
+        out = table.vectors if table.out_vectors is None else table.out_vectors
+        weight = out[1 : self.n_items + 1]
         if table.bias is None:
             return weight, weight.new_zeros(self.n_items)
         return weight, table.bias[1:]
