@@ -82,18 +82,18 @@ VALIDATION_SEED_OFFSET = 1000
 RIDGE_ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0)
 LIGHTFM_GRID = {
     "no_components": (32, 64),
-    "learning_rate": (0.01, 0.05),
+    "learning_rate": (0.02, 0.05),
     "item_alpha": (0.0,),
     "id_features": (False, True),
 }
-LIGHTFM_EPOCHS = (5, 10, 20, 40)
+LIGHTFM_EPOCHS = (1, 2, 5, 10, 20)
 #: LightFM sums one embedding per non-zero feature for every item it touches, so 384 dense
 #: text dimensions make an epoch ~100x slower than genres (about 25 s here): dense columns are
 #: projected to this many dimensions by a PCA fitted on the warm items, for LightFM only.
 LIGHTFM_DENSE_DIMS = 32
 QUICK_LIGHTFM_GRID = {"no_components": (32,), "learning_rate": (0.05,), "item_alpha": (0.0,),
                       "id_features": (False,)}
-QUICK_LIGHTFM_EPOCHS = (5, 10)
+QUICK_LIGHTFM_EPOCHS = (1, 5)
 
 Features = sp.csr_matrix | np.ndarray
 
