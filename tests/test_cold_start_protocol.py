@@ -93,3 +93,21 @@ def test_feature_sets_fit_on_warm_items_only(cs):
     F = cs.item_features("genres+title-tfidf", items, np.array([0, 1]))
     assert F.shape == (3, 2 + 3)  # Horror and delta are unknown to the fitted transformers
     assert F[2].nnz == 0
+
+
+def test_warm_item_check_compares_with_and_without_features(cs, X):
+    from skrec import PopularityRecommender
+
+    seen = []
+
+    def build(item_features, seed):
+        seen.append(item_features is None)
+        return PopularityRecommender()
+
+    F = sp.identity(X.shape[1], format="csr")
+    rows = cs.warm_item_check(build, X, F, seeds=2)
+    assert seen == [True, False, True, False]
+    assert [r["seed"] for r in rows] == [0, 1]
+    for r in rows:  # the same model both times: no gain
+        assert r["NDCG@10[ids]"] == pytest.approx(r["NDCG@10[ids+features]"])
+        assert r["NDCG gain"] == pytest.approx(0.0) and r["fit overhead"] > 0
