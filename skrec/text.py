@@ -10,17 +10,16 @@ This module needs the optional extra: ``pip install "skrec[text]"`` (it installs
 without it; fitting a :class:`TextEmbedder` then raises an :class:`ImportError` that names
 that command.
 
-Caching
--------
-Embeddings are cached by a hash of each text (BLAKE2b, 128 bits, of its UTF-8 bytes) and of the
-model (a hash of every file in its folder, and the truncation length), so a text is encoded once:
+**Caching.** Embeddings are cached by a hash of each text (BLAKE2b, 128 bits, of its UTF-8
+bytes) and of the model (a hash of every file in its folder, and the truncation length), so a
+text is encoded once:
 
 * **in memory**, for the whole process (every :class:`TextEmbedder` and its clones share it),
   least recently used first out beyond :data:`MEMORY_CACHE_SIZE` vectors;
   :func:`clear_memory_cache` empties it;
 * **on disk**, optionally (``cache_dir``): one sub-folder per model, holding shards of
-  ``(hashes, vectors)`` as ``.npy`` files. Each call that encodes new texts writes one new
-  shard (written to a temporary name, then renamed), so several processes can share a folder.
+  ``(hashes, vectors)`` as ``.npy`` files. Each call that has vectors the folder lacks writes
+  one new shard (to a temporary name, then renamed), so several processes can share a folder.
   Deleting the folder is always safe.
 """
 
