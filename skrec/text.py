@@ -152,7 +152,7 @@ def _load_encoder(
         name = _BUNDLED
     else:
         candidate = Path(model).expanduser()
-        folder = candidate if candidate.is_dir() else None
+        folder = candidate.resolve() if candidate.is_dir() else None
         name = str(model)
     ref = str(folder) if folder is not None else str(model)
     cache_key = (ref, device, max_length)
