@@ -507,6 +507,25 @@ def run(X, items, seeds: int, methods: list[str], feature_sets: list[str]) -> li
     return rows
 
 
+def tuning_table(rows: list[dict]) -> tuple[list[dict], list[dict]]:
+    """``(rows without the tuning records, one row per (seed, features, LightFM config))``.
+
+    Each tuning row holds the validation NDCG@K at every epoch checkpoint, so the results file
+    says everything that was tried without one nested list per result row.
+    """
+    table = []
+    for r in rows:
+        for t in r.get("tuning", []):
+            config = {k: t[k] for k in LIGHTFM_GRID}
+            key = {"seed": r["seed"], "features": r["features"], **config}
+            row = next((x for x in table if all(x[k] == v for k, v in key.items())), None)
+            if row is None:
+                row = {**key, "fit_s_all_epochs": t["fit_s_all_epochs"]}
+                table.append(row)
+            row[f"val NDCG@{K} e{t['epochs']}"] = t[f"NDCG@{K}"]
+    return [{k: v for k, v in r.items() if k != "tuning"} for r in rows], table
+
+
 def summarise(rows: list[dict]) -> list[dict]:
     """Mean ± sd over seeds per (method, features), with NDCG relative to LightFM."""
     out = []
@@ -598,9 +617,15 @@ def main(argv=None):
         lightfm_version = lightfm.__version__
     except ImportError:
         lightfm_version = None
+    rows, tuning = tuning_table(rows)
+    if previous:
+        done = {(t["seed"], t["features"]) for t in tuning}
+        tuning = [t for t in previous.get("lightfm_tuning", [])
+                  if (t["seed"], t["features"]) not in done] + tuning
     out = save_json("cold_start", {
         "summary": summary,
         "rows": rows,
+        "lightfm_tuning": tuning,
         "warm_check": {**previous.get("warm_check", {}), **warm_rows},
         "text_embedder": throughput or previous.get("text_embedder"),
         "protocol": {"cold_fraction": COLD_FRACTION, "k": K, "seeds": args.seeds,
