@@ -355,7 +355,15 @@ API_SECTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     (
         "skrec.datasets",
         "Data sets",
-        "A synthetic generator with planted structure, and MovieLens loaders.",
+        "A synthetic generator with planted structure, and MovieLens loaders (ratings, and the "
+        "item and user side information: see :ref:`features`).",
+        (),
+    ),
+    (
+        "skrec.text",
+        "Text features",
+        "Dense item features from a pretrained sentence encoder (optional extra: "
+        '``pip install "skrec[text]"``). See :ref:`text_features`.',
         (),
     ),
     (

@@ -5,12 +5,15 @@
 - :func:`load_movielens` reads the official MovieLens 100K / 1M files or archives.
 - :func:`fetch_movielens` downloads the official archive once (checked by SHA-256), caches it
   in :func:`get_data_home`, and loads it.
+- :func:`load_movielens_items` and :func:`load_movielens_users` read the side information
+  (titles, years, genres; age, gender, occupation) as rows aligned with ``X``'s columns and rows.
 
 Every loader returns matrices in skrec's layout: ``scipy.sparse.csr_matrix`` user x item,
 values > 0 giving the order of each interaction (larger = later).
 """
 
 from ._movielens import MOVIELENS_ARCHIVES, fetch_movielens, get_data_home, load_movielens
+from ._movielens_info import load_movielens_items, load_movielens_users
 from ._synthetic import make_interactions
 
 __all__ = [
@@ -18,5 +21,7 @@ __all__ = [
     "fetch_movielens",
     "get_data_home",
     "load_movielens",
+    "load_movielens_items",
+    "load_movielens_users",
     "make_interactions",
 ]
