@@ -171,3 +171,21 @@ def test_mlp_feature_map_and_bad_id_dropout(data):
     assert est.module_.features.out is not None
     with pytest.raises(ValueError, match="id_dropout"):
         _est("seq", item_features=_features("dense"), id_dropout=1.0).fit(data)
+
+
+@pytest.mark.parametrize("kind", ["seq", "ae"])
+def test_items_without_ids_are_left_out_of_the_training_softmax(kind, data):
+    est = _est(kind, item_features=_features("dense"), id_dropout=0.0).fit(data)
+    cold = np.arange(N_ITEMS - N_COLD, N_ITEMS)
+    module = est.module_
+    x = torch.zeros(2, N_ITEMS)
+    x[:, :3] = 1.0
+    for training in (True, False):
+        module.train(training)
+        if kind == "seq":
+            logits = module.output_weights(module.item_table())[1].detach()[None]
+        else:
+            logits = module(x)[0].detach()
+        at_cold = logits[:, cold]
+        assert bool((at_cold <= -1e3).all()) == training  # only while training
+    module.eval()

@@ -17,6 +17,7 @@ from torch import nn
 
 from .config import build_module, module_config, register_module
 from .features import FeatureProjection
+from .items import NO_ID_LOGIT
 
 __all__ = ["MultVAE", "multinomial_elbo_loss"]
 
@@ -259,7 +260,10 @@ class MultVAE(nn.Module):
         if self.features is None:
             return logits
         mask = self.id_mask if mask is None else mask
-        return logits * mask + self.features.score(h)
+        logits = logits * mask + self.features.score(h)
+        if self.training:  # items without an id have nothing to learn from: out of the softmax
+            logits = logits.masked_fill(self.id_mask == 0, NO_ID_LOGIT)
+        return logits
 
     def _noise(self, std: torch.Tensor) -> torch.Tensor:
         """Standard normal noise for the reparameterisation (a hook for tests)."""

@@ -21,6 +21,10 @@ from .features import FeatureProjection
 
 __all__ = ["ItemEmbedding", "ItemTable"]
 
+#: Training logit of items without an id (no interaction in the training data): far below any
+#: real logit, and finite in fp16 (``-inf`` times the zero target weight would give NaN).
+NO_ID_LOGIT = -1e4
+
 
 class ItemTable(NamedTuple):
     """The vectors of every index and the output biases of one forward pass.
@@ -192,6 +196,13 @@ class ItemEmbedding(nn.Module):
             bias = self.out_bias * mask[: n + 1]
             if scal is not None:
                 bias = bias + torch.cat([scal.new_zeros(1), scal])
+        if self.training:
+            # items without an id have no interaction to learn from: leave them out of the
+            # training softmax (as negatives they would teach the features to score the
+            # features of new items down)
+            if bias is None:
+                bias = vectors.new_zeros(n + 1)
+            bias = bias.masked_fill(self.id_mask[: n + 1] == 0, NO_ID_LOGIT)
         return ItemTable(vectors, bias, out_vectors)
 
     def forward(self, ids: torch.Tensor, table: ItemTable | None = None) -> torch.Tensor:
