@@ -705,6 +705,12 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
         "to a fitted model. Passed to the constructor (like ``KMeans(init=array)``), so "
         "cross-validation, which splits users, never slices it.",
     ),
+    "feature_dropout": (
+        "float",
+        "With ``item_features``, the probability of dropping each stored feature value at each "
+        "training step, so that no single feature (a rare title word, which identifies one "
+        "item as well as an id does) carries an item alone.",
+    ),
     "id_dropout": (
         "float",
         "With ``item_features``, the fraction of items whose id embedding and id bias are "
@@ -814,6 +820,7 @@ class NeuralRecommender(BaseRecommender):
     warm_start: bool = False
     item_features: Any = None
     id_dropout: float = 0.5
+    feature_dropout: float = 0.0
 
     #: Weight of the newest epoch in the exponential moving average of the monitored
     #: validation value (1.0: no smoothing); see :class:`EarlyStopping`.
@@ -874,9 +881,11 @@ class NeuralRecommender(BaseRecommender):
             raise ValueError(f"verbose must be an integer >= 0 (or a bool); got "
                              f"{self.verbose!r}.")
         resolve_device(self.device)
-        _check_float("id_dropout", self.id_dropout, 0, 1)
-        if self.id_dropout >= 1:
-            raise ValueError(f"id_dropout must be in [0, 1); got {self.id_dropout!r}.")
+        for name in ("id_dropout", "feature_dropout"):
+            value = getattr(self, name)
+            _check_float(name, value, 0, 1)
+            if value >= 1:
+                raise ValueError(f"{name} must be in [0, 1); got {value!r}.")
         self._validation_scorer()
 
     def _validation_scorer(self):
@@ -915,7 +924,8 @@ class NeuralRecommender(BaseRecommender):
         feats = check_item_features(self.item_features, n_items=self.n_features_in_)
         proj = FeatureProjection(feats.shape[0], feats.shape[1], out_dim, hidden=hidden,
                                  scalar=True, sparse=sp.issparse(feats),
-                                 nnz=feats.nnz if sp.issparse(feats) else 0)
+                                 nnz=feats.nnz if sp.issparse(feats) else 0,
+                                 dropout=self.feature_dropout)
         proj.set_features(_feature_parts(feats))
         self.n_item_features_ = feats.shape[1]
         return proj

@@ -41,6 +41,10 @@ class FeatureProjection(nn.Module):
         rather than a dense ``dense`` buffer.
     nnz : int, default=0
         Non-zeros of the sparse matrix (sizes the buffers when rebuilt from a config).
+    dropout : float, default=0.0
+        In training, each stored feature value is dropped with this probability (inverted
+        dropout), so that no single feature (a rare title word, say, which identifies one
+        item like an id would) can carry an item's representation alone.
 
     Notes
     -----
@@ -50,9 +54,10 @@ class FeatureProjection(nn.Module):
 
     def __init__(self, n_rows: int, n_features: int, out_dim: int, *,
                  hidden: int | None = None, scalar: bool = False, sparse: bool = False,
-                 nnz: int = 0):
+                 nnz: int = 0, dropout: float = 0.0):
         super().__init__()
         self.n_rows, self.n_features = int(n_rows), int(n_features)
+        self.dropout = float(dropout)
         self.hidden = None if hidden is None else int(hidden)
         self.sparse = bool(sparse)
         first = self.hidden or out_dim
@@ -118,6 +123,7 @@ class FeatureProjection(nn.Module):
             "scalar": self.scalar is not None,
             "sparse": self.sparse,
             "nnz": int(self.col.numel()) if self.sparse else 0,
+            "dropout": self.dropout,
         }
 
     @property
@@ -125,15 +131,23 @@ class FeatureProjection(nn.Module):
         """Width of the vectors."""
         return self.out.out_features if self.out is not None else self.weight.shape[1]
 
-    def _sparse(self, transpose: bool = False) -> torch.Tensor:
+    def _values(self) -> torch.Tensor:
+        """The stored values (sparse) or the dense matrix, with dropout in training."""
+        values = self.val if self.sparse else self.dense
+        if self.training and self.dropout > 0:
+            values = F.dropout(values, self.dropout)
+        return values
+
+    def _sparse(self, transpose: bool = False, values: torch.Tensor | None = None
+                ) -> torch.Tensor:
         """The feature matrix (or its transpose) as a sparse COO tensor."""
         rows = torch.repeat_interleave(
             torch.arange(self.n_rows, device=self.crow.device), self.crow.diff()
         )
         idx = torch.stack([self.col, rows] if transpose else [rows, self.col])
         shape = (self.n_features, self.n_rows) if transpose else (self.n_rows, self.n_features)
-        return torch.sparse_coo_tensor(idx, self.val, shape, is_coalesced=not transpose,
-                                       check_invariants=False)
+        return torch.sparse_coo_tensor(idx, self.val if values is None else values, shape,
+                                       is_coalesced=not transpose, check_invariants=False)
 
     def _no_autocast(self):
         # sparse products have no low-precision kernels: keep them (and their backward) fp32
@@ -143,9 +157,10 @@ class FeatureProjection(nn.Module):
         """``x @ X_features``: ``(B, n_rows)`` -> ``(B, n_features)``, e.g. a user's profile
         in feature space."""
         with self._no_autocast():
+            values = self._values()
             if self.sparse:
-                return torch.sparse.mm(self._sparse(transpose=True), x.float().t()).t()
-            return x.float() @ self.dense
+                return torch.sparse.mm(self._sparse(True, values), x.float().t()).t()
+            return x.float() @ values
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
         """``h @ vectors.T + scalars`` for query vectors ``h`` (B, out_dim): (B, n_rows).
@@ -159,31 +174,29 @@ class FeatureProjection(nn.Module):
             return out if scalars is None else out + scalars
         with self._no_autocast():
             h = h.float()
+            values = self._values()
+            feats = self._sparse(values=values) if self.sparse else values
+            mm = torch.sparse.mm if self.sparse else torch.mm
             hw = h @ self.weight.float().t()  # (B, n_features)
-            if self.sparse:
-                out = torch.sparse.mm(self._sparse(), hw.t()).t()
-            else:
-                out = hw @ self.dense.t()
-            out = out + (h @ self.bias.float())[:, None]
+            out = mm(feats, hw.t()).t() + (h @ self.bias.float())[:, None]
             if self.scalar is not None:
-                w = self.scalar.weight.float().t()
-                s = torch.sparse.mm(self._sparse(), w) if self.sparse else self.dense @ w
+                s = mm(feats, self.scalar.weight.float().t())
                 out = out + s.squeeze(1) + self.scalar.bias.float()
         return out
 
-    def _first(self) -> torch.Tensor:
+    def _first(self, values: torch.Tensor) -> torch.Tensor:
         if self.sparse:
+            # one bag per row (offsets): rows with no feature get zeros
             h = F.embedding_bag(self.col, self.weight, self.crow[:-1],
-                                per_sample_weights=self.val.to(self.weight.dtype),
-                                mode="sum")
-            # embedding_bag returns one row per offset: rows with no feature get zeros
+                                per_sample_weights=values.to(self.weight.dtype), mode="sum")
         else:
-            h = self.dense.to(self.weight.dtype) @ self.weight
+            h = values.to(self.weight.dtype) @ self.weight
         return h + self.bias
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(vectors (n_rows, out_dim), scalars (n_rows,) or None)`` of every row."""
-        h = self._first()
+        values = self._values()
+        h = self._first(values)
         if self.out is not None:
             h = F.gelu(h)
             vectors = self.out(h)
@@ -196,8 +209,8 @@ class FeatureProjection(nn.Module):
         # linear map: the scalar is a linear function of the raw features
         if self.sparse:
             s = F.embedding_bag(self.col, self.scalar.weight.t().contiguous(),
-                                self.crow[:-1], per_sample_weights=self.val, mode="sum")
+                                self.crow[:-1], per_sample_weights=values, mode="sum")
         else:
             with self._no_autocast():
-                s = self.dense @ self.scalar.weight.float().t()
+                s = values @ self.scalar.weight.float().t()
         return vectors, s.squeeze(-1) + self.scalar.bias
