@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import numbers
 import resource
 import sys
@@ -40,6 +41,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.utils import check_random_state
 
+from ._distributed import _Distributed, data_fingerprint, process_rank
 from ._validation import check_targets
 from .base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
 from .callbacks import Callback, History, ProgressBar
@@ -346,6 +348,16 @@ class Trainer:
     loss_scaling : bool, default=True
         Scale the fp16 loss with a ``GradScaler`` (no effect in other precisions). Passes that
         read raw gradients (pruning's Taylor importance) turn it off.
+    distributed : object, default=None
+        The data-parallel helper of the run (``skrec._distributed._Distributed``): sharding,
+        gradient synchronisation and the collectives. ``None``: one process.
+
+    Attributes
+    ----------
+    rank : int
+        This process's data-parallel rank (0 in a single process).
+    world_size : int
+        Number of data-parallel processes (1 in a single process).
     """
 
     def __init__(
@@ -358,6 +370,7 @@ class Trainer:
         callbacks: Iterable[Callback] = (),
         early_stopping: EarlyStopping | None = None,
         loss_scaling: bool = True,
+        distributed: _Distributed | None = None,
     ):
         self.estimator = estimator
         self.module = module
@@ -371,6 +384,17 @@ class Trainer:
                                            enabled=loss_scaling and precision == "fp16")
         self.epochs = 0  # epochs requested by the current fit
         self.n_windows = 0  # optimizer steps planned in the current epoch
+        self.dist = distributed if distributed is not None else _Distributed(device=device)
+
+    @property
+    def rank(self) -> int:
+        """This process's data-parallel rank (0 in a single process)."""
+        return self.dist.rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of data-parallel processes (1 in a single process)."""
+        return self.dist.world_size
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -401,7 +425,7 @@ class Trainer:
             step instead).
         """
         with self.autocast:
-            loss_sum = self.estimator._batch_loss(self.module, batch)
+            loss_sum = self._forward_loss(batch)
         value = float(loss_sum.detach())
         if not np.isfinite(value) and self.precision != "fp16":
             raise FloatingPointError(
@@ -411,6 +435,12 @@ class Trainer:
             )
         self.scaler.scale(loss_sum / denominator).backward()
         return value
+
+    def _forward_loss(self, batch: Any) -> torch.Tensor:
+        """The summed loss of ``batch`` (through the data-parallel wrapper when there is one)."""
+        if self.dist.ddp is not None:
+            return self.dist.loss(batch)
+        return self.estimator._batch_loss(self.module, batch)
 
     # ------------------------------------------------------------------ one window
     def window_step(self, window: Sequence[tuple[Any, int]]) -> tuple[float, int]:
@@ -428,17 +458,16 @@ class Trainer:
         Returns
         -------
         loss_sum, n_targets : float, int
-            Summed loss and number of targets of the window (0, 0 when skipped).
+            Summed loss and number of targets of the window (0, 0 when skipped). In
+            data-parallel training the window spans all ranks: ``n_targets`` counts the
+            targets of every rank, ``loss_sum`` is this rank's share.
         """
-        n_window = sum(n for _, n in window)
+        n_window = self.dist.sum_count(sum(n for _, n in window))
         if n_window == 0:
             return 0.0, 0
         est = self.estimator
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for batch, n_targets in window:
-            if n_targets:
-                total += self.micro_step(batch, n_window)
+        total = self._accumulate(window, n_window)
         if est.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), est.clip_grad_norm)
@@ -447,13 +476,43 @@ class Trainer:
         est.n_steps_ += 1
         return total, n_window
 
+    def _accumulate(self, window: Sequence[tuple[Any, int]], n_window: int) -> float:
+        """Forward and backward the micro-batches of a window; returns their summed loss.
+
+        In one process every micro-batch with targets takes a :meth:`micro_step`. In
+        data-parallel training the micro-batches but the last run under ``no_sync`` (local
+        accumulation), the last one all-reduces the gradients, and a rank without targets in
+        the window joins that all-reduce with a zero gradient. DDP averages the ranks'
+        gradients, so each rank divides by ``n_window / world_size``: the average is then the
+        sum over every rank's targets divided by ``n_window``, exactly as in one process.
+        """
+        steps = [batch for batch, n_targets in window if n_targets]
+        total = 0.0
+        if self.dist.ddp is None:
+            for batch in steps:
+                total += self.micro_step(batch, n_window)
+            return total
+        denominator = n_window / self.world_size
+        with self.dist.no_sync():
+            for batch in steps[:-1]:
+                total += self.micro_step(batch, denominator)
+        with self.dist.collective("the all-reduce of the gradients"):
+            if steps:
+                total += self.micro_step(steps[-1], denominator)
+            else:
+                self.micro_step(self.dist.probe_batch, math.inf)
+        return total
+
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, data: Any, generator: np.random.RandomState) -> dict[str, Any]:
         """Train one pass over ``data``; returns the epoch's record (without validation)."""
         est = self.estimator
         self.module.train()
         t0 = time.perf_counter()
-        batches = _make_batches(data, est.batch_size, generator)
+        # every rank draws the same batches of world_size x batch_size rows and keeps its share
+        batches = self.dist.shard(
+            _make_batches(data, est.batch_size * self.world_size, generator)
+        )
         acc = est.accumulation_steps
         starts = range(0, len(batches), acc)
         self.n_windows = len(starts)
@@ -467,6 +526,7 @@ class Trainer:
                 total_targets += n
                 n_steps += 1
                 self._call("on_step_end", loss, n)
+        (total_loss,) = self.dist.sum_floats(total_loss)  # n_window counts every rank already
         seconds = time.perf_counter() - t0
         est.n_iter_ += 1
         return {
@@ -504,6 +564,7 @@ class Trainer:
         est = self.estimator
         self.optimizer = _make_optimizer(self.module, est.learning_rate_init,
                                          est.weight_decay, self.device)
+        self._wrap_for_data_parallel(data)
         stopper = self.early_stopping if validate is not None else None
         self.epochs = epochs
         if self.device.type == "cuda":
@@ -525,6 +586,25 @@ class Trainer:
                 stopper.restore(self.module)
             self.module.eval()
             self._call("on_train_end")
+        self._unwrap_data_parallel()
+
+    # ------------------------------------------------------------------ data parallel
+    def _wrap_for_data_parallel(self, data: Any) -> None:
+        """Wrap the loss in DistributedDataParallel (a no-op in one process)."""
+        if not self.dist.enabled:
+            return
+        est = self.estimator
+        probe = None
+        if data.n_rows:
+            probe, _ = est._batch(data, np.arange(min(data.n_rows, est.batch_size)), self.device)
+        self.dist.wrap(self.module, est._batch_loss, probe)
+
+    def _unwrap_data_parallel(self) -> None:
+        """After a run: every rank takes rank 0's weights; the module is left unwrapped."""
+        if not self.dist.enabled:
+            return
+        self.dist.unwrap(self.module)
+        self.dist.broadcast_module_(self.module)
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,6 +658,13 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
     "verbose": ("int", "1: a progress bar over epochs (renders in Jupyter); 2: also over "
                        "optimizer steps."),
     "warm_start": ("bool", "Continue from the current weights on the next ``fit``."),
+    "callbacks": (
+        "list of Callback or None",
+        "Extra :class:`~skrec.callbacks.Callback` objects called at every hook of every "
+        "training run (``fit``, ``partial_fit``, pruning's fine-tuning), after the built-in "
+        "history and progress bars, for example :class:`~skrec.callbacks.TensorBoard`. "
+        "``clone`` gives the clone copies of them.",
+    ),
 }
 
 
@@ -675,6 +762,7 @@ class NeuralRecommender(BaseRecommender):
     random_state: int | np.random.RandomState | None = None
     verbose: int = 0
     warm_start: bool = False
+    callbacks: list[Callback] | None = None
 
     #: Weight of the newest epoch in the exponential moving average of the monitored
     #: validation value (1.0: no smoothing); see :class:`EarlyStopping`.
@@ -732,6 +820,25 @@ class NeuralRecommender(BaseRecommender):
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}; got {self.precision!r}.")
         self._validation_scorer()
+        self._user_callbacks()
+
+    def _user_callbacks(self) -> list[Callback]:
+        """The validated ``callbacks`` parameter, as a list (the user's list is not changed)."""
+        value = self.callbacks
+        if value is None:
+            return []
+        if isinstance(value, Callback) or not isinstance(value, list | tuple):
+            raise TypeError(
+                "callbacks must be None or a list of skrec.callbacks.Callback instances; "
+                f"got {value!r}."
+            )
+        bad = [cb for cb in value if not isinstance(cb, Callback)]
+        if bad:
+            raise TypeError(
+                "callbacks must be None or a list of skrec.callbacks.Callback instances; "
+                f"got {bad[0]!r} ({type(bad[0]).__name__}) in the list."
+            )
+        return list(value)
 
     def _validation_scorer(self):
         """The parsed ``validation_metric``: ``None`` for ``"loss"``, else a RecScorer."""
@@ -798,11 +905,12 @@ class NeuralRecommender(BaseRecommender):
 
     # -------------------------------------------------------------- the run
     def _callbacks(self, label: str | None = None) -> list[Callback]:
-        """The callbacks of one training run: history, then the progress bars."""
+        """The callbacks of one training run: history, the progress bars (on rank 0 only in
+        data-parallel training), then the user's ``callbacks``."""
         callbacks: list[Callback] = [History()]
-        if self.verbose:
+        if self.verbose and process_rank() == 0:
             callbacks.append(ProgressBar(label or type(self).__name__, steps=self.verbose > 1))
-        return callbacks
+        return callbacks + self._user_callbacks()
 
     def _early_stopper(self) -> EarlyStopping:
         scorer = self._validation_scorer()
@@ -818,11 +926,14 @@ class NeuralRecommender(BaseRecommender):
                label: str | None = None):
         self._check_params()
         device = resolve_device(self.device) if reset else self._device()
+        dist = self._data_parallel(X, device)
+        device = dist.device
         precision = resolve_precision(self.precision, device)
         rng = check_random_state(self.random_state)
+        dist.sync_random_state(rng)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         fork_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
+        with dist.guard(), torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             if reset:
                 self.module_ = self._build_module()
@@ -833,6 +944,8 @@ class NeuralRecommender(BaseRecommender):
                 self.n_steps_ = 0
             elif not hasattr(self, "n_steps_"):  # fitted before the step counter existed
                 self.n_steps_ = 0
+            if dist.enabled:  # own dropout draws per rank (DDP gives every rank rank 0's weights)
+                torch.manual_seed(seed + 1 + dist.rank)
             self.module_.to(device)
             self.device_ = device
             self.precision_ = precision
@@ -843,13 +956,29 @@ class NeuralRecommender(BaseRecommender):
                 self, self.module_, device=device, precision=precision,
                 callbacks=self._callbacks(label),
                 early_stopping=self._early_stopper() if val is not None else None,
+                distributed=dist,
             )
             validate_fn = None
             if val is not None:
                 scorer = self._validation_scorer()
-                validate_fn = lambda: self._validation_scores(*val, scorer)  # noqa: E731
+                validate_fn = lambda: self._validation_scores(*val, scorer, dist)  # noqa: E731
             trainer.fit(data, epochs, generator, validate_fn)
         return self
+
+    def _data_parallel(self, X: sp.csr_matrix, device: torch.device) -> _Distributed:
+        """The data-parallel helper of a training run (a no-op one in a single process).
+
+        Under torchrun (or in an initialised process group of several ranks) every rank must
+        train on the same data with the same hyper-parameters: they are compared first, so
+        that a mismatch stops every rank with the same error instead of a hang.
+        """
+        dist = _Distributed.from_environment(device)
+        if dist.enabled:
+            skip = ("callbacks", "verbose", "random_state", "device")
+            params = sorted((k, v) for k, v in self.get_params(deep=False).items()
+                            if k not in skip)
+            dist.check_consistent(data=data_fingerprint(X), hyper_parameters=repr(params))
+        return dist
 
     def _hold_out_validation(self, X: sp.csr_matrix, rng: np.random.RandomState):
         """Split off the validation targets of ``validation_fraction`` of the users.
@@ -872,17 +1001,47 @@ class NeuralRecommender(BaseRecommender):
         X = sp.vstack([X[keep], X_hist], format="csr")
         return X, ((X_hist, y_val) if y_val.nnz else None)
 
-    def _validation_scores(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix, scorer) -> dict:
+    def _validation_scores(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix, scorer,
+                           dist: _Distributed | None = None) -> dict:
         """``val_loss``, ``val_ndcg@10`` (and the monitored metric) of the validation users.
 
         ``val_loss`` is the mean cross-entropy of the held-out items under the softmax of the
         model's scores over each user's unseen items (users with an empty history, who get
         popularity scores, are left out of it). Rankings exclude seen items, as ``predict``.
+        In data-parallel training each rank ranks its share of the users and the rankings
+        and loss sums are gathered, so that every rank gets the same values (and takes the
+        same early-stopping decision).
         """
         from .metrics import ndcg_at_k
 
         k = 10 if scorer is None else max(10, scorer.k)
+        if dist is not None and dist.enabled:
+            part = dist.shard_rows(X_hist.shape[0])
+            parts = dist.all_gather_object(
+                self._validation_ranking(X_hist[part], y_val[part], k),
+                "the gathering of the validation rankings",
+            )
+            ids = np.concatenate([p[0] for p in parts])
+            nll_sum = sum(p[1] for p in parts)
+            n_targets = sum(p[2] for p in parts)
+        else:
+            ids, nll_sum, n_targets = self._validation_ranking(X_hist, y_val, k)
+        out = {
+            "val_loss": nll_sum / n_targets if n_targets else float("nan"),
+            "val_ndcg@10": float(ndcg_at_k(y_val, ids[:, :10], k=10)),
+        }
+        if scorer is not None:
+            out[_val_key(scorer)] = float(scorer.metric_func(y_val, ids[:, : scorer.k],
+                                                             k=scorer.k))
+        return out
+
+    def _validation_ranking(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix,
+                            k: int) -> tuple[np.ndarray, float, int]:
+        """Top-``k`` ids of the validation users, and the summed NLL and count of their
+        held-out items (see :meth:`_validation_scores`)."""
         ids = np.empty((X_hist.shape[0], k), dtype=np.int64)
+        if X_hist.shape[0] == 0:  # a rank's share of very few validation users
+            return ids, 0.0, 0
         cold = self._cold_scores()
         nll_sum, n_targets = 0.0, 0
         with torch.inference_mode():
@@ -900,14 +1059,7 @@ class NeuralRecommender(BaseRecommender):
                     nll_sum -= float(log_p.sum())
                     n_targets += int(log_p.numel())
                 ids[rows] = rank_top_k(scores, Xb, k, filter_seen=False, cold_scores=cold)[0]
-        out = {
-            "val_loss": nll_sum / n_targets if n_targets else float("nan"),
-            "val_ndcg@10": float(ndcg_at_k(y_val, ids[:, :10], k=10)),
-        }
-        if scorer is not None:
-            out[_val_key(scorer)] = float(scorer.metric_func(y_val, ids[:, : scorer.k],
-                                                             k=scorer.k))
-        return out
+        return ids, nll_sum, n_targets
 
     # -------------------------------------------------------------- inference
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
