@@ -33,6 +33,7 @@ import contextlib
 import inspect
 import os
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -45,6 +46,14 @@ __all__ = ["process_rank"]
 #: Whether skrec initialised the default process group (then skrec also destroys it).
 _CREATED_GROUP = False
 _ATEXIT_REGISTERED = False
+
+#: The last collectives' work objects and tensors, released by this (the main) thread later.
+#: A gloo worker thread that drops the last reference to a work object releases its tensors,
+#: which needs the GIL; if that happens while the interpreter shuts down (a script that exits
+#: right after ``fit``), the thread is killed inside a destructor and the process aborts
+#: ("terminate called without an active exception"). Holding them here makes the main thread
+#: release them instead.
+_RECENT_WORK: deque = deque(maxlen=64)
 
 # Words in the messages of gloo / nccl / c10d failures (their errors are plain RuntimeErrors).
 _COMM_HINTS = ("gloo", "nccl", "c10d", "connection", "timed out", "timeout", "broken pipe",
@@ -303,13 +312,19 @@ class _Distributed:
         return slice(int(bounds[self.rank]), int(bounds[self.rank + 1]))
 
     # ------------------------------------------------------------------ collectives
+    def _run(self, what: str, op: Callable, tensor: torch.Tensor, **kwargs: Any) -> None:
+        """Run one collective on ``tensor`` and wait; keep its work for the main thread."""
+        with self.collective(what):
+            work = op(tensor, async_op=True, **kwargs)
+            work.wait()
+        _RECENT_WORK.append((work, tensor))
+
     def sum_count(self, n: int) -> int:
         """Sum of an integer over the ranks."""
         if not self.enabled:
             return n
         t = torch.tensor([n], dtype=torch.int64, device=self._comm_device)
-        with self.collective("the all-reduce of a window's target count"):
-            _dist().all_reduce(t)
+        self._run("the all-reduce of a window's target count", _dist().all_reduce, t)
         return int(t.item())
 
     def sum_floats(self, *values: float) -> tuple[float, ...]:
@@ -317,8 +332,7 @@ class _Distributed:
         if not self.enabled:
             return values
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
-        with self.collective("an all-reduce of the epoch's totals"):
-            _dist().all_reduce(t)
+        self._run("an all-reduce of the epoch's totals", _dist().all_reduce, t)
         return tuple(float(v) for v in t.tolist())
 
     def all_gather_object(self, obj: Any, what: str) -> list[Any]:
@@ -343,22 +357,22 @@ class _Distributed:
         """Sum tensors over the ranks, in place."""
         if not self.enabled:
             return
-        with self.collective(what):
-            for t in tensors:
-                if t.device.type == "cuda" or self._comm_device.type == "cpu":
-                    _dist().all_reduce(t)
-                else:  # nccl reduces device tensors only
-                    moved = t.to(self._comm_device)
-                    _dist().all_reduce(moved)
-                    t.copy_(moved)
+        for t in tensors:
+            if t.device.type == "cuda" or self._comm_device.type == "cpu":
+                self._run(what, _dist().all_reduce, t)
+            else:  # nccl reduces device tensors only
+                moved = t.to(self._comm_device)
+                self._run(what, _dist().all_reduce, moved)
+                t.copy_(moved)
 
     def broadcast_module_(self, module: nn.Module) -> None:
         """Copy rank 0's parameters and buffers into every rank's ``module``."""
         if not self.enabled:
             return
-        with torch.no_grad(), self.collective("the broadcast of the final weights"):
+        with torch.no_grad():
             for t in [*module.parameters(), *module.buffers()]:
-                _dist().broadcast(t.data, src=0)
+                self._run("the broadcast of the final weights", _dist().broadcast, t.data,
+                          src=0)
 
     def sync_random_state(self, rng: np.random.RandomState) -> None:
         """Give ``rng`` rank 0's state: the same validation users and batches everywhere."""

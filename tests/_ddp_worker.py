@@ -33,7 +33,7 @@ AE = dict(variational=False, hidden_sizes=(16,), latent_dim=8, dropout=0.0,
 #: Per-rank batch size of the equivalence runs (one process uses twice as many).
 BATCH = 8
 #: Timeout (seconds) of the process group that the "fail_alive" scenario creates itself.
-TIMEOUT = 10
+TIMEOUT = 15
 
 
 def data():

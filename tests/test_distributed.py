@@ -176,7 +176,7 @@ def test_a_failing_rank_makes_the_other_fail_with_a_clear_error(tmp_path, scenar
 
     ``fail_exit``: rank 1's process ends (the usual case): rank 0 fails at once.
     ``fail_alive``: rank 1 catches its error and lives on: rank 0 fails when the process
-    group's timeout (10 s, a group the script created itself) expires.
+    group's timeout (15 s, a group the script created itself) expires.
     """
     procs = _launch_pair(scenario, tmp_path)
     try:
