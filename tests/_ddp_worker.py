@@ -87,9 +87,11 @@ def main(out: Path) -> None:
                         "monitored": [h["val_ndcg@10"] for h in est.history_],
                         "val_loss": [h["val_loss"] for h in est.history_]})
 
-    # pruning: the Taylor scores are all-reduced, so every rank prunes the same units
-    est = SeqRecommender(**{**SEQ, "d_ff": 32}, max_iter=2, batch_size=BATCH,
-                         prune={"amount": 0.5, "fine_tune_epochs": 1})
+    # pruning: the Taylor scores are all-reduced, so every rank prunes the same units; 3 of
+    # the 4 heads go, so a block is left without heads, whose unused parameters DDP is told
+    # about when it fine-tunes
+    est = SeqRecommender(**{**SEQ, "n_layers": 2}, max_iter=2, batch_size=BATCH,
+                         prune={"amount": 0.75, "targets": ["heads"], "fine_tune_epochs": 1})
     est.fit(X)
     acc = est._taylor_scores(est._training_matrix(X, None), None)
     import skrec.pruning._core as core
@@ -103,6 +105,8 @@ def main(out: Path) -> None:
     finally:
         core._Distributed.from_environment = single
     save(out, "prune", {"params": flat(est), "groups": est.pruning_report_["groups"],
+                        "heads": [b.attn.n_heads for b in est.module_.encoder.blocks],
+                        "fine_tuned": est.pruning_report_["fine_tune_epochs"],
                         "taylor": [acc[id(p)] for p in est.module_.parameters()],
                         "taylor_one": [acc_one[id(p)] for p in est.module_.parameters()]})
 

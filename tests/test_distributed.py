@@ -116,6 +116,8 @@ def test_pruning_prunes_the_same_units_on_every_rank(torchrun_run):
     r0, r1 = _load(out, "prune")
     assert r0["groups"] == r1["groups"]
     assert any(g["after"] < g["before"] for g in r0["groups"])
+    assert r0["heads"] == r1["heads"] and 0 in r0["heads"]  # a block without heads ...
+    assert r0["fine_tuned"] == 1  # ... fine-tuned data-parallel all the same
     assert torch.equal(r0["params"], r1["params"])
     # the all-reduced Taylor scores are the scores of one process over all batches
     for a, b in zip(r0["taylor"], r1["taylor"], strict=True):
