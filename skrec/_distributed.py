@@ -32,6 +32,7 @@ import atexit
 import contextlib
 import inspect
 import os
+import pickle
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -319,13 +320,14 @@ class _Distributed:
             work.wait()
         _RECENT_WORK.append((work, tensor))
 
-    def sum_count(self, n: int) -> int:
-        """Sum of an integer over the ranks."""
+    def sum_count(self, n: int, flag: bool = False) -> tuple[int, bool]:
+        """Sum of an integer over the ranks, and whether any rank raised ``flag``."""
         if not self.enabled:
-            return n
-        t = torch.tensor([n], dtype=torch.int64, device=self._comm_device)
+            return n, flag
+        t = torch.tensor([n, int(bool(flag))], dtype=torch.int64, device=self._comm_device)
         self._run("the all-reduce of a window's target count", _dist().all_reduce, t)
-        return int(t.item())
+        total, flags = t.tolist()
+        return int(total), flags > 0
 
     def sum_floats(self, *values: float) -> tuple[float, ...]:
         """Sums of floats over the ranks (float64)."""
@@ -464,8 +466,20 @@ class _Distributed:
 
 
 def data_fingerprint(X) -> str:
-    """A cheap fingerprint of a CSR matrix: shape, stored values and a CRC of the arrays."""
+    """A cheap fingerprint of a sparse matrix or an array: shape and a CRC of its values."""
+    import scipy.sparse as sp
+
+    if sp.issparse(X):
+        X = X.tocsr()
+        arrays, size = (X.indptr, X.indices, X.data), f"nnz={X.nnz}"
+    else:
+        X = np.asarray(X)
+        arrays, size = (X,), f"dtype={X.dtype}"
     crc = 0
-    for arr in (X.indptr, X.indices, X.data):
-        crc = zlib.crc32(np.ascontiguousarray(arr).view(np.uint8), crc)
-    return f"{X.shape[0]}x{X.shape[1]}, nnz={X.nnz}, crc32={crc:08x}"
+    for arr in arrays:
+        try:
+            data = np.ascontiguousarray(arr).reshape(-1).view(np.uint8)
+        except (TypeError, ValueError):  # objects (strings, ...): their pickle
+            data = pickle.dumps(arr)
+        crc = zlib.crc32(data, crc)
+    return f"{'x'.join(map(str, X.shape))}, {size}, crc32={crc:08x}"

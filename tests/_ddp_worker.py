@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import signal
 import sys
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
@@ -69,6 +71,17 @@ class RaiseAt(Callback):
             raise ValueError(f"planted failure on rank {self.rank}")
 
 
+class CtrlCAt(Callback):
+    """Send this process a Ctrl-C (SIGINT) after an optimizer step, on one rank only."""
+
+    def __init__(self, rank: int, step: int):
+        self.rank, self.step = rank, step
+
+    def on_step_end(self, trainer, loss, n_targets):
+        if trainer.rank == self.rank and trainer.estimator.n_steps_ == self.step:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
 def main(out: Path) -> None:
     """The scenarios that succeed: equivalence, agreement, early stopping, pruning, ..."""
     X = data()
@@ -115,6 +128,16 @@ def main(out: Path) -> None:
         est = SeqRecommender(**{**SEQ, "precision": precision}, max_iter=1, batch_size=BATCH,
                              accumulation_steps=2, early_stopping=False).fit(X)
         save(out, precision, {"params": flat(est), "loss": est.history_[0]["loss"]})
+
+    # Ctrl-C on one rank: every rank stops after the same step and keeps its weights
+    est = SeqRecommender(**SEQ, max_iter=5, batch_size=BATCH, early_stopping=False,
+                         callbacks=[CtrlCAt(rank=1, step=2)])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est.fit(X)
+    save(out, "ctrl_c", {"n_steps": est.n_steps_, "n_iter": est.n_iter_, "params": flat(est),
+                         "interrupted": est.history_[-1].get("interrupted", False),
+                         "warned": any("interrupted" in str(w.message) for w in caught)})
 
     # the fitted estimator: progress bars on rank 0 only, pickled on rank 0 only
     est = AERecommender(**AE, max_iter=2, batch_size=BATCH, verbose=1).fit(X)

@@ -134,6 +134,15 @@ def test_low_precisions_train_data_parallel(torchrun_run, precision):
     assert torch.equal(r0["params"], r1["params"])
 
 
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_step(torchrun_run):
+    out, _ = torchrun_run
+    r0, r1 = _load(out, "ctrl_c")
+    assert r0["n_steps"] == r1["n_steps"] == 3  # rank 1's request is shared at the next step
+    assert r0["n_iter"] == r1["n_iter"] == 1 and r0["interrupted"] and r1["interrupted"]
+    assert r0["warned"] and r1["warned"]
+    assert torch.equal(r0["params"], r1["params"])
+
+
 def test_fitted_estimator_is_unwrapped_picklable_and_progress_shows_on_rank_0(torchrun_run):
     out, logs = torchrun_run
     est = pickle.loads((out / "ae.pkl").read_bytes())  # pickled on rank 0
