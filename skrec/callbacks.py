@@ -2,28 +2,49 @@
 
 The trainer (:class:`skrec.training.Trainer`) calls every callback at the start and end of a run,
 of each epoch and after each optimizer step. :class:`History` (the estimator's ``history_``)
-and :class:`ProgressBar` (tqdm) are callbacks themselves.
+and :class:`ProgressBar` (tqdm) are callbacks themselves; :class:`TensorBoard` logs to
+TensorBoard. Pass your own to an estimator's ``callbacks`` parameter.
 """
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from .training import Trainer
 
-__all__ = ["Callback", "History", "ProgressBar"]
-
-
+__all__ = ["Callback", "History", "ProgressBar", "TensorBoard"]
 
 
 class Callback:
     """Base class of training callbacks: override the hooks you need.
 
-    Every hook receives the running :class:`Trainer`; ``trainer.estimator`` is the estimator
-    being fitted and ``trainer.module`` its torch module. Callbacks observe; they must not
-    change the weights or the data.
+    Every hook receives the running :class:`~skrec.training.Trainer`; ``trainer.estimator``
+    is the estimator being fitted, ``trainer.module`` its torch module and
+    ``trainer.optimizer`` the optimizer. Callbacks observe; they must not change the weights
+    or the data.
+
+    In data-parallel training (``torchrun``) every rank calls its callbacks with the same
+    epoch records; ``trainer.rank`` tells which rank runs (write files on rank 0 only, as
+    :class:`TensorBoard` does). Callbacks given to an estimator are copied by ``clone`` and
+    pickled with it, so they should hold no open file or thread between runs.
+
+    Examples
+    --------
+    >>> from skrec import SeqRecommender
+    >>> from skrec.callbacks import Callback
+    >>> from skrec.datasets import make_interactions
+    >>> class PrintLoss(Callback):
+    ...     def on_epoch_end(self, trainer, record):
+    ...         print(f"epoch {record['epoch']}: loss {record['loss']:.2f}")
+    >>> X = make_interactions(n_users=100, n_items=30, random_state=0)
+    >>> rec = SeqRecommender(max_iter=2, early_stopping=False, random_state=0,
+    ...                      callbacks=[PrintLoss()]).fit(X)  # doctest: +ELLIPSIS
+    epoch 1: loss ...
+    epoch 2: loss ...
     """
 
     def on_train_begin(self, trainer: Trainer) -> None:
@@ -33,7 +54,11 @@ class Callback:
         """Called before each epoch (``epoch`` counts from 1 over the estimator's life)."""
 
     def on_step_end(self, trainer: Trainer, loss: float, n_targets: int) -> None:
-        """Called after each optimizer step with the window's summed loss and target count."""
+        """Called after each optimizer step with the window's summed loss and target count.
+
+        In data-parallel training ``n_targets`` counts the window's targets on all ranks and
+        ``loss`` is this rank's share of the summed loss.
+        """
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
         """Called after each epoch (and its validation) with its ``history_`` record."""
@@ -133,3 +158,89 @@ class ProgressBar(Callback):
             if bar is not None:
                 bar.close()
         self._bar = self._step_bar = None
+
+
+def _summary_writer_class():
+    """``torch.utils.tensorboard.SummaryWriter``, or a clear ImportError naming the extra."""
+    try:
+        import tensorboard  # noqa: F401  (torch's writer needs the tensorboard package)
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as exc:
+        raise ImportError(
+            "skrec.callbacks.TensorBoard needs the tensorboard package; install it with "
+            '`pip install "skrec[tensorboard]"` (or `pip install tensorboard`).'
+        ) from exc
+    return SummaryWriter
+
+
+class TensorBoard(Callback):
+    """Log every epoch's ``history_`` values and the learning rate to TensorBoard.
+
+    After each epoch, every numeric value of the epoch's record (``loss``, ``val_loss``,
+    ``val_ndcg@10`` and the monitored metric, ``seconds``, ``targets_per_s``, ``steps``,
+    ``peak_memory_mb``, and estimator-specific ones such as the Mult-VAE's ``beta``) is
+    written as a scalar at step ``epoch`` (counted over the estimator's life, so
+    ``partial_fit``, ``warm_start`` fits and pruning's fine-tuning continue the curves), with
+    the optimizer's ``learning_rate``. The event files are flushed at every epoch, so a
+    running ``tensorboard --logdir`` shows training live.
+
+    Needs the ``tensorboard`` package (``pip install "skrec[tensorboard]"``). In
+    data-parallel training only rank 0 writes.
+
+    Parameters
+    ----------
+    log_dir : str or path-like
+        Directory of the event files. TensorBoard shows each directory under its
+        ``--logdir`` as one run: give each model (or each ``GridSearchCV`` candidate) its own.
+    prefix : str, default=""
+        Prepended to every tag, e.g. ``"seq/"`` to group the curves of one model.
+
+    Examples
+    --------
+    >>> from skrec import SeqRecommender
+    >>> from skrec.callbacks import TensorBoard
+    >>> rec = SeqRecommender(callbacks=[TensorBoard("runs/sasrec")])  # doctest: +SKIP
+    >>> rec.fit(X)  # then: tensorboard --logdir runs  # doctest: +SKIP
+    """
+
+    def __init__(self, log_dir: str | os.PathLike, *, prefix: str = ""):
+        _summary_writer_class()  # fail at once, not after the first epoch
+        self.log_dir = log_dir
+        self.prefix = prefix
+        self._writer = None
+
+    def __repr__(self) -> str:
+        extra = f", prefix={self.prefix!r}" if self.prefix else ""
+        return f"TensorBoard(log_dir={os.fspath(self.log_dir)!r}{extra})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        # clone (deepcopy) and pickling carry the settings, never an open writer
+        state = dict(self.__dict__)
+        state["_writer"] = None
+        return state
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        if getattr(trainer, "rank", 0) != 0:
+            return
+        self._writer = _summary_writer_class()(log_dir=os.fspath(self.log_dir))
+
+    def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        step = int(record.get("epoch", trainer.estimator.n_iter_))
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, numbers.Real) and not isinstance(value, bool):
+                writer.add_scalar(self.prefix + key, float(value), step)
+        optimizer = getattr(trainer, "optimizer", None)
+        if optimizer is not None:
+            groups = optimizer.param_groups
+            for i, group in enumerate(groups):
+                tag = "learning_rate" if len(groups) == 1 else f"learning_rate/group_{i}"
+                writer.add_scalar(self.prefix + tag, float(group["lr"]), step)
+        writer.flush()
+
+    def on_train_end(self, trainer: Trainer) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import math
 import numbers
 import resource
 import signal
@@ -44,6 +45,7 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._distributed import _Distributed, data_fingerprint, process_rank
 from ._parallel import limit_torch_threads
 from ._validation import check_item_features, check_targets
 from .base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
@@ -428,6 +430,16 @@ class Trainer:
     loss_scaling : bool, default=True
         Scale the fp16 loss with a ``GradScaler`` (no effect in other precisions). Passes that
         read raw gradients (pruning's Taylor importance) turn it off.
+    distributed : object, default=None
+        The data-parallel helper of the run (``skrec._distributed._Distributed``): sharding,
+        gradient synchronisation and the collectives. ``None``: one process.
+
+    Attributes
+    ----------
+    rank : int
+        This process's data-parallel rank (0 in a single process).
+    world_size : int
+        Number of data-parallel processes (1 in a single process).
     """
 
     def __init__(
@@ -440,6 +452,7 @@ class Trainer:
         callbacks: Iterable[Callback] = (),
         early_stopping: EarlyStopping | None = None,
         loss_scaling: bool = True,
+        distributed: _Distributed | None = None,
     ):
         self.estimator = estimator
         self.module = module
@@ -453,11 +466,29 @@ class Trainer:
                                            enabled=loss_scaling and precision == "fp16")
         self.epochs = 0  # epochs requested by the current fit
         self.n_windows = 0  # optimizer steps planned in the current epoch
+        self.dist = distributed if distributed is not None else _Distributed(device=device)
         self._interrupt = _StopOnInterrupt()
+        self._interrupt_agreed = False  # data parallel: any rank asked to stop
+
+    @property
+    def rank(self) -> int:
+        """This process's data-parallel rank (0 in a single process)."""
+        return self.dist.rank
+
+    @property
+    def world_size(self) -> int:
+        """Number of data-parallel processes (1 in a single process)."""
+        return self.dist.world_size
 
     @property
     def interrupted(self) -> bool:
-        """Whether the user asked to stop (Ctrl-C) during the current run."""
+        """Whether the user asked to stop (Ctrl-C) during the current run.
+
+        In data-parallel training: whether any rank did (as of the last window), so that
+        every rank stops after the same step.
+        """
+        if self.dist.enabled:
+            return self._interrupt_agreed
         return self._interrupt.requested
 
     def _call(self, hook: str, *args) -> None:
@@ -489,7 +520,7 @@ class Trainer:
             step instead).
         """
         with self.autocast:
-            loss_sum = self.estimator._batch_loss(self.module, batch)
+            loss_sum = self._forward_loss(batch)
         value = float(loss_sum.detach())
         if not np.isfinite(value) and self.precision != "fp16":
             raise FloatingPointError(
@@ -499,6 +530,12 @@ class Trainer:
             )
         self.scaler.scale(loss_sum / denominator).backward()
         return value
+
+    def _forward_loss(self, batch: Any) -> torch.Tensor:
+        """The summed loss of ``batch`` (through the data-parallel wrapper when there is one)."""
+        if self.dist.ddp is not None:
+            return self.dist.loss(batch)
+        return self.estimator._batch_loss(self.module, batch)
 
     # ------------------------------------------------------------------ one window
     def window_step(self, window: Sequence[tuple[Any, int]]) -> tuple[float, int]:
@@ -516,17 +553,19 @@ class Trainer:
         Returns
         -------
         loss_sum, n_targets : float, int
-            Summed loss and number of targets of the window (0, 0 when skipped).
+            Summed loss and number of targets of the window (0, 0 when skipped). In
+            data-parallel training the window spans all ranks: ``n_targets`` counts the
+            targets of every rank, ``loss_sum`` is this rank's share.
         """
-        n_window = sum(n for _, n in window)
+        # data parallel: the targets of every rank, and whether any rank was asked to stop
+        n_window, self._interrupt_agreed = self.dist.sum_count(
+            sum(n for _, n in window), self._interrupt.requested
+        )
         if n_window == 0:
             return 0.0, 0
         est = self.estimator
         self.optimizer.zero_grad(set_to_none=True)
-        total = 0.0
-        for batch, n_targets in window:
-            if n_targets:
-                total += self.micro_step(batch, n_window)
+        total = self._accumulate(window, n_window)
         if est.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), est.clip_grad_norm)
@@ -535,13 +574,43 @@ class Trainer:
         est.n_steps_ += 1
         return total, n_window
 
+    def _accumulate(self, window: Sequence[tuple[Any, int]], n_window: int) -> float:
+        """Forward and backward the micro-batches of a window; returns their summed loss.
+
+        In one process every micro-batch with targets takes a :meth:`micro_step`. In
+        data-parallel training the micro-batches but the last run under ``no_sync`` (local
+        accumulation), the last one all-reduces the gradients, and a rank without targets in
+        the window joins that all-reduce with a zero gradient. DDP averages the ranks'
+        gradients, so each rank divides by ``n_window / world_size``: the average is then the
+        sum over every rank's targets divided by ``n_window``, exactly as in one process.
+        """
+        steps = [batch for batch, n_targets in window if n_targets]
+        total = 0.0
+        if self.dist.ddp is None:
+            for batch in steps:
+                total += self.micro_step(batch, n_window)
+            return total
+        denominator = n_window / self.world_size
+        with self.dist.no_sync():
+            for batch in steps[:-1]:
+                total += self.micro_step(batch, denominator)
+        with self.dist.collective("the all-reduce of the gradients"):
+            if steps:
+                total += self.micro_step(steps[-1], denominator)
+            else:
+                self.micro_step(self.dist.probe_batch, math.inf)
+        return total
+
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, data: Any, generator: np.random.RandomState) -> dict[str, Any]:
         """Train one pass over ``data``; returns the epoch's record (without validation)."""
         est = self.estimator
         self.module.train()
         t0 = time.perf_counter()
-        batches = _make_batches(data, est.batch_size, generator)
+        # every rank draws the same batches of world_size x batch_size rows and keeps its share
+        batches = self.dist.shard(
+            _make_batches(data, est.batch_size * self.world_size, generator)
+        )
         acc = est.accumulation_steps
         starts = range(0, len(batches), acc)
         self.n_windows = len(starts)
@@ -559,6 +628,8 @@ class Trainer:
                 self._call("on_step_end", loss, n)
             if self.interrupted:
                 break
+        # data parallel: the loss and finite steps of every rank (n_window counts them already)
+        total_loss, n_finite = self.dist.sum_floats(total_loss, n_finite)
         if n_steps and not n_finite:
             raise FloatingPointError(
                 f"Every training step of epoch {est.n_iter_ + 1} had a non-finite loss "
@@ -605,6 +676,7 @@ class Trainer:
         est = self.estimator
         self.optimizer = _make_optimizer(self.module, est.learning_rate_init,
                                          est.weight_decay, self.device)
+        self._wrap_for_data_parallel(data)
         stopper = self.early_stopping if validate is not None else None
         self.epochs = epochs
         if self.device.type == "cuda":
@@ -640,6 +712,25 @@ class Trainer:
                 UserWarning,
                 stacklevel=2,
             )
+        self._unwrap_data_parallel()
+
+    # ------------------------------------------------------------------ data parallel
+    def _wrap_for_data_parallel(self, data: Any) -> None:
+        """Wrap the loss in DistributedDataParallel (a no-op in one process)."""
+        if not self.dist.enabled:
+            return
+        est = self.estimator
+        probe = None
+        if data.n_rows:
+            probe, _ = est._batch(data, np.arange(min(data.n_rows, est.batch_size)), self.device)
+        self.dist.wrap(self.module, est._batch_loss, probe)
+
+    def _unwrap_data_parallel(self) -> None:
+        """After a run: every rank takes rank 0's weights; the module is left unwrapped."""
+        if not self.dist.enabled:
+            return
+        self.dist.unwrap(self.module)
+        self.dist.broadcast_module_(self.module)
 
 
 # --------------------------------------------------------------------------------------------
@@ -720,6 +811,13 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
         "0.25 for both models and kept their warm-item NDCG@10 above the id-only models' "
         "(3 seeds); hiding ids on the input side as well cost the autoencoder 5-13 % of its "
         "warm NDCG@10.",
+    ),
+    "callbacks": (
+        "list of Callback or None",
+        "Extra :class:`~skrec.callbacks.Callback` objects called at every hook of every "
+        "training run (``fit``, ``partial_fit``, pruning's fine-tuning), after the built-in "
+        "history and progress bars, for example :class:`~skrec.callbacks.TensorBoard`. "
+        "``clone`` gives the clone copies of them.",
     ),
 }
 
@@ -821,6 +919,7 @@ class NeuralRecommender(BaseRecommender):
     item_features: Any = None
     id_dropout: float = 0.5
     feature_dropout: float = 0.0
+    callbacks: list[Callback] | None = None
 
     #: Weight of the newest epoch in the exponential moving average of the monitored
     #: validation value (1.0: no smoothing); see :class:`EarlyStopping`.
@@ -887,6 +986,25 @@ class NeuralRecommender(BaseRecommender):
             if value >= 1:
                 raise ValueError(f"{name} must be in [0, 1); got {value!r}.")
         self._validation_scorer()
+        self._user_callbacks()
+
+    def _user_callbacks(self) -> list[Callback]:
+        """The validated ``callbacks`` parameter, as a list (the user's list is not changed)."""
+        value = self.callbacks
+        if value is None:
+            return []
+        if isinstance(value, Callback) or not isinstance(value, list | tuple):
+            raise TypeError(
+                "callbacks must be None or a list of skrec.callbacks.Callback instances; "
+                f"got {value!r}."
+            )
+        bad = [cb for cb in value if not isinstance(cb, Callback)]
+        if bad:
+            raise TypeError(
+                "callbacks must be None or a list of skrec.callbacks.Callback instances; "
+                f"got {bad[0]!r} ({type(bad[0]).__name__}) in the list."
+            )
+        return list(value)
 
     def _validation_scorer(self):
         """The parsed ``validation_metric``: ``None`` for ``"loss"``, else a RecScorer."""
@@ -1030,11 +1148,12 @@ class NeuralRecommender(BaseRecommender):
 
     # -------------------------------------------------------------- the run
     def _callbacks(self, label: str | None = None) -> list[Callback]:
-        """The callbacks of one training run: history, then the progress bars."""
+        """The callbacks of one training run: history, the progress bars (on rank 0 only in
+        data-parallel training), then the user's ``callbacks``."""
         callbacks: list[Callback] = [History()]
-        if self.verbose:
+        if self.verbose and process_rank() == 0:
             callbacks.append(ProgressBar(label or type(self).__name__, steps=self.verbose > 1))
-        return callbacks
+        return callbacks + self._user_callbacks()
 
     def _early_stopper(self) -> EarlyStopping:
         scorer = self._validation_scorer()
@@ -1050,13 +1169,16 @@ class NeuralRecommender(BaseRecommender):
                label: str | None = None):
         self._check_params()
         device = resolve_device(self.device) if reset else self._device()
+        dist = self._data_parallel(X, device)
+        device = dist.device
         precision = resolve_precision(self.precision, device)
         rng = check_random_state(self.random_state)
+        dist.sync_random_state(rng)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         fork_devices = [device] if device.type == "cuda" else []
         # partial_fit and pruning's fine-tuning come here too: a parallel worker's task uses
         # the threads it was given
-        with limit_torch_threads(), torch.random.fork_rng(devices=fork_devices):
+        with dist.guard(), limit_torch_threads(), torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             if reset:
                 self.module_ = self._build_module()
@@ -1068,6 +1190,8 @@ class NeuralRecommender(BaseRecommender):
             elif not hasattr(self, "n_steps_"):  # fitted before the step counter existed
                 self.n_steps_ = 0
             self._sync_features(reset)
+            if dist.enabled:  # own dropout draws per rank (DDP gives every rank rank 0's weights)
+                torch.manual_seed(seed + 1 + dist.rank)
             self.module_.to(device)
             self.device_ = device
             self.precision_ = precision
@@ -1078,13 +1202,33 @@ class NeuralRecommender(BaseRecommender):
                 self, self.module_, device=device, precision=precision,
                 callbacks=self._callbacks(label),
                 early_stopping=self._early_stopper() if val is not None else None,
+                distributed=dist,
             )
             validate_fn = None
             if val is not None:
                 scorer = self._validation_scorer()
-                validate_fn = lambda: self._validation_scores(*val, scorer)  # noqa: E731
+                validate_fn = lambda: self._validation_scores(*val, scorer, dist)  # noqa: E731
             trainer.fit(data, epochs, generator, validate_fn)
         return self
+
+    def _data_parallel(self, X: sp.csr_matrix, device: torch.device) -> _Distributed:
+        """The data-parallel helper of a training run (a no-op one in a single process).
+
+        Under torchrun (or in an initialised process group of several ranks) every rank must
+        train on the same data with the same hyper-parameters: they are compared first, so
+        that a mismatch stops every rank with the same error instead of a hang.
+        """
+        dist = _Distributed.from_environment(device)
+        if dist.enabled:
+            skip = ("callbacks", "verbose", "random_state", "device", "item_features")
+            params = sorted((k, v) for k, v in self.get_params(deep=False).items()
+                            if k not in skip)
+            features = getattr(self, "item_features", None)
+            dist.check_consistent(
+                data=data_fingerprint(X), hyper_parameters=repr(params),
+                item_features=None if features is None else data_fingerprint(features),
+            )
+        return dist
 
     def _hold_out_validation(self, X: sp.csr_matrix, rng: np.random.RandomState):
         """Split off the validation targets of ``validation_fraction`` of the users.
@@ -1107,17 +1251,47 @@ class NeuralRecommender(BaseRecommender):
         X = sp.vstack([X[keep], X_hist], format="csr")
         return X, ((X_hist, y_val) if y_val.nnz else None)
 
-    def _validation_scores(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix, scorer) -> dict:
+    def _validation_scores(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix, scorer,
+                           dist: _Distributed | None = None) -> dict:
         """``val_loss``, ``val_ndcg@10`` (and the monitored metric) of the validation users.
 
         ``val_loss`` is the mean cross-entropy of the held-out items under the softmax of the
         model's scores over each user's unseen items (users with an empty history, who get
         popularity scores, are left out of it). Rankings exclude seen items, as ``predict``.
+        In data-parallel training each rank ranks its share of the users and the rankings
+        and loss sums are gathered, so that every rank gets the same values (and takes the
+        same early-stopping decision).
         """
         from .metrics import ndcg_at_k
 
         k = 10 if scorer is None else max(10, scorer.k)
+        if dist is not None and dist.enabled:
+            part = dist.shard_rows(X_hist.shape[0])
+            parts = dist.all_gather_object(
+                self._validation_ranking(X_hist[part], y_val[part], k),
+                "the gathering of the validation rankings",
+            )
+            ids = np.concatenate([p[0] for p in parts])
+            nll_sum = sum(p[1] for p in parts)
+            n_targets = sum(p[2] for p in parts)
+        else:
+            ids, nll_sum, n_targets = self._validation_ranking(X_hist, y_val, k)
+        out = {
+            "val_loss": nll_sum / n_targets if n_targets else float("nan"),
+            "val_ndcg@10": float(ndcg_at_k(y_val, ids[:, :10], k=10)),
+        }
+        if scorer is not None:
+            out[_val_key(scorer)] = float(scorer.metric_func(y_val, ids[:, : scorer.k],
+                                                             k=scorer.k))
+        return out
+
+    def _validation_ranking(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix,
+                            k: int) -> tuple[np.ndarray, float, int]:
+        """Top-``k`` ids of the validation users, and the summed NLL and count of their
+        held-out items (see :meth:`_validation_scores`)."""
         ids = np.empty((X_hist.shape[0], k), dtype=np.int64)
+        if X_hist.shape[0] == 0:  # a rank's share of very few validation users
+            return ids, 0.0, 0
         cold = self._cold_scores()
         nll_sum, n_targets = 0.0, 0
         with torch.inference_mode():
@@ -1135,14 +1309,7 @@ class NeuralRecommender(BaseRecommender):
                     nll_sum -= float(log_p.sum())
                     n_targets += int(log_p.numel())
                 ids[rows] = rank_top_k(scores, Xb, k, filter_seen=False, cold_scores=cold)[0]
-        out = {
-            "val_loss": nll_sum / n_targets if n_targets else float("nan"),
-            "val_ndcg@10": float(ndcg_at_k(y_val, ids[:, :10], k=10)),
-        }
-        if scorer is not None:
-            out[_val_key(scorer)] = float(scorer.metric_func(y_val, ids[:, : scorer.k],
-                                                             k=scorer.k))
-        return out
+        return ids, nll_sum, n_targets
 
     # -------------------------------------------------------------- inference
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:

@@ -17,6 +17,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from .._distributed import _Distributed
 from .._parallel import limit_torch_threads
 from .._validation import check_targets
 from ..training import TRAINING_PARAM_DOCS, Trainer, _check_int, _make_batches
@@ -592,7 +593,9 @@ class PrunableMixin:
         """Accumulate ``|w * dL/dw|`` over batches of ``X`` through the estimator's loss.
 
         Each batch goes through the trainer's own micro-step (forward, summed loss, backward
-        of the per-target mean), with dropout off.
+        of the per-target mean), with dropout off. In data-parallel training every rank
+        draws the same batches, scores its share of them, and the sums are all-reduced: every
+        rank gets the same scores (those of one process) and prunes the same units.
         """
         module = self.module_
         device = self._device()
@@ -607,22 +610,25 @@ class PrunableMixin:
         batches = _make_batches(data, self.batch_size, seed)
         if max_batches is not None:
             batches = batches[:max_batches]
+        dist = _Distributed.from_environment(device)
         was_training = module.training
         module.eval()  # no dropout: the importance of the model that will serve
-        try:
-            for rows in batches:
-                batch, n_targets = self._batch(data, rows, device)
-                if n_targets == 0:
-                    continue
+        with dist.guard():  # a rank that fails here makes the others fail, not hang
+            try:
+                for rows in batches[dist.rank :: dist.world_size]:
+                    batch, n_targets = self._batch(data, rows, device)
+                    if n_targets == 0:
+                        continue
+                    module.zero_grad(set_to_none=True)
+                    trainer.micro_step(batch, n_targets)
+                    with torch.no_grad():
+                        for p in params:
+                            if p.grad is not None:
+                                acc[id(p)] += (p.detach().float() * p.grad.float()).abs()
+            finally:
                 module.zero_grad(set_to_none=True)
-                trainer.micro_step(batch, n_targets)
-                with torch.no_grad():
-                    for p in params:
-                        if p.grad is not None:
-                            acc[id(p)] += (p.detach().float() * p.grad.float()).abs()
-        finally:
-            module.zero_grad(set_to_none=True)
-            module.train(was_training)
+                module.train(was_training)
+            dist.sum_tensors_(list(acc.values()), "the all-reduce of the Taylor importance")
         return acc
 
     def _fine_tune(self, X: sp.csr_matrix, epochs: int, masks: dict[int, torch.Tensor] | None):
