@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
-from .._sequences import ordered_sequences
 from .base import Objective, SeqData, register_objective
 
 
@@ -33,6 +31,5 @@ class CausalObjective(Objective):
         weight, bias = module.output_weights()
         return self.catalogue_loss(hidden, weight, bias, targets[valid] - 1, probs)
 
-    def scores(self, module, X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-        seq = torch.as_tensor(ordered_sequences(X, module.max_len), device=device)
+    def sequence_scores(self, module, seq: torch.Tensor) -> torch.Tensor:
         return module.score_hidden(module.last_hidden(seq))
