@@ -405,7 +405,7 @@ class _Reader:
             return method(body, value)
         except ModelFileError:
             raise
-        except (TypeError, ValueError, KeyError, IndexError, RuntimeError) as exc:
+        except (TypeError, ValueError, KeyError, IndexError, AttributeError, RuntimeError) as exc:
             raise ModelFileError(f"invalid {tag} value in the file: {exc}") from None
 
     def _float(self, body, _):
@@ -611,10 +611,17 @@ def _unpack(buf: bytearray) -> tuple[dict[str, Any], dict[str, tuple[str, np.nda
     data = memoryview(buf)[8 + n :]
     end = 0
     for key, entry in header.items():
-        if not (isinstance(entry, dict) and entry.get("dtype") in _DTYPES
-                and isinstance(entry.get("data_offsets"), list)):
-            raise ModelFileError(f"tensor {key!r} has an invalid header entry.")
-        end = max(end, int(entry["data_offsets"][1]))
+        try:
+            code = entry["dtype"]
+            shape = [int(s) for s in entry["shape"]]
+            begin, stop = (int(o) for o in entry["data_offsets"])
+        except (TypeError, ValueError, KeyError):
+            raise ModelFileError(f"tensor {key!r} has an invalid header entry.") from None
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if (code not in _DTYPES or min(shape, default=0) < 0 or not 0 <= begin <= stop
+                or stop - begin != count * _DTYPES[code].itemsize):
+            raise ModelFileError(f"tensor {key!r} has an inconsistent dtype, shape or size.")
+        end = max(end, stop)
     if len(data) < end:
         raise ModelFileError(f"the file is truncated: its tensors need {end} bytes of data, the "
                              f"file holds {len(data)}.")
@@ -627,17 +634,17 @@ def _unpack(buf: bytearray) -> tuple[dict[str, Any], dict[str, tuple[str, np.nda
         raise ModelFileError("checksum mismatch: the file was corrupted or modified after "
                              "skrec.save wrote it.")
     tensors = {}
-    for key, entry in header.items():
+    for key, entry in header.items():  # validated above
         code, shape = entry["dtype"], [int(s) for s in entry["shape"]]
         begin, stop = (int(o) for o in entry["data_offsets"])
         dtype = _DTYPES[code]
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
-        if min(shape, default=0) < 0 or not 0 <= begin <= stop or stop - begin != (
-                count * dtype.itemsize):
-            raise ModelFileError(f"tensor {key!r} has an inconsistent shape and size.")
-        arr = np.frombuffer(data, dtype=dtype, count=count, offset=begin).reshape(shape)
-        if not arr.flags.aligned:
-            arr = arr.copy()
+        if stop == begin:
+            arr = np.empty(shape, dtype=dtype)
+        else:
+            arr = np.frombuffer(data, dtype=dtype, count=(stop - begin) // dtype.itemsize,
+                                offset=begin).reshape(shape)
+            if not arr.flags.aligned:
+                arr = arr.copy()
         tensors[key] = (code, arr)
     try:
         payload = json.loads(payload)
@@ -790,6 +797,12 @@ def load(path: str | os.PathLike | BinaryIO) -> Any:
     try:
         params = {k: reader.decode(v) for k, v in payload["params"].items()}
         attributes = {k: reader.decode(v) for k, v in payload["attributes"].items()}
+        for name in attributes:
+            if (not name.isidentifier() or name.startswith("_")
+                    or callable(getattr(cls, name, None)) or isinstance(
+                        getattr(cls, name, None), property)):
+                raise ModelFileError(f"the file sets an attribute {name!r} that a fitted "
+                                     f"{cls.__name__} cannot have.")
     except (KeyError, AttributeError, TypeError) as exc:
         raise ModelFileError(f"the file's skrec metadata is malformed ({exc}).") from None
     except ValueError as exc:  # module configs that the registry does not know, ...

@@ -361,6 +361,15 @@ def test_unknown_module_type_and_value_tag_are_refused(fitted):
         _load(_rewrite(buf.getvalue(), shapes))
 
 
+@pytest.mark.parametrize("name", ["predict", "_private", "not an identifier"])
+def test_attributes_that_would_shadow_methods_are_refused(blob, name):
+    def edit(payload):
+        payload["attributes"][name] = 1
+
+    with pytest.raises(ModelFileError, match="cannot have"):
+        _load(_rewrite(blob, edit))
+
+
 def test_parameters_unknown_to_this_version_are_refused(blob):
     def edit(payload):
         payload["params"]["future_option"] = 1
