@@ -183,15 +183,19 @@ def _example_inputs(graph: ScoringGraph) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     history = torch.randint(0, graph.n_items, (3, length), generator=g)
     history[0, :-1] = -1  # some padding in the example
-    return history, history.clone()
+    exclude = torch.cat([history, torch.full((3, 3), -1)], dim=1)  # a width of its own
+    return history, exclude
 
 
 def _dynamic_shapes(graph: ScoringGraph):
     Dim = torch.export.Dim
     batch = Dim("batch", min=1, max=1 << 24)
-    length = Dim("length", min=1, max=graph.max_history or _MAX_EXPORT_WIDTH)
+    limit = graph.max_history or _MAX_EXPORT_WIDTH
+    history = {0: batch}
+    if limit > 1:  # a model that reads one item has a fixed length
+        history[1] = Dim("length", min=1, max=limit)
     width = Dim("n_exclude", min=1, max=_MAX_EXPORT_WIDTH)
-    return {"history": {0: batch, 1: length}, "exclude": {0: batch, 1: width}}
+    return {"history": history, "exclude": {0: batch, 1: width}}
 
 
 def export_program(estimator, *, k: int | None = 10) -> torch.export.ExportedProgram:

@@ -91,6 +91,16 @@ def test_exported_program_matches_with_dynamic_shapes(rec, X):
         assert np.array_equal(ids.numpy(), ref)
 
 
+def test_export_of_a_model_that_reads_one_item(X):
+    rec = SeqRecommender(**{**SEQ, "max_len": 1}).fit(X)
+    history, exclude = graph_inputs(rec, X)
+    assert history.shape[1] == 1
+    with torch.no_grad():
+        ids, _ = export_program(rec, k=5).module()(torch.as_tensor(history),
+                                                   torch.as_tensor(exclude))
+    assert np.array_equal(ids.numpy(), rec.predict(X, k=5))
+
+
 def test_graph_requires_a_neural_model(X):
     with pytest.raises(TypeError, match="no exportable scoring graph"):
         scoring_graph(EASERecommender().fit(X))
