@@ -1,6 +1,7 @@
 """The example HTTP service under load on 127.0.0.1: p50/p99 latency and a burst of bad requests.
 
-Starts ``examples/recommendation_service.py`` in its own process (one torch thread) on a
+Starts ``examples/recommendation_service.py`` in its own process (one torch thread; the
+``eager`` PyTorch backend or ``--backend onnx``) on a
 model saved with :func:`skrec.save` (by default a SeqRecommender with the default
 architecture on ML-100K, one epoch: latency does not depend on what was learned), then, from
 this process, sends requests at a fixed rate (open loop: request ``i`` is due at
@@ -63,9 +64,9 @@ def prepare_model(folder: Path, data_arg: str | None):
     return model, model_path, encoder_path, X, name
 
 
-def start_server(model_path: Path, encoder_path: Path | None, precision: str):
+def start_server(model_path: Path, encoder_path: Path | None, precision: str, backend: str):
     cmd = [sys.executable, str(SERVICE), "--model", str(model_path), "--port", "0",
-           "--threads", "1", "--inference-precision", precision]
+           "--threads", "1", "--inference-precision", precision, "--backend", backend]
     if encoder_path is not None:
         cmd += ["--encoder", str(encoder_path)]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
@@ -260,13 +261,15 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per rate")
     parser.add_argument("--inference-precision", default="fp32",
                         choices=["auto", "fp32", "bf16", "int8"])
+    parser.add_argument("--backend", default="eager", choices=["eager", "onnx"])
     parser.add_argument("--burst-repeats", type=int, default=20)
     parser.add_argument("--name", default="service", help="result file name")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
         model, model_path, encoder_path, X, data_name = prepare_model(Path(tmp), args.data)
-        proc, port = start_server(model_path, encoder_path, args.inference_precision)
+        proc, port = start_server(model_path, encoder_path, args.inference_precision,
+                                  args.backend)
         try:
             bodies = request_bodies(X, model.max_len, 5000)
             warm = load_test(port, bodies, rate=200.0, duration=2.0)  # warm-up, not reported
@@ -289,7 +292,8 @@ def main(argv=None):
     save_json(args.name, {
         "rows": rows, "warm_up": warm, "malformed_burst": bad, "after_burst": after,
         "server_alive": alive, "data": data_name, "model": "SeqRecommender (defaults, 1 epoch)",
-        "inference_precision": args.inference_precision, "server_torch_threads": 1,
+        "inference_precision": args.inference_precision, "backend": args.backend,
+        "server_torch_threads": 1,
         "cpus": os.cpu_count(),
     })
 

@@ -25,6 +25,9 @@ malformed request -- bad JSON, unknown fields or item ids, ``k`` out of range, a
 than the model reads (``max_len``), a body over 64 KiB -- gets a 4xx status and a message, and
 the service keeps serving. ``benchmarks/service.py`` measures it under load.
 
+``--backend onnx`` serves the model's scoring graph exported to ONNX (see
+:mod:`skrec.serving`) with ONNX Runtime instead of PyTorch (``pip install "skrec[onnx]"``).
+
 Run without ``--model``, the script trains a model on MovieLens 100K (synthetic data when it is
 absent), saves it with :func:`skrec.save`, loads it back as a service would, starts the
 service on a free port in a thread, sends it a few requests and stops it.
@@ -76,23 +79,45 @@ class RecommendationService:
         A fitted recommender, e.g. from :func:`skrec.load`.
     encoder : InteractionEncoder, default=None
         Maps item indices to original ids (``item_ids`` in requests and answers).
+    backend : {"eager", "onnx"}, default="eager"
+        ``"eager"``: the model's own ``recommend``. ``"onnx"``: its scoring graph exported
+        with :func:`skrec.serving.export_onnx` at start-up and run by ONNX Runtime (a
+        ``SeqRecommender`` or ``AERecommender``; needs ``pip install "skrec[onnx]"``).
     """
 
-    def __init__(self, model, encoder=None):
+    def __init__(self, model, encoder=None, backend: str = "eager"):
         self.model = model
         self.encoder = encoder
         self.n_items = int(model.n_features_in_)
+        self.max_k = min(MAX_K, self.n_items)
         max_len = getattr(model, "max_len", None)
         self.max_history = int(max_len) if max_len else min(self.n_items, MAX_SET_SIZE)
         if encoder is not None and encoder.n_items_ != self.n_items:
             raise ValueError(f"the encoder knows {encoder.n_items_} items, the model "
                              f"{self.n_items}: they were not saved together.")
+        if backend not in ("eager", "onnx"):
+            raise ValueError(f"backend must be 'eager' or 'onnx'; got {backend!r}.")
+        self.backend = backend
+        self._session = self._onnx_session() if backend == "onnx" else None
         self.recommend({"items": [0], "k": 1})  # warm-up: the first call builds caches
+
+    def _onnx_session(self):
+        import onnxruntime as ort
+
+        from skrec.serving import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            export_onnx(self.model, path, k=self.max_k)  # the largest k; answers are cut
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            return ort.InferenceSession(str(path), options)
 
     def info(self) -> dict:
         return {"status": "ok", "model": type(self.model).__name__, "n_items": self.n_items,
-                "max_history": self.max_history, "max_k": min(MAX_K, self.n_items),
-                "original_ids": self.encoder is not None}
+                "max_history": self.max_history, "max_k": self.max_k,
+                "original_ids": self.encoder is not None, "backend": self.backend}
 
     def _history(self, payload: dict) -> np.ndarray:
         if ("items" in payload) == ("item_ids" in payload):
@@ -132,14 +157,27 @@ class RecommendationService:
                                     f"{bad[:10]}")
         return np.asarray(values, dtype=np.int64)
 
+    @staticmethod
+    def _last_positions(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct items and the position (1 = oldest) of each one's last occurrence."""
+        uniq, first_from_end = np.unique(items[::-1], return_index=True)
+        return uniq, items.size - first_from_end
+
     def _row(self, items: np.ndarray) -> sp.csr_matrix:
         """One user's row: each item's value is its last position in the history."""
-        if items.size == 0:
-            return sp.csr_matrix((1, self.n_items))
-        uniq, first_from_end = np.unique(items[::-1], return_index=True)
-        order = (items.size - first_from_end).astype(np.float64)  # 1 = oldest
-        return sp.csr_matrix((order, (np.zeros(uniq.size, dtype=np.int64), uniq)),
-                             shape=(1, self.n_items))
+        uniq, order = self._last_positions(items)
+        return sp.csr_matrix((order.astype(np.float64), (np.zeros(uniq.size, dtype=np.int64),
+                                                         uniq)), shape=(1, self.n_items))
+
+    def _onnx_recommend(self, items: np.ndarray, k: int, filter_seen: bool):
+        """The graph's inputs for one user, as ``skrec.serving.graph_inputs`` builds them."""
+        uniq, order = self._last_positions(items)
+        history = uniq[np.argsort(order)][-self.max_history:]  # oldest first, each item once
+        none = np.full(1, -1, dtype=np.int64)
+        feeds = {"history": (history if history.size else none)[None],
+                 "exclude": (uniq if filter_seen and uniq.size else none)[None]}
+        ids, scores = self._session.run(None, feeds)
+        return ids[0, :k], scores[0, :k]
 
     def recommend(self, payload) -> dict:
         if not isinstance(payload, dict):
@@ -148,18 +186,21 @@ class RecommendationService:
         if unknown:
             raise RequestError(400, f"unknown fields: {sorted(unknown)}; allowed: {sorted(FIELDS)}")
         k = payload.get("k", 10)
-        max_k = min(MAX_K, self.n_items)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= max_k:
-            raise RequestError(400, f"'k' must be an integer in [1, {max_k}]")
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
+            raise RequestError(400, f"'k' must be an integer in [1, {self.max_k}]")
         filter_seen = payload.get("filter_seen", True)
         if not isinstance(filter_seen, bool):
             raise RequestError(400, "'filter_seen' must be true or false")
         items = self._history(payload)
-        ids, scores = self.model.recommend(self._row(items), k=k, filter_seen=filter_seen)
-        keep = ids[0] >= 0
-        out = {"items": ids[0][keep].tolist(), "scores": scores[0][keep].tolist()}
+        if self._session is not None:
+            ids, scores = self._onnx_recommend(items, k, filter_seen)
+        else:
+            ids, scores = self.model.recommend(self._row(items), k=k, filter_seen=filter_seen)
+            ids, scores = ids[0], scores[0]
+        keep = ids >= 0
+        out = {"items": ids[keep].tolist(), "scores": scores[keep].tolist()}
         if self.encoder is not None:
-            out["item_ids"] = self.encoder.inverse_transform_items(ids[0][keep]).tolist()
+            out["item_ids"] = self.encoder.inverse_transform_items(ids[keep]).tolist()
         return out
 
 
@@ -247,14 +288,14 @@ def make_server(service: RecommendationService, port: int = 0, *,
     return server
 
 
-def load_service(model_path, encoder_path=None,
-                 inference_precision: str | None = None) -> RecommendationService:
+def load_service(model_path, encoder_path=None, inference_precision: str | None = None,
+                 backend: str = "eager") -> RecommendationService:
     """Load the model (and encoder) saved with :func:`skrec.save` and wrap them."""
     model = skrec.load(model_path)
     if inference_precision is not None:
         model.set_params(inference_precision=inference_precision)
     encoder = skrec.load(encoder_path) if encoder_path else None
-    return RecommendationService(model, encoder)
+    return RecommendationService(model, encoder, backend)
 
 
 # --------------------------------------------------------------------------------------------
@@ -345,13 +386,15 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--inference-precision", default=None,
                         choices=["auto", "fp32", "bf16", "fp16", "int8"])
+    parser.add_argument("--backend", default="eager", choices=["eager", "onnx"],
+                        help="onnx: serve the exported graph with ONNX Runtime")
     parser.add_argument("--log", action="store_true", help="print an access log")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model is None:
         demo(fast=os.environ.get("SKREC_EXAMPLES_FAST") == "1")
         return
-    service = load_service(args.model, args.encoder, args.inference_precision)
+    service = load_service(args.model, args.encoder, args.inference_precision, args.backend)
     server = make_server(service, args.port, quiet=not args.log)
     print(f"listening on http://{HOST}:{server.server_address[1]}", flush=True)
     try:

@@ -268,6 +268,7 @@ def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
         onnx_program = torch.onnx.export(
             program, (), dynamo=True, input_names=["history", "exclude"], output_names=outputs,
             opset_version=opset_version, verbose=False,

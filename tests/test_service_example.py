@@ -133,6 +133,28 @@ def test_bad_headers_paths_and_methods(served):
     assert _post(port, {"items": [1]})[0] == 200
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["seq", "ae"])
+def test_onnx_backend_answers_as_the_eager_one(example, kind):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    X = make_interactions(n_users=80, n_items=25, mean_length=8, random_state=0)
+    common = dict(max_iter=1, random_state=0, device="cpu", precision="fp32")
+    model = (SeqRecommender(d_model=8, n_layers=1, d_ff=16, max_len=6, **common) if kind == "seq"
+             else AERecommender(latent_dim=4, **common)).fit(X)
+    eager = example.RecommendationService(model)
+    onnx = example.RecommendationService(model, backend="onnx")
+    assert onnx.info()["backend"] == "onnx"
+    for request in ({"items": [3, 7, 3, 11], "k": 5}, {"items": [], "k": 4},
+                    {"items": [1, 2, 3, 4, 5, 6], "k": 25, "filter_seen": False},
+                    {"items": [9], "k": 24}):
+        a, b = eager.recommend(request), onnx.recommend(request)
+        assert a["items"] == b["items"], request
+        assert np.allclose(a["scores"], b["scores"], atol=1e-4)
+    with pytest.raises(example.RequestError):
+        onnx.recommend({"items": [0] * (onnx.max_history + 1)})
+
+
 def test_service_rejects_an_encoder_of_another_catalogue(example):
     X = make_interactions(n_users=40, n_items=10, random_state=0)
     model = AERecommender(latent_dim=4, max_iter=1, random_state=0, device="cpu").fit(X)
