@@ -1,7 +1,7 @@
 """The example HTTP service under load on 127.0.0.1: p50/p99 latency and a burst of bad requests.
 
 Starts ``examples/recommendation_service.py`` in its own process (one torch thread; the
-``eager`` PyTorch backend or ``--backend onnx``) on a
+PyTorch ``eager`` backend, then the ``onnx`` one) on a
 model saved with :func:`skrec.save` (by default a SeqRecommender with the default
 architecture on ML-100K, one epoch: latency does not depend on what was learned), then, from
 this process, sends requests at a fixed rate (open loop: request ``i`` is due at
@@ -12,7 +12,7 @@ Afterwards a burst of malformed requests (bad JSON, unknown ids, k out of range,
 longer than ``max_len``, a huge body, bad headers, ...) must all get a 4xx, and the service
 must still answer. Everything is bounded in count and time; only loopback addresses are used.
 
-Run: ``python benchmarks/service.py [--rates 100 500] [--duration 30]``.
+Run: ``python benchmarks/service.py [--rates 100 500] [--duration 30] [--backends eager onnx]``.
 """
 
 from __future__ import annotations
@@ -254,6 +254,30 @@ def burst(port: int, cases: list[tuple[str, bytes]], repeats: int, n_workers: in
     }
 
 
+def serve_and_load(args, backend, model, model_path, encoder_path, X) -> dict:
+    """One backend: start its server, load it at each rate, send the burst, stop it."""
+    proc, port = start_server(model_path, encoder_path, args.inference_precision, backend)
+    try:
+        bodies = request_bodies(X, model.max_len, 5000)
+        load_test(port, bodies, rate=200.0, duration=2.0)  # warm-up, not reported
+        rows = []
+        for rate in args.rates:
+            row = {"backend": backend, **load_test(port, bodies, rate=rate,
+                                                   duration=args.duration)}
+            rows.append(row)
+            print(row, flush=True)
+        cases = malformed_requests(X.shape[1], model.max_len)
+        bad = burst(port, cases, args.burst_repeats)
+        after = load_test(port, bodies, rate=50.0, duration=1.0)
+        alive = proc.poll() is None
+    finally:
+        stop_server(proc)
+    print(f"{backend}: malformed burst of {bad['requests']} requests ({len(cases)} kinds) in "
+          f"{bad['seconds']:.2f} s, statuses {bad['statuses']}, all 4xx: {bad['all_4xx']}; "
+          f"after it {after['ok']}/{after['planned']} ok, server alive: {alive}", flush=True)
+    return {"rows": rows, "malformed_burst": bad, "after_burst": after, "server_alive": alive}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=None)
@@ -261,39 +285,27 @@ def main(argv=None):
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per rate")
     parser.add_argument("--inference-precision", default="fp32",
                         choices=["auto", "fp32", "bf16", "int8"])
-    parser.add_argument("--backend", default="eager", choices=["eager", "onnx"])
+    parser.add_argument("--backends", nargs="+", default=["eager", "onnx"],
+                        choices=["eager", "onnx"])
     parser.add_argument("--burst-repeats", type=int, default=20)
     parser.add_argument("--name", default="service", help="result file name")
     args = parser.parse_args(argv)
 
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         model, model_path, encoder_path, X, data_name = prepare_model(Path(tmp), args.data)
-        proc, port = start_server(model_path, encoder_path, args.inference_precision,
-                                  args.backend)
-        try:
-            bodies = request_bodies(X, model.max_len, 5000)
-            warm = load_test(port, bodies, rate=200.0, duration=2.0)  # warm-up, not reported
-            rows = []
-            for rate in args.rates:
-                row = load_test(port, bodies, rate=rate, duration=args.duration)
-                rows.append(row)
-                print(row, flush=True)
-            cases = malformed_requests(X.shape[1], model.max_len)
-            bad = burst(port, cases, args.burst_repeats)
-            after = load_test(port, bodies, rate=50.0, duration=1.0)
-            alive = proc.poll() is None
-        finally:
-            stop_server(proc)
-    print(markdown_table(rows, ["rate", "sent", "ok", "errors", "achieved_rps", "p50_ms",
-                                "p90_ms", "p99_ms", "max_ms"]))
-    print(f"\nmalformed burst: {bad['requests']} requests ({len(cases)} kinds) in "
-          f"{bad['seconds']:.2f} s, statuses {bad['statuses']}, all 4xx: {bad['all_4xx']}")
-    print(f"after the burst: {after['ok']}/{after['planned']} ok, server alive: {alive}")
+        for backend in args.backends:
+            results[backend] = serve_and_load(args, backend, model, model_path, encoder_path, X)
+    rows = [row for r in results.values() for row in r["rows"]]
+    print(markdown_table(rows, ["backend", "rate", "sent", "ok", "errors", "achieved_rps",
+                                "p50_ms", "p90_ms", "p99_ms", "max_ms"]))
     save_json(args.name, {
-        "rows": rows, "warm_up": warm, "malformed_burst": bad, "after_burst": after,
-        "server_alive": alive, "data": data_name, "model": "SeqRecommender (defaults, 1 epoch)",
-        "inference_precision": args.inference_precision, "backend": args.backend,
-        "server_torch_threads": 1,
+        "rows": rows,
+        "malformed_burst": {b: r["malformed_burst"] for b, r in results.items()},
+        "after_burst": {b: r["after_burst"] for b, r in results.items()},
+        "server_alive": {b: r["server_alive"] for b, r in results.items()},
+        "data": data_name, "model": "SeqRecommender (defaults, 1 epoch)",
+        "inference_precision": args.inference_precision, "server_torch_threads": 1,
         "cpus": os.cpu_count(),
     })
 
