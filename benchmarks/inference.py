@@ -180,6 +180,7 @@ def main(argv=None):
                         help="cap the ML-100K training epochs (a quick smoke run)")
     parser.add_argument("--batch-users", type=int, default=6000)
     parser.add_argument("--name", default="inference", help="result file name")
+    parser.add_argument("--note", default="", help="recorded with the results (e.g. 'trial')")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     with_onnx = not args.no_onnx
@@ -263,6 +264,7 @@ def main(argv=None):
     print(f"ONNX parity on {data_name}: {parity}")
     print(f"torch threads: {torch.get_num_threads()}")
     save_json(args.name, {
+        "note": args.note,
         "rows": rows, "onnx_parity": parity, "threads": torch.get_num_threads(),
         "data": data_name, "batch_data": f"synthetic {big.shape[0]}x3500 (mean length 60)",
         "train_seconds": train_s, "cpu_native_bf16": bool(

@@ -289,6 +289,7 @@ def main(argv=None):
                         choices=["eager", "onnx"])
     parser.add_argument("--burst-repeats", type=int, default=20)
     parser.add_argument("--name", default="service", help="result file name")
+    parser.add_argument("--note", default="", help="recorded with the results (e.g. 'trial')")
     args = parser.parse_args(argv)
 
     results = {}
@@ -300,6 +301,7 @@ def main(argv=None):
     print(markdown_table(rows, ["backend", "rate", "sent", "ok", "errors", "achieved_rps",
                                 "p50_ms", "p90_ms", "p99_ms", "max_ms"]))
     save_json(args.name, {
+        "note": args.note,
         "rows": rows,
         "malformed_burst": {b: r["malformed_burst"] for b, r in results.items()},
         "after_burst": {b: r["after_burst"] for b, r in results.items()},
