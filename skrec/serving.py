@@ -33,6 +33,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from ._sequences import ordered_sequences
+from ._validation import check_k
 
 __all__ = ["ScoringGraph", "export_onnx", "export_program", "graph_inputs", "scoring_graph"]
 
@@ -70,11 +71,12 @@ class ScoringGraph(nn.Module):
         check_is_fitted(estimator, "module_")
         self.module = copy.deepcopy(estimator.module_).to("cpu").float().eval()
         self.n_items = int(estimator.n_features_in_)
-        self.k = None if k is None else min(int(k), self.n_items)
+        self.k = None if k is None else min(check_k(k), self.n_items)
         self.max_history = estimator._history_limit()
-        # A shallow copy without the module: its scoring function reads only parameters.
+        # A shallow copy without the modules: its scoring function reads only parameters.
         self._owner = copy.copy(estimator)
         self._owner.__dict__.pop("module_", None)
+        self._owner.__dict__.pop("_inference_cache", None)
         self.register_buffer("cold_scores", estimator._cold_scores().float())
 
     def forward(self, history: torch.Tensor, exclude: torch.Tensor):
@@ -83,7 +85,9 @@ class ScoringGraph(nn.Module):
         Parameters
         ----------
         history : torch.Tensor of shape (batch, length), int64
-            Item indices, oldest to newest, left-padded with -1.
+            Item indices in ``[0, n_items)``, oldest to newest, left-padded with -1 (at most
+            ``max_history`` columns). Nothing is validated inside the graph:
+            :func:`graph_inputs` builds valid inputs.
         exclude : torch.Tensor of shape (batch, n_exclude), int64
             Item indices not to recommend, padded with -1.
 

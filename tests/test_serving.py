@@ -101,9 +101,12 @@ def test_export_of_a_model_that_reads_one_item(X):
     assert np.array_equal(ids.numpy(), rec.predict(X, k=5))
 
 
-def test_graph_requires_a_neural_model(X):
+def test_graph_requires_a_neural_model_and_a_valid_k(X, rec):
     with pytest.raises(TypeError, match="no exportable scoring graph"):
         scoring_graph(EASERecommender().fit(X))
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        scoring_graph(rec, k=0)
+    assert scoring_graph(rec, k=1000).k == X.shape[1]  # at most the catalogue
 
 
 def _onnx_session(path):
