@@ -27,9 +27,11 @@ class CausalObjective(Objective):
         seq, probs = batch
         inputs, targets = seq[:, :-1], seq[:, 1:]
         valid = inputs != 0
-        hidden = module(inputs)[valid]
-        weight, bias = module.output_weights()
+        table = module.item_table()
+        hidden = module(inputs, table=table)[valid]
+        weight, bias = module.output_weights(table)
         return self.catalogue_loss(hidden, weight, bias, targets[valid] - 1, probs)
 
     def sequence_scores(self, module, seq: torch.Tensor) -> torch.Tensor:
-        return module.score_hidden(module.last_hidden(seq))
+        table = module.item_table()  # the item vectors, computed once for both sides
+        return module.score_hidden(module.last_hidden(seq, table), table)
