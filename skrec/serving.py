@@ -224,8 +224,17 @@ def export_program(estimator, *, k: int | None = 10) -> torch.export.ExportedPro
     graph = scoring_graph(estimator, k=k)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
-        return torch.export.export(graph, _example_inputs(graph),
-                                   dynamic_shapes=_dynamic_shapes(graph))
+        try:
+            return torch.export.export(graph, _example_inputs(graph),
+                                       dynamic_shapes=_dynamic_shapes(graph))
+        except Exception as exc:
+            if "sparse" not in str(exc):
+                raise
+            raise ValueError(
+                f"{type(estimator).__name__}'s scoring graph multiplies by a sparse matrix "
+                "(its sparse item_features), which torch.export cannot trace. Fit the model to "
+                "export with dense item_features (features.toarray())."
+            ) from exc
 
 
 def _require(*modules: str) -> None:

@@ -186,6 +186,21 @@ def autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
 
 
+def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` (a tensor, or a tuple or list of them and ``None``) with floats in ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, tuple | list):
+        items = [_cast_floats(v, dtype) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    return value
+
+
+def _fp32_parts(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Sub-modules that declare ``inference_fp32``: reduced-precision copies leave them be."""
+    return [m for m in module.modules() if getattr(m, "inference_fp32", False)]
+
+
 def _quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
     """Dynamic int8 quantization of the (non-empty) linear layers of a CPU module, in place.
 
@@ -199,8 +214,9 @@ def _quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
     if quantize_dynamic is None:  # pragma: no cover - a torch without it
         raise ValueError("inference_precision='int8' needs torch.ao.quantization.quantize_dynamic,"
                          " which this torch build lacks; use 'bf16' or 'fp32'.")
+    kept = {id(m) for part in _fp32_parts(module) for m in part.modules()}
     names = {name for name, m in module.named_modules()
-             if isinstance(m, torch.nn.Linear) and m.weight.numel() > 0}
+             if isinstance(m, torch.nn.Linear) and m.weight.numel() > 0 and id(m) not in kept}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return quantize_dynamic(module.to("cpu"), names, dtype=torch.qint8, inplace=True)
@@ -1236,7 +1252,12 @@ class NeuralRecommender(BaseRecommender):
         if precision == "int8":
             served = _quantize_int8(served.float())
         else:
-            served = served.to(_DTYPES[precision])
+            dtype = _DTYPES[precision]
+            served = served.to(dtype)
+            for part in _fp32_parts(served):
+                part.float()  # computes in fp32, hands its outputs back in the copy's dtype
+                part.register_forward_hook(lambda m, i, out, dtype=dtype: _cast_floats(out,
+                                                                                     dtype))
         self._inference_cache = (key, served)
         return served
 

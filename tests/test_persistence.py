@@ -153,6 +153,23 @@ def test_pruned_transformer_with_per_block_heads(data):
     assert np.array_equal(back.predict_scores(X), est.predict_scores(X))
 
 
+@pytest.mark.parametrize("kind", ["seq", "ae"])
+@pytest.mark.parametrize("feats", ["sparse", "dense"])
+def test_model_with_item_features_round_trips_after_add_items(data, kind, feats):
+    X, _ = data
+    rng = np.random.RandomState(0)
+    F = rng.rand(X.shape[1] + 3, 6)
+    F = sp.csr_matrix(F * (F > 0.6)) if feats == "sparse" else F
+    est = (SeqRecommender(**SEQ, item_features=F[:-3]) if kind == "seq"
+           else AERecommender(**AE, item_features=F[:-3])).fit(X)
+    est.add_items(F[-3:])  # a grown catalogue: new items scored from their features
+    back = _round_trip(est)
+    X_new = sp.hstack([X, sp.csr_matrix((X.shape[0], 3))], format="csr")
+    assert back.n_features_in_ == X.shape[1] + 3
+    assert np.array_equal(back.predict_scores(X_new), est.predict_scores(X_new))
+    assert _same(back.item_features, est.item_features)
+
+
 def test_model_saved_from_a_gpu_state_loads_on_cpu(fitted, data, monkeypatch):
     X, _ = data
     est = fitted[3]

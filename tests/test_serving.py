@@ -101,6 +101,30 @@ def test_export_of_a_model_that_reads_one_item(X):
     assert np.array_equal(ids.numpy(), rec.predict(X, k=5))
 
 
+@pytest.mark.parametrize("kind", ["seq", "ae"])
+@pytest.mark.parametrize("feats", ["sparse", "dense"])
+def test_models_with_item_features_export_and_serve_in_reduced_precision(X, kind, feats):
+    rng = np.random.RandomState(0)
+    F = rng.rand(X.shape[1], 6)
+    F = sp.csr_matrix(F * (F > 0.6)) if feats == "sparse" else F
+    est = (SeqRecommender(**SEQ, item_features=F) if kind == "seq"
+           else AERecommender(**AE, item_features=F)).fit(X)
+    ref = est.predict_scores(X)
+    for precision in ("bf16", "int8"):  # the feature projection stays fp32 in the copies
+        scores = pickle.loads(pickle.dumps(est)).set_params(
+            inference_precision=precision).predict_scores(X)
+        assert np.abs(scores - ref).max() <= QUANT_TOL[precision][0] * np.abs(ref).max()
+    if kind == "ae" and feats == "sparse":  # a sparse product in the graph: a clear refusal
+        with pytest.raises(ValueError, match="dense item_features"):
+            export_program(est)
+        return
+    history, exclude = graph_inputs(est, X)
+    with torch.no_grad():
+        ids, scores = export_program(est, k=10).module()(torch.as_tensor(history),
+                                                        torch.as_tensor(exclude))
+    _check_same_ranking(ids.numpy(), scores.numpy(), *est.recommend(X, k=10))
+
+
 def test_graph_requires_a_neural_model_and_a_valid_k(X, rec):
     with pytest.raises(TypeError, match="no exportable scoring graph"):
         scoring_graph(EASERecommender().fit(X))
