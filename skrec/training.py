@@ -208,8 +208,6 @@ def _quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
     activations per batch at run time), whose deprecation notice (it moves to torchao) is
     silenced here.
     """
-    import warnings
-
     quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
     if quantize_dynamic is None:  # pragma: no cover - a torch without it
         raise ValueError("inference_precision='int8' needs torch.ao.quantization.quantize_dynamic,"
