@@ -19,6 +19,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from ._parallel import limit_torch_threads
 from ._validation import check_interactions, check_k, check_targets
 
 __all__ = ["BaseRecommender", "mask_scores", "rank_top_k"]
@@ -195,7 +196,8 @@ class BaseRecommender(BaseEstimator):
         self._check_params()
         X, y = self._validate_fit_data(X, y)
         self._set_fit_state(X, y)
-        self._fit(X, y)
+        with limit_torch_threads():  # a parallel worker's task uses the threads it was given
+            self._fit(X, y)
         return self
 
     def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:  # pragma: no cover
@@ -272,7 +274,7 @@ class BaseRecommender(BaseEstimator):
         cold = self._cold_scores()
         ids = np.empty((X.shape[0], k), dtype=np.int64)
         scores = np.empty((X.shape[0], k), dtype=np.float32)
-        with torch.inference_mode():
+        with limit_torch_threads(), torch.inference_mode():
             for rows, Xb in self._iter_batches(X, batch_size):
                 s = self._score_batch(Xb).float()
                 ids[rows], scores[rows] = rank_top_k(
@@ -338,7 +340,7 @@ class BaseRecommender(BaseEstimator):
         X = self._validate_X(X)
         out = np.empty(X.shape, dtype=np.float32)
         cold_scores = self._cold_scores()
-        with torch.inference_mode():
+        with limit_torch_threads(), torch.inference_mode():
             for rows, Xb in self._iter_batches(X, batch_size):
                 s = self._score_batch(Xb).float()
                 mask_scores(s, Xb, filter_seen=filter_seen, cold_scores=cold_scores)

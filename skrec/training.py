@@ -45,6 +45,7 @@ import torch
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
+from ._parallel import limit_torch_threads
 from ._validation import check_item_features, check_targets
 from .base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
 from .callbacks import Callback, History, ProgressBar
@@ -1108,7 +1109,9 @@ class NeuralRecommender(BaseRecommender):
         rng = check_random_state(self.random_state)
         seed = int(rng.randint(np.iinfo(np.int32).max))
         fork_devices = [device] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=fork_devices):
+        # partial_fit and pruning's fine-tuning come here too: a parallel worker's task uses
+        # the threads it was given
+        with limit_torch_threads(), torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             if reset:
                 self.module_ = self._build_module()

@@ -17,6 +17,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from .._parallel import limit_torch_threads
 from .._validation import check_targets
 from ..training import TRAINING_PARAM_DOCS, Trainer, _check_int, _make_batches
 from .adapters import PruningGroup, get_adapter
@@ -525,9 +526,10 @@ class PrunableMixin:
             if y is not None:
                 y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
             X_train = self._training_matrix(X, y)
-        return self._prune(amount, method=method, X_train=X_train, targets=targets,
-                           importance=importance, fine_tune_epochs=fine_tune_epochs,
-                           importance_batches=importance_batches)
+        with limit_torch_threads():  # the Taylor pass, in a parallel worker's thread budget
+            return self._prune(amount, method=method, X_train=X_train, targets=targets,
+                               importance=importance, fine_tune_epochs=fine_tune_epochs,
+                               importance_batches=importance_batches)
 
     # ----------------------------------------------------------------- implementation
     def _prune(
