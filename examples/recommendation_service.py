@@ -23,7 +23,8 @@ when an encoder was loaded), ``k`` (default 10) and ``filter_seen`` (default tru
 holds ``items`` (indices, best first), ``scores`` and, with an encoder, ``item_ids``. A
 malformed request -- bad JSON, unknown fields or item ids, ``k`` out of range, a history longer
 than the model reads (``max_len``), a body over 64 KiB -- gets a 4xx status and a message, and
-the service keeps serving. ``benchmarks/service.py`` measures it under load.
+the service keeps serving. Beyond 64 open connections, new ones get a 503 and are closed.
+``benchmarks/service.py`` measures it under load.
 
 ``--backend onnx`` serves the model's scoring graph exported to ONNX (see
 :mod:`skrec.serving`) with ONNX Runtime instead of PyTorch (``pip install "skrec[onnx]"``).
@@ -279,13 +280,41 @@ class Handler(BaseHTTPRequestHandler):
     do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
 
 
-def make_server(service: RecommendationService, port: int = 0, *,
-                quiet: bool = True) -> ThreadingHTTPServer:
+class BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once: the next ones get a 503
+    and are closed, so a flood of clients cannot exhaust the process."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int = 64):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            body = b'{"error": "too many connections, retry later", "status": 503}'
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                b"application/json\r\nConnection: close\r\nContent-Length: "
+                                + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def make_server(service: RecommendationService, port: int = 0, *, quiet: bool = True,
+                max_connections: int = 64) -> ThreadingHTTPServer:
     """An HTTP server for ``service`` on 127.0.0.1:``port`` (0: a free port), not started."""
     handler = type("BoundHandler", (Handler,), {"service": service, "quiet": quiet})
-    server = ThreadingHTTPServer((HOST, port), handler)
-    server.daemon_threads = True
-    return server
+    return BoundedServer((HOST, port), handler, max_connections)
 
 
 def load_service(model_path, encoder_path=None, inference_precision: str | None = None,

@@ -8,6 +8,7 @@ import io
 import json
 import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,27 @@ def test_onnx_backend_answers_as_the_eager_one(example):
         assert np.allclose(a["scores"], b["scores"], atol=1e-4)
     with pytest.raises(example.RequestError):
         onnx.recommend({"items": [0] * (onnx.max_history + 1)})
+
+
+def test_connections_beyond_the_limit_get_a_503_and_the_service_recovers(example, served):
+    _, service, _ = served
+    server = example.make_server(service, port=0, max_connections=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        time.sleep(0.2)  # both are being served (waiting for their requests)
+        assert _raw(port, b"GET /health HTTP/1.1\r\n\r\n") == 503
+        for sock in idle:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while _raw(port, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n") != 200:
+            assert time.monotonic() < deadline, "the slots were not released"
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_service_rejects_an_encoder_of_another_catalogue(example):
