@@ -6,6 +6,9 @@ are interactions and give their order) and follow the scikit-learn API:
 - :class:`SeqRecommender`: a SASRec-family transformer over each user's item sequence;
 - :class:`AERecommender`: Mult-VAE / Mult-DAE autoencoders;
 - :class:`PopularityRecommender` and :class:`EASERecommender`: the reference baselines.
+
+:func:`save` and :func:`load` keep a fitted estimator in a file that loads without running
+code (see :mod:`skrec.persistence`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ __all__ = [
     "PopularityRecommender",
     "SeqRecommender",
     "__version__",
+    "load",
+    "save",
 ]
 
 # The estimators are imported on first use (PEP 562): ``import skrec.metrics`` or
@@ -33,11 +38,14 @@ _LAZY = {
     "MarkovChainRecommender": "skrec.baselines",
     "SeqRecommender": "skrec.sequential",
     "AERecommender": "skrec.autoencoder",
+    "save": "skrec.persistence",
+    "load": "skrec.persistence",
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .autoencoder import AERecommender
     from .baselines import EASERecommender, MarkovChainRecommender, PopularityRecommender
+    from .persistence import load, save
     from .sequential import SeqRecommender
 
 

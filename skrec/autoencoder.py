@@ -231,5 +231,12 @@ class AERecommender(PrunableMixin, NeuralRecommender):
     def _module_scores(self, module: MultVAE, X: sp.csr_matrix, device) -> torch.Tensor:
         return module.scores(_binary_rows(X, device))
 
+    def _history_scores(self, module: MultVAE, seq: torch.Tensor) -> torch.Tensor:
+        # The same binary rows as _binary_rows, from padded item indices (column 0 = padding).
+        ones = torch.ones(seq.shape, dtype=torch.float32, device=seq.device)
+        x = torch.zeros(seq.shape[0], module.n_items + 1, dtype=torch.float32,
+                        device=seq.device).scatter(1, seq, ones)
+        return module.scores(x[:, 1:])
+
     def _epoch_info(self) -> dict[str, float]:
         return {"beta": self.current_beta()} if self.variational else {}

@@ -371,9 +371,12 @@ class BaseRecommender(BaseEstimator):
         return float(ndcg_at_k(y, self.predict(X, k), k=k))
 
     # ------------------------------------------------------------------ persistence
+    #: Private caches rebuilt on demand, left out of pickles.
+    _transient_attributes: tuple[str, ...] = ()
+
     def __getstate__(self):
         state = super().__getstate__()
-        state = dict(state)
+        state = {k: v for k, v in state.items() if k not in self._transient_attributes}
         for key, value in list(state.items()):
             if isinstance(value, torch.nn.Module):
                 module = copy.deepcopy(value).to("cpu")

@@ -225,3 +225,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     def _module_scores(self, module: SequenceModel, X: sp.csr_matrix, device):
         return self._objective().scores(module, X, device)
+
+    def _history_scores(self, module: SequenceModel, seq: torch.Tensor) -> torch.Tensor:
+        return self._objective().sequence_scores(module, seq)
+
+    def _history_limit(self) -> int:
+        return int(self.module_.max_len)

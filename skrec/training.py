@@ -36,6 +36,7 @@ import textwrap
 import threading
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -61,6 +62,7 @@ __all__ = [
 ]
 
 _PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 _DEVICE_TYPES = ("cpu", "cuda", "mps")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -185,6 +187,40 @@ def autocast(device: torch.device, precision: str):
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=_DTYPES[precision])
+
+
+def _cast_floats(value: Any, dtype: torch.dtype) -> Any:
+    """``value`` (a tensor, or a tuple or list of them and ``None``) with floats in ``dtype``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(dtype) if value.is_floating_point() else value
+    if isinstance(value, tuple | list):
+        items = [_cast_floats(v, dtype) for v in value]
+        return type(value)(*items) if hasattr(value, "_fields") else type(value)(items)
+    return value
+
+
+def _fp32_parts(module: torch.nn.Module) -> list[torch.nn.Module]:
+    """Sub-modules that declare ``inference_fp32``: reduced-precision copies leave them be."""
+    return [m for m in module.modules() if getattr(m, "inference_fp32", False)]
+
+
+def _quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 quantization of the (non-empty) linear layers of a CPU module, in place.
+
+    Uses ``torch.ao.quantization.quantize_dynamic`` (weights quantized per tensor once,
+    activations per batch at run time), whose deprecation notice (it moves to torchao) is
+    silenced here.
+    """
+    quantize_dynamic = getattr(getattr(torch.ao, "quantization", None), "quantize_dynamic", None)
+    if quantize_dynamic is None:  # pragma: no cover - a torch without it
+        raise ValueError("inference_precision='int8' needs torch.ao.quantization.quantize_dynamic,"
+                         " which this torch build lacks; use 'bf16' or 'fp32'.")
+    kept = {id(m) for part in _fp32_parts(module) for m in part.modules()}
+    names = {name for name, m in module.named_modules()
+             if isinstance(m, torch.nn.Linear) and m.weight.numel() > 0 and id(m) not in kept}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(module.to("cpu"), names, dtype=torch.qint8, inplace=True)
 
 
 def _peak_memory_mb(device: torch.device) -> float:
@@ -752,6 +788,18 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
         "GPUs and fp32 elsewhere. fp16 uses a gradient scaler. Logits are upcast to fp32 "
         "before every softmax.",
     ),
+    "inference_precision": (
+        '{"auto", "fp32", "bf16", "fp16", "int8"}',
+        "Precision of ``predict``, ``recommend``, ``score`` and validation: ``\"auto\"`` uses "
+        "the training precision (``precision_``, by autocast of the fp32 weights); "
+        "``\"fp32\"``; ``\"bf16\"`` or ``\"fp16\"`` serve from a copy of the model cast to "
+        "that type, under autocast (no weight casts at each call: the fastest choice on CPUs "
+        "with native bf16); ``\"int8\"`` serves from a copy whose linear layers are "
+        "dynamically quantized to int8 (weights int8, activations quantized per batch; CPU "
+        "only). Only inference changes, so it can be set after ``fit`` with ``set_params`` "
+        "without refitting. The copy is made at the first call and kept until the weights "
+        "change. See the Serving guide for the measured speed and quality of each.",
+    ),
     "accumulation_steps": (
         "int",
         "Micro-batches per optimizer step: ``k`` steps of ``batch_size`` give the same "
@@ -905,6 +953,7 @@ class NeuralRecommender(BaseRecommender):
     learning_rate_init: float = 1e-3
     weight_decay: float = 0.0
     precision: str = "auto"
+    inference_precision: str = "auto"
     accumulation_steps: int = 1
     clip_grad_norm: float | None = None
     early_stopping: bool = True
@@ -960,6 +1009,17 @@ class NeuralRecommender(BaseRecommender):
         """Extra fields for this epoch's ``history_`` record (e.g. a schedule's value)."""
         return {}
 
+    def _history_scores(self, module, seq: torch.Tensor) -> torch.Tensor:
+        """Scores ``(B, n_items)`` of left-padded histories ``seq`` (B, L) of item indices
+        shifted by one (0 is padding), in pure tensor code: the graph that
+        :mod:`skrec.serving` exports. Models that read at most ``n`` items of a history
+        return ``n`` from :meth:`_history_limit`."""
+        raise NotImplementedError(f"{type(self).__name__} has no exportable scoring graph.")
+
+    def _history_limit(self) -> int | None:
+        """Longest history :meth:`_history_scores` reads (``None``: no limit)."""
+        return None
+
     def _check_params(self) -> None:
         """Validate hyper-parameters (called at the start of fit, never in ``__init__``)."""
         _check_int("max_iter", self.max_iter, 1)
@@ -976,6 +1036,7 @@ class NeuralRecommender(BaseRecommender):
             raise ValueError("validation_fraction must be < 1.")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}; got {self.precision!r}.")
+        self._check_inference_precision()
         if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
             raise ValueError(f"verbose must be an integer >= 0 (or a bool); got "
                              f"{self.verbose!r}.")
@@ -1005,6 +1066,13 @@ class NeuralRecommender(BaseRecommender):
                 f"got {bad[0]!r} ({type(bad[0]).__name__}) in the list."
             )
         return list(value)
+
+    def _check_inference_precision(self) -> str:
+        value = self.inference_precision
+        if value not in _INFERENCE_PRECISIONS:
+            raise ValueError(f"inference_precision must be one of {_INFERENCE_PRECISIONS}; "
+                             f"got {value!r}.")
+        return value
 
     def _validation_scorer(self):
         """The parsed ``validation_metric``: ``None`` for ``"loss"``, else a RecScorer."""
@@ -1168,6 +1236,7 @@ class NeuralRecommender(BaseRecommender):
     def _train(self, X: sp.csr_matrix, *, epochs: int, reset: bool, validate: bool = True,
                label: str | None = None):
         self._check_params()
+        self.__dict__.pop("_inference_cache", None)  # the weights are about to change
         device = resolve_device(self.device) if reset else self._device()
         dist = self._data_parallel(X, device)
         device = dist.device
@@ -1312,15 +1381,67 @@ class NeuralRecommender(BaseRecommender):
         return ids, nll_sum, n_targets
 
     # -------------------------------------------------------------- inference
+    #: Private caches that pickling drops (see BaseRecommender.__getstate__).
+    _transient_attributes = ("_inference_cache",)
+
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
         module = self.module_
         device = self._device()
+        precision = self._check_inference_precision()
+        if precision == "int8" and device.type != "cpu":
+            raise ValueError(
+                f"inference_precision='int8' runs on the CPU only; this model serves on "
+                f"{device}. Use 'bf16' or 'fp16' on a GPU, or device='cpu'."
+            )
         if next(module.parameters()).device != device:
             module.to(device)
         if module.training:
             module.eval()  # the training loop switches back to train mode at each epoch
-        with torch.inference_mode(), self._autocast(device, self.precision_):
+        if precision == "auto":
+            precision = self.precision_
+            self.__dict__.pop("_inference_cache", None)
+        else:
+            module = self._inference_module(module, device, precision)
+        autocast_precision = "fp32" if precision == "int8" else precision
+        with torch.inference_mode(), self._autocast(device, autocast_precision):
             return self._module_scores(module, X, device).float()
+
+    def _inference_module(self, module: torch.nn.Module, device: torch.device,
+                          precision: str) -> torch.nn.Module:
+        """``module`` itself (fp32), or its copy for ``precision``, cached until the weights
+        change (a new module, new parameters, or an in-place update of one)."""
+        if precision == "fp32":
+            self.__dict__.pop("_inference_cache", None)
+            return module
+        params = list(module.parameters())
+        cache = self.__dict__.get("_inference_cache")
+        if cache is not None:
+            (cached_precision, cached_device, refs, versions), served = cache
+            if (cached_precision == precision and cached_device == device
+                    and len(refs) == len(params) + 1 and refs[0]() is module
+                    and all(r() is p for r, p in zip(refs[1:], params))
+                    and versions == [p._version for p in params]):
+                return served
+        self.__dict__.pop("_inference_cache", None)  # free the old copy first
+        # Weak references: a module or parameter replaced since (pruning, a new fit) never
+        # matches, even if a new object reuses the old one's id. In-place updates bump the
+        # versions; the fused optimizer does not, so training drops the cache explicitly.
+        key = (precision, device, [weakref.ref(module), *map(weakref.ref, params)],
+               [p._version for p in params])
+        served = copy.deepcopy(module).eval()
+        for p in served.parameters():
+            p.grad = None
+        if precision == "int8":
+            served = _quantize_int8(served.float())
+        else:
+            dtype = _DTYPES[precision]
+            served = served.to(dtype)
+            for part in _fp32_parts(served):
+                part.float()  # computes in fp32, hands its outputs back in the copy's dtype
+                part.register_forward_hook(lambda m, i, out, dtype=dtype: _cast_floats(out,
+                                                                                     dtype))
+        self._inference_cache = (key, served)
+        return served
 
     def __setstate__(self, state):
         super().__setstate__(state)

@@ -393,6 +393,20 @@ API_SECTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         (),
     ),
     (
+        "skrec.persistence",
+        "Safe persistence",
+        "The file format behind :func:`skrec.save` and :func:`skrec.load` (documented with the "
+        "estimators above), its errors and the estimator registry. See :ref:`serving`.",
+        ("save", "load"),
+    ),
+    (
+        "skrec.serving",
+        "Serving",
+        "The scoring graph of a neural recommender as a torch module, exported with "
+        "``torch.export`` and ONNX. See :ref:`serving`.",
+        (),
+    ),
+    (
         "skrec.nn",
         "Torch modules and losses",
         "Pure PyTorch building blocks used by the estimators (no scikit-learn, no numpy I/O).",

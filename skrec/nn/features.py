@@ -9,7 +9,7 @@ are), which is what lets a model score items it has never seen in training.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +51,11 @@ class FeatureProjection(nn.Module):
     Fill the buffers with :meth:`set_features`; a module rebuilt from :meth:`config` gets
     them from its ``state_dict``.
     """
+
+    #: Runs in fp32 by design (sparse products have no low-precision kernels, and the linear
+    #: layers' weights are read directly): reduced-precision inference copies
+    #: (``inference_precision``) keep this module in fp32 and do not quantize it.
+    inference_fp32: ClassVar[bool] = True
 
     def __init__(self, n_rows: int, n_features: int, out_dim: int, *,
                  hidden: int | None = None, scalar: bool = False, sparse: bool = False,

@@ -230,7 +230,8 @@ class TransformerEncoder(nn.Module):
         positions = torch.arange(self.max_len - L, self.max_len, device=x.device)
         x = self.emb_drop(x + self.pos_emb(positions)) * valid.unsqueeze(-1)
         mask = None
-        if not bool(valid.all()):
+        # An exported graph always builds the mask: it cannot branch on the data.
+        if torch.compiler.is_exporting() or not bool(valid.all()):
             keys = valid[:, None, :]
             if self.causal:
                 keys = keys & torch.ones(L, L, dtype=torch.bool, device=x.device).tril_()

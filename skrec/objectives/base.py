@@ -140,6 +140,20 @@ class Objective:
 
     # ------------------------------------------------------------------ inference
     def scores(self, module: torch.nn.Module, X: sp.csr_matrix,
-               device: torch.device) -> torch.Tensor:  # pragma: no cover
-        """Scores ``(n_rows, n_items)`` of the next item for each row of ``X``."""
+               device: torch.device) -> torch.Tensor:
+        """Scores ``(n_rows, n_items)`` of the next item for each row of ``X``.
+
+        Reads each row's latest ``module.max_len`` items and calls :meth:`sequence_scores`.
+        """
+        seq = torch.as_tensor(ordered_sequences(X, module.max_len), device=device)
+        return self.sequence_scores(module, seq)
+
+    def sequence_scores(self, module: torch.nn.Module,
+                        seq: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        """Scores ``(B, n_items)`` of the next item after each sequence of ``seq``.
+
+        ``seq`` (B, L), ``L <= module.max_len``, holds left-padded item indices shifted by
+        one (0 is padding). Pure tensor code: this is also the graph that
+        :mod:`skrec.serving` exports.
+        """
         raise NotImplementedError

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
-from .._sequences import ordered_sequences
 from .base import Objective, SeqData, register_objective
 
 
@@ -34,7 +32,6 @@ class CausalObjective(Objective):
         weight, bias = module.output_weights(table)
         return self.catalogue_loss(hidden, weight, bias, targets[valid] - 1, probs)
 
-    def scores(self, module, X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-        seq = torch.as_tensor(ordered_sequences(X, module.max_len), device=device)
-        table = module.item_table()
+    def sequence_scores(self, module, seq: torch.Tensor) -> torch.Tensor:
+        table = module.item_table()  # the item vectors, computed once for both sides
         return module.score_hidden(module.last_hidden(seq, table), table)

@@ -1,0 +1,438 @@
+"""
+A recommendation service over HTTP
+==================================
+
+A small HTTP service, with the standard library only, that loads a model saved with
+:func:`skrec.save` (and optionally the :class:`~skrec.preprocessing.InteractionEncoder` that
+maps item indices to your ids, saved alongside) and answers "the top-k items for this
+history" in JSON.
+
+Run it on a saved model (it listens on the loopback interface only)::
+
+    python examples/recommendation_service.py --model model.skrec --encoder encoder.skrec \
+        --port 8000
+
+and ask it::
+
+    curl -s localhost:8000/recommend -d '{"items": [49, 97, 180], "k": 5}'
+    curl -s localhost:8000/recommend -d '{"item_ids": [50, 98, 181], "k": 5}'
+    curl -s localhost:8000/health
+
+A request is a JSON object: ``items`` (item indices, oldest first) or ``item_ids`` (your ids,
+when an encoder was loaded), ``k`` (default 10) and ``filter_seen`` (default true). The answer
+holds ``items`` (indices, best first), ``scores`` and, with an encoder, ``item_ids``. A
+malformed request -- bad JSON, unknown fields or item ids, ``k`` out of range, a history longer
+than the model reads (``max_len``), a body over 64 KiB -- gets a 4xx status and a message, and
+the service keeps serving. Beyond 64 open connections, new ones get a 503 and are closed.
+``benchmarks/service.py`` measures it under load.
+
+``--backend onnx`` serves the model's scoring graph exported to ONNX (see
+:mod:`skrec.serving`) with ONNX Runtime instead of PyTorch (``pip install "skrec[onnx]"``).
+
+Run without ``--model``, the script trains a model on MovieLens 100K (synthetic data when it is
+absent), saves it with :func:`skrec.save`, loads it back as a service would, starts the
+service on a free port in a thread, sends it a few requests and stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+import skrec
+
+HOST = "127.0.0.1"  # loopback only: this example never listens on a public interface
+MAX_BODY_BYTES = 64 * 1024
+MAX_K = 1000
+#: History limit of models that read whole item sets (a sequence model reads ``max_len``).
+MAX_SET_SIZE = 10_000
+FIELDS = {"items", "item_ids", "k", "filter_seen"}
+
+
+class RequestError(Exception):
+    """A request the service refuses, with its HTTP status and a message for the client."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class RecommendationService:
+    """Validates requests and answers them with a loaded skrec model (thread-safe).
+
+    Parameters
+    ----------
+    model : skrec estimator
+        A fitted recommender, e.g. from :func:`skrec.load`.
+    encoder : InteractionEncoder, default=None
+        Maps item indices to original ids (``item_ids`` in requests and answers).
+    backend : {"eager", "onnx"}, default="eager"
+        ``"eager"``: the model's own ``recommend``. ``"onnx"``: its scoring graph exported
+        with :func:`skrec.serving.export_onnx` at start-up and run by ONNX Runtime (a
+        ``SeqRecommender`` or ``AERecommender``; needs ``pip install "skrec[onnx]"``).
+    """
+
+    def __init__(self, model, encoder=None, backend: str = "eager"):
+        self.model = model
+        self.encoder = encoder
+        self.n_items = int(model.n_features_in_)
+        self.max_k = min(MAX_K, self.n_items)
+        max_len = getattr(model, "max_len", None)
+        self.max_history = int(max_len) if max_len else min(self.n_items, MAX_SET_SIZE)
+        if encoder is not None and encoder.n_items_ != self.n_items:
+            raise ValueError(f"the encoder knows {encoder.n_items_} items, the model "
+                             f"{self.n_items}: they were not saved together.")
+        if backend not in ("eager", "onnx"):
+            raise ValueError(f"backend must be 'eager' or 'onnx'; got {backend!r}.")
+        self.backend = backend
+        self._session = self._onnx_session() if backend == "onnx" else None
+        self.recommend({"items": [0], "k": 1})  # warm-up: the first call builds caches
+
+    def _onnx_session(self):
+        import onnxruntime as ort
+
+        from skrec.serving import export_onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "model.onnx"
+            export_onnx(self.model, path, k=self.max_k)  # the largest k; answers are cut
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = torch.get_num_threads()
+            options.inter_op_num_threads = 1
+            return ort.InferenceSession(str(path), options)
+
+    def info(self) -> dict:
+        return {"status": "ok", "model": type(self.model).__name__, "n_items": self.n_items,
+                "max_history": self.max_history, "max_k": self.max_k,
+                "original_ids": self.encoder is not None, "backend": self.backend}
+
+    def _history(self, payload: dict) -> np.ndarray:
+        if ("items" in payload) == ("item_ids" in payload):
+            raise RequestError(400, "give the history as exactly one of 'items' (item indices) "
+                                    "or 'item_ids' (original ids)")
+        key = "items" if "items" in payload else "item_ids"
+        values = payload[key]
+        if not isinstance(values, list):
+            raise RequestError(400, f"'{key}' must be a list")
+        if len(values) > self.max_history:
+            raise RequestError(400, f"the history has {len(values)} items; this model reads at "
+                                    f"most {self.max_history} (send the latest ones)")
+        if key == "item_ids":
+            if self.encoder is None:
+                raise RequestError(400, "this service has no encoder: send 'items' (indices)")
+            if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
+                raise RequestError(400, "'item_ids' must hold strings or integers")
+            # Ids of the wrong type (a string for integer ids, ...) are unknown ids.
+            vocab = self.encoder.items_.dtype
+            wanted = {"i": int, "u": int, "U": str}.get(vocab.kind, object)
+            ok = [isinstance(v, wanted) and not (isinstance(v, int) and abs(v) >= 2**63)
+                  for v in values]
+            typed = [v for v, good in zip(values, ok) if good]
+            items = self.encoder.transform_items(
+                np.array(typed, dtype=vocab if wanted is not object else object)
+                if typed else np.zeros(0, dtype=np.int64), handle_unknown="ignore")
+            unknown = [v for v, good in zip(values, ok) if not good]
+            unknown += [v for v, i in zip(typed, items.tolist()) if i < 0]
+            if unknown:
+                raise RequestError(400, f"unknown item ids: {unknown[:10]}")
+            return np.asarray(items, dtype=np.int64)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            raise RequestError(400, "'items' must hold integer item indices")
+        bad = [v for v in values if not 0 <= v < self.n_items]
+        if bad:
+            raise RequestError(400, f"unknown item indices (valid: 0..{self.n_items - 1}): "
+                                    f"{bad[:10]}")
+        return np.asarray(values, dtype=np.int64)
+
+    @staticmethod
+    def _last_positions(items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct items and the position (1 = oldest) of each one's last occurrence."""
+        uniq, first_from_end = np.unique(items[::-1], return_index=True)
+        return uniq, items.size - first_from_end
+
+    def _row(self, items: np.ndarray) -> sp.csr_matrix:
+        """One user's row: each item's value is its last position in the history."""
+        uniq, order = self._last_positions(items)
+        return sp.csr_matrix((order.astype(np.float64), (np.zeros(uniq.size, dtype=np.int64),
+                                                         uniq)), shape=(1, self.n_items))
+
+    def _onnx_recommend(self, items: np.ndarray, k: int, filter_seen: bool):
+        """The graph's inputs for one user, as ``skrec.serving.graph_inputs`` builds them."""
+        uniq, order = self._last_positions(items)
+        history = uniq[np.argsort(order)][-self.max_history:]  # oldest first, each item once
+        none = np.full(1, -1, dtype=np.int64)
+        feeds = {"history": (history if history.size else none)[None],
+                 "exclude": (uniq if filter_seen and uniq.size else none)[None]}
+        ids, scores = self._session.run(None, feeds)
+        return ids[0, :k], scores[0, :k]
+
+    def recommend(self, payload) -> dict:
+        if not isinstance(payload, dict):
+            raise RequestError(400, "the body must be a JSON object")
+        unknown = set(payload) - FIELDS
+        if unknown:
+            raise RequestError(400, f"unknown fields: {sorted(unknown)}; allowed: {sorted(FIELDS)}")
+        k = payload.get("k", 10)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
+            raise RequestError(400, f"'k' must be an integer in [1, {self.max_k}]")
+        filter_seen = payload.get("filter_seen", True)
+        if not isinstance(filter_seen, bool):
+            raise RequestError(400, "'filter_seen' must be true or false")
+        items = self._history(payload)
+        if self._session is not None:
+            ids, scores = self._onnx_recommend(items, k, filter_seen)
+        else:
+            ids, scores = self.model.recommend(self._row(items), k=k, filter_seen=filter_seen)
+            ids, scores = ids[0], scores[0]
+        keep = ids >= 0
+        out = {"items": ids[keep].tolist(), "scores": scores[keep].tolist()}
+        if self.encoder is not None:
+            out["item_ids"] = self.encoder.inverse_transform_items(ids[keep]).tolist()
+        return out
+
+
+class Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 with keep-alive; JSON in and out; every failure is answered, never raised."""
+
+    protocol_version = "HTTP/1.1"
+    default_request_version = "HTTP/1.0"  # answer a garbled request line with a status line
+    server_version = "skrec-example/1"
+    timeout = 10  # seconds a client may take to send a request (no slow-loris hold)
+    service: RecommendationService  # set by make_server
+    quiet = True
+
+    def log_message(self, fmt, *args):  # noqa: D102 - access log only when asked
+        if not self.quiet:
+            super().log_message(fmt, *args)
+
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode("utf-8")
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, status: int, message: str, *, close: bool = False) -> None:
+        self.close_connection = self.close_connection or close
+        self._send(status, {"error": message, "status": status})
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        if self.path == "/health":
+            self._send(200, self.service.info())
+        else:
+            self._error(404, f"no such path {self.path!r}: POST /recommend or GET /health")
+
+    def do_POST(self):  # noqa: N802
+        try:
+            if self.path != "/recommend":
+                # The body is not read: close the connection rather than parse it as a request.
+                return self._error(404, f"no such path {self.path!r}: POST /recommend",
+                                   close=True)
+            length = self.headers.get("Content-Length")
+            if length is None:
+                return self._error(411, "a Content-Length header is required", close=True)
+            try:
+                length = int(length)
+            except ValueError:
+                length = -1
+            if length < 0:
+                return self._error(400, "invalid Content-Length", close=True)
+            if length > MAX_BODY_BYTES:
+                return self._error(413, f"the body is larger than {MAX_BODY_BYTES} bytes",
+                                   close=True)
+            body = self.rfile.read(length)
+            if len(body) < length:
+                self.close_connection = True  # the client went away mid-body
+                return None
+            try:
+                payload = json.loads(body)
+            except (ValueError, RecursionError) as exc:
+                return self._error(400, f"the body is not valid JSON ({type(exc).__name__})")
+            self._send(200, self.service.recommend(payload))
+        except RequestError as exc:
+            self._error(exc.status, exc.message)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception as exc:  # a bug must not take the service down: answer 500
+            self._error(500, f"internal error: {type(exc).__name__}", close=True)
+        return None
+
+    def _not_allowed(self):
+        self._error(405, f"method {self.command} is not allowed", close=True)
+
+    do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+
+
+class BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once: the next ones get a 503
+    and are closed, so a flood of clients cannot exhaust the process."""
+
+    daemon_threads = True
+
+    def __init__(self, address, handler, max_connections: int = 64):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):
+            body = b'{"error": "too many connections, retry later", "status": 503}'
+            try:
+                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
+                                b"application/json\r\nConnection: close\r\nContent-Length: "
+                                + str(len(body)).encode() + b"\r\n\r\n" + body)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+def make_server(service: RecommendationService, port: int = 0, *, quiet: bool = True,
+                max_connections: int = 64) -> ThreadingHTTPServer:
+    """An HTTP server for ``service`` on 127.0.0.1:``port`` (0: a free port), not started."""
+    handler = type("BoundHandler", (Handler,), {"service": service, "quiet": quiet})
+    return BoundedServer((HOST, port), handler, max_connections)
+
+
+def load_service(model_path, encoder_path=None, inference_precision: str | None = None,
+                 backend: str = "eager") -> RecommendationService:
+    """Load the model (and encoder) saved with :func:`skrec.save` and wrap them."""
+    model = skrec.load(model_path)
+    if inference_precision is not None:
+        model.set_params(inference_precision=inference_precision)
+    encoder = skrec.load(encoder_path) if encoder_path else None
+    return RecommendationService(model, encoder, backend)
+
+
+# --------------------------------------------------------------------------------------------
+# The demonstration (no --model): train, save, load, serve, ask, stop.
+# --------------------------------------------------------------------------------------------
+
+
+def _train_and_save(folder: Path, fast: bool) -> tuple[Path, Path]:
+    from skrec import SeqRecommender
+    from skrec.datasets import load_movielens, make_interactions
+    from skrec.preprocessing import InteractionEncoder
+
+    data_dir = Path(os.environ.get("SKREC_DATA_DIR", Path(__file__).resolve().parents[2]
+                                   / "shared" / "data" / "ml-100k"))
+    if not (data_dir / "u.data").is_file():
+        data_dir = data_dir / "ml-100k"
+    if (data_dir / "u.data").is_file():
+        data = load_movielens(data_dir)
+        X, encoder = data.X, data.encoder
+        print(f"MovieLens 100K: {X.shape[0]} users x {X.shape[1]} movies")
+    else:
+        X = make_interactions(n_users=500, n_items=300, random_state=0)
+        encoder = InteractionEncoder().fit({"user": np.zeros(300, dtype=np.int64),
+                                            "item": np.arange(1000, 1300)})
+        print(f"synthetic data: {X.shape[0]} users x {X.shape[1]} items")
+    params = dict(max_iter=1, d_model=32, max_len=50) if fast else dict(max_iter=20)
+    model = SeqRecommender(random_state=0, **params).fit(X[:200] if fast else X)
+    model_path, encoder_path = folder / "model.skrec", folder / "encoder.skrec"
+    skrec.save(model, model_path)
+    skrec.save(encoder, encoder_path)
+    print(f"saved {model_path.name} ({model_path.stat().st_size / 1e6:.1f} MB) and "
+          f"{encoder_path.name}")
+    return model_path, encoder_path
+
+
+def _ask(url: str, body: bytes | None = None, method: str = "POST") -> tuple[int, dict]:
+    request = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def demo(fast: bool) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path, encoder_path = _train_and_save(Path(tmp), fast)
+        service = load_service(model_path, encoder_path)
+    server = make_server(service, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://{HOST}:{server.server_address[1]}"
+    print(f"serving on {url}\n")
+    try:
+        status, info = _ask(f"{url}/health", method="GET")
+        print(f"GET /health -> {status} {info}")
+        ids = service.encoder.items_[:3].tolist()
+        requests = [
+            ("top-5 for items [0, 1, 2]", {"items": [0, 1, 2], "k": 5}),
+            (f"the same by original ids {ids}", {"item_ids": ids, "k": 5}),
+            ("a new user (empty history)", {"items": [], "k": 3}),
+            ("bad JSON", b"{'items': [1]"),
+            ("an unknown item index", {"items": [0, service.n_items]}),
+            ("an unknown original id", {"item_ids": ["no such movie"]}),
+            ("k out of range", {"items": [0], "k": 0}),
+            ("a history longer than max_len", {"items": [0] * (service.max_history + 1)}),
+            ("a huge body", b"[" + b"0," * MAX_BODY_BYTES + b"0]"),
+        ]
+        for label, body in requests:
+            raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+            t0 = time.perf_counter()
+            status, answer = _ask(f"{url}/recommend", raw)
+            ms = (time.perf_counter() - t0) * 1e3
+            shown = {k: (v[:5] if isinstance(v, list) else v) for k, v in answer.items()}
+            print(f"{label:<34} -> {status} in {ms:5.1f} ms: {shown}")
+        status, _ = _ask(f"{url}/recommend", json.dumps({"items": [3]}).encode())
+        print(f"\nstill serving after the bad requests: {status == 200}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description="skrec recommendation service (loopback only)")
+    parser.add_argument("--model", help="a model saved with skrec.save")
+    parser.add_argument("--encoder", help="its InteractionEncoder, saved with skrec.save")
+    parser.add_argument("--port", type=int, default=8000, help="0: any free port")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--inference-precision", default=None,
+                        choices=["auto", "fp32", "bf16", "fp16", "int8"])
+    parser.add_argument("--backend", default="eager", choices=["eager", "onnx"],
+                        help="onnx: serve the exported graph with ONNX Runtime")
+    parser.add_argument("--log", action="store_true", help="print an access log")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.model is None:
+        demo(fast=os.environ.get("SKREC_EXAMPLES_FAST") == "1")
+        return
+    service = load_service(args.model, args.encoder, args.inference_precision, args.backend)
+    server = make_server(service, args.port, quiet=not args.log)
+    print(f"listening on http://{HOST}:{server.server_address[1]}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,289 @@
+"""Serving: the scoring graph of a neural recommender, exported for other runtimes.
+
+:func:`scoring_graph` wraps a fitted :class:`~skrec.SeqRecommender` or
+:class:`~skrec.AERecommender` into a plain ``torch.nn.Module`` that takes tensors only:
+
+* ``history`` -- ``(batch, length)`` int64: each user's items, oldest to newest, **left-padded
+  with -1** (for a ``SeqRecommender``, at most ``max_len`` of the latest items);
+* ``exclude`` -- ``(batch, n_exclude)`` int64: items never to recommend to the user, padded
+  with -1 (the user's whole history to filter seen items, as ``predict`` does; a column of
+  -1 to filter nothing);
+
+and returns the top-``k`` item indices ``(batch, k)`` (best first, -1 where fewer than ``k``
+items remain) and their scores ``(batch, k)`` (float32, ``-inf`` for padding), exactly the
+ranking of :meth:`~skrec.base.BaseRecommender.recommend`: users with an empty history get the
+popularity ranking. :func:`graph_inputs` builds both inputs from an interaction matrix.
+
+:func:`export_program` exports the graph with :func:`torch.export.export` (dynamic batch size,
+history length and exclusion width); :func:`export_onnx` writes it as an ONNX model, to be
+served by ONNX Runtime or any other ONNX runtime (``pip install "skrec[onnx]"``).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import os
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from ._sequences import ordered_sequences
+from ._validation import check_k
+
+__all__ = ["ScoringGraph", "export_onnx", "export_program", "graph_inputs", "scoring_graph"]
+
+#: Largest history length of an exported autoencoder graph (its input width is free).
+_MAX_EXPORT_WIDTH = 1 << 20
+
+
+class ScoringGraph(nn.Module):
+    """``(history, exclude) -> (top-k ids, top-k scores)``: a recommender as a tensor graph.
+
+    Build it with :func:`scoring_graph`. The module holds a copy of the estimator's torch
+    module (in evaluation mode, on the CPU, in fp32), the popularity scores of cold users, and
+    the estimator's scoring function.
+
+    Parameters
+    ----------
+    estimator : SeqRecommender or AERecommender
+        A fitted neural recommender.
+    k : int or None, default=10
+        Items returned per user; ``None`` returns the full score matrix instead (with
+        ``-inf`` for excluded items).
+
+    Attributes
+    ----------
+    module : torch.nn.Module
+        The copy of ``estimator.module_``.
+    max_history : int or None
+        Longest ``history`` the model reads (``max_len`` for sequence models), or ``None``.
+    n_items : int
+        Catalogue size.
+    """
+
+    def __init__(self, estimator, k: int | None = 10):
+        super().__init__()
+        check_is_fitted(estimator, "module_")
+        self.module = copy.deepcopy(estimator.module_).to("cpu").float().eval()
+        self.n_items = int(estimator.n_features_in_)
+        self.k = None if k is None else min(check_k(k), self.n_items)
+        self.max_history = estimator._history_limit()
+        # A shallow copy without the modules: its scoring function reads only parameters.
+        self._owner = copy.copy(estimator)
+        self._owner.__dict__.pop("module_", None)
+        self._owner.__dict__.pop("_inference_cache", None)
+        self.register_buffer("cold_scores", estimator._cold_scores().float())
+
+    def forward(self, history: torch.Tensor, exclude: torch.Tensor):
+        """Top-``k`` ids and scores (or all scores) of each row of ``history``.
+
+        Parameters
+        ----------
+        history : torch.Tensor of shape (batch, length), int64
+            Item indices in ``[0, n_items)``, oldest to newest, left-padded with -1 (at most
+            ``max_history`` columns). Nothing is validated inside the graph:
+            :func:`graph_inputs` builds valid inputs.
+        exclude : torch.Tensor of shape (batch, n_exclude), int64
+            Item indices not to recommend, padded with -1.
+
+        Returns
+        -------
+        ids : torch.Tensor of shape (batch, k), int64
+            Best first; -1 where fewer than ``k`` items remain (only with ``k`` set).
+        scores : torch.Tensor of shape (batch, k) or (batch, n_items), float32
+            The scores of ``ids`` (``-inf`` for padding), or all scores when ``k`` is None.
+        """
+        seq = (history + 1).clamp_min(0)  # 0 is padding, items are shifted by one
+        scores = self._owner._history_scores(self.module, seq).float()
+        cold = (seq == 0).all(dim=1, keepdim=True)
+        scores = torch.where(cold, self.cold_scores, scores)
+        ex = (exclude + 1).clamp_min(0)
+        scores = F.pad(scores, (1, 0)).scatter(1, ex, float("-inf"))[:, 1:]
+        if self.k is None:
+            return scores
+        top_scores, top_ids = torch.topk(scores, self.k, dim=1)
+        top_ids = torch.where(torch.isneginf(top_scores), torch.full_like(top_ids, -1), top_ids)
+        return top_ids, top_scores
+
+
+def scoring_graph(estimator, *, k: int | None = 10) -> ScoringGraph:
+    """The scoring graph of a fitted neural recommender (history in, top-``k`` out).
+
+    Parameters
+    ----------
+    estimator : SeqRecommender or AERecommender
+        A fitted neural recommender.
+    k : int or None, default=10
+        Items returned per user (at most the catalogue size); ``None``: all scores.
+
+    Returns
+    -------
+    graph : ScoringGraph
+        A ``torch.nn.Module``; see the module documentation for its inputs and outputs.
+
+    Examples
+    --------
+    >>> from skrec import SeqRecommender
+    >>> from skrec.datasets import make_interactions
+    >>> from skrec.serving import graph_inputs, scoring_graph
+    >>> X = make_interactions(n_users=100, n_items=30, random_state=0)
+    >>> rec = SeqRecommender(d_model=16, max_iter=1, random_state=0, precision="fp32").fit(X)
+    >>> history, exclude = graph_inputs(rec, X[:3])
+    >>> ids, scores = scoring_graph(rec, k=5)(torch.as_tensor(history), torch.as_tensor(exclude))
+    >>> bool((ids.numpy() == rec.predict(X[:3], k=5)).all())
+    True
+    """
+    if not hasattr(type(estimator), "_history_scores"):
+        raise TypeError(f"{type(estimator).__name__} has no exportable scoring graph; "
+                        "SeqRecommender and AERecommender have one.")
+    graph = ScoringGraph(estimator, k=k)
+    probe = torch.zeros((1, 1), dtype=torch.int64)
+    try:
+        with torch.inference_mode():
+            graph(probe, probe)
+    except NotImplementedError as exc:
+        raise TypeError(str(exc)) from None
+    return graph
+
+
+def graph_inputs(estimator, X, *, filter_seen: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The ``history`` and ``exclude`` inputs of the scoring graph for the users of ``X``.
+
+    Parameters
+    ----------
+    estimator : SeqRecommender or AERecommender
+        The fitted recommender (for its history limit and catalogue size).
+    X : {array-like, sparse matrix} of shape (n_users, n_items)
+        Interactions, as for ``predict`` (values give the order).
+    filter_seen : bool, default=True
+        Exclude each user's items (the whole row), as ``predict`` does; else exclude nothing.
+
+    Returns
+    -------
+    history : ndarray of shape (n_users, length), int64
+        Each row's latest items (at most the model's history limit), oldest to newest,
+        left-padded with -1.
+    exclude : ndarray of shape (n_users, n_exclude), int64
+        Each row's items (or one column of -1), padded with -1.
+    """
+    X = estimator._validate_X(X)
+    limit = estimator._history_limit()
+    longest = int(np.diff(X.indptr).max(initial=0))
+    history = ordered_sequences(X, limit if limit is not None else max(longest, 1)) - 1
+    if filter_seen:
+        exclude = ordered_sequences(X, max(longest, 1)) - 1
+    else:
+        exclude = np.full((X.shape[0], 1), -1, dtype=np.int64)
+    return history, exclude
+
+
+def _example_inputs(graph: ScoringGraph) -> tuple[torch.Tensor, torch.Tensor]:
+    length = min(4, graph.max_history or 4)
+    g = torch.Generator().manual_seed(0)
+    history = torch.randint(0, graph.n_items, (3, length), generator=g)
+    history[0, :-1] = -1  # some padding in the example
+    exclude = torch.cat([history, torch.full((3, 3), -1)], dim=1)  # a width of its own
+    return history, exclude
+
+
+def _dynamic_shapes(graph: ScoringGraph):
+    Dim = torch.export.Dim
+    batch = Dim("batch", min=1, max=1 << 24)
+    limit = graph.max_history or _MAX_EXPORT_WIDTH
+    history = {0: batch}
+    if limit > 1:  # a model that reads one item has a fixed length
+        history[1] = Dim("length", min=1, max=limit)
+    width = Dim("n_exclude", min=1, max=_MAX_EXPORT_WIDTH)
+    return {"history": history, "exclude": {0: batch, 1: width}}
+
+
+def export_program(estimator, *, k: int | None = 10) -> torch.export.ExportedProgram:
+    """Export the scoring graph with :func:`torch.export.export`.
+
+    The batch size, the history length (up to ``max_len`` for a ``SeqRecommender``) and the
+    width of ``exclude`` are dynamic.
+
+    Parameters
+    ----------
+    estimator : SeqRecommender or AERecommender
+        A fitted neural recommender.
+    k : int or None, default=10
+        Items returned per user; ``None``: all scores.
+
+    Returns
+    -------
+    program : torch.export.ExportedProgram
+        Run it with ``program.module()(history, exclude)``; save it with
+        :func:`torch.export.save`, or pass it to :func:`torch.onnx.export`.
+    """
+    graph = scoring_graph(estimator, k=k)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        try:
+            return torch.export.export(graph, _example_inputs(graph),
+                                       dynamic_shapes=_dynamic_shapes(graph))
+        except Exception as exc:
+            if "sparse" not in str(exc):
+                raise
+            raise ValueError(
+                f"{type(estimator).__name__}'s scoring graph multiplies by a sparse matrix "
+                "(its sparse item_features), which torch.export cannot trace. Fit the model to "
+                "export with dense item_features (features.toarray())."
+            ) from exc
+
+
+def _require(*modules: str) -> None:
+    missing = []
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install \"skrec[onnx]\"")
+
+
+def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
+                opset_version: int | None = None) -> None:
+    """Write the scoring graph as an ONNX model (inputs ``history``, ``exclude``; outputs
+    ``ids``, ``scores``).
+
+    Needs the ``onnx`` extra (``pip install "skrec[onnx]"``: onnx and onnxscript for
+    :func:`torch.onnx.export`, onnxruntime to run the model).
+
+    Parameters
+    ----------
+    estimator : SeqRecommender or AERecommender
+        A fitted neural recommender.
+    path : str or path-like
+        The ``.onnx`` file (weights inside it).
+    k : int or None, default=10
+        Items returned per user; ``None``: one output ``scores`` with all scores.
+    opset_version : int, default=None
+        ONNX opset; the exporter's default when ``None``.
+
+    Examples
+    --------
+    Serve the file with ONNX Runtime (``history`` and ``exclude`` from :func:`graph_inputs`)::
+
+        import onnxruntime as ort
+        session = ort.InferenceSession("model.onnx")
+        ids, scores = session.run(None, {"history": history, "exclude": exclude})
+    """
+    _require("onnx", "onnxscript")
+    program = export_program(estimator, k=k)
+    outputs = ["scores"] if k is None else ["ids", "scores"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        onnx_program = torch.onnx.export(
+            program, (), dynamo=True, input_names=["history", "exclude"], output_names=outputs,
+            opset_version=opset_version, verbose=False,
+        )
+    onnx_program.save(os.fspath(path), external_data=False)

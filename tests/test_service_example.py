@@ -1,0 +1,185 @@
+"""The HTTP service of examples/recommendation_service.py: answers, and 4xx for bad requests."""
+
+from __future__ import annotations
+
+import http.client
+import importlib.util
+import io
+import json
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+import skrec
+from skrec import AERecommender, SeqRecommender
+from skrec.datasets import make_interactions
+from skrec.preprocessing import InteractionEncoder
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "recommendation_service.py"
+
+
+@pytest.fixture(scope="module")
+def example():
+    spec = importlib.util.spec_from_file_location("recommendation_service", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def served(example):
+    X = make_interactions(n_users=80, n_items=25, mean_length=8, random_state=0)
+    model = SeqRecommender(d_model=8, n_layers=1, d_ff=16, max_len=6, max_iter=1,
+                           random_state=0, device="cpu", precision="fp32").fit(X)
+    encoder = InteractionEncoder().fit({"user": np.zeros(25, dtype=np.int64),
+                                        "item": np.array([f"m{i:02d}" for i in range(25)])})
+    buffers = []
+    for obj in (model, encoder):  # served from what skrec.save wrote, as in production
+        buf = io.BytesIO()
+        skrec.save(obj, buf)
+        buffers.append(io.BytesIO(buf.getvalue()))
+    service = example.load_service(*buffers)
+    server = example.make_server(service, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield model, service, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _post(port, body, path="/recommend"):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+        conn.request("POST", path, body=raw)
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def _raw(port, data: bytes) -> int:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(data)
+        head = sock.recv(4096)
+    return int(head.split(b" ", 2)[1])
+
+
+def test_answers_match_the_model(served):
+    model, service, port = served
+    history = [3, 7, 3, 11]  # a repeat: the item counts at its last position
+    status, answer = _post(port, {"items": history, "k": 5})
+    assert status == 200
+    row = sp.csr_matrix(([3.0, 2.0, 4.0], ([0, 0, 0], [3, 7, 11])), shape=(1, 25))
+    ids, scores = model.recommend(row, k=5)
+    assert answer["items"] == ids[0].tolist()
+    assert np.allclose(answer["scores"], scores[0])
+    assert answer["item_ids"] == [f"m{i:02d}" for i in ids[0]]
+    status, by_ids = _post(port, {"item_ids": ["m03", "m07", "m03", "m11"], "k": 5})
+    assert status == 200 and by_ids == answer
+    status, cold = _post(port, {"items": [], "k": 3})
+    assert status == 200 and cold["items"] == model.predict(sp.csr_matrix((1, 25)), k=3)[0].tolist()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", "/health")
+    resp = conn.getresponse()
+    info = json.loads(resp.read())
+    assert resp.status == 200 and info["max_history"] == 6 and info["n_items"] == 25
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"{not json", 400),
+    (b"[" * 50000 + b"]" * 50000, 413),
+    (b"[" * 20000 + b"]" * 20000, 400),
+    ([1, 2], 400),
+    ({"items": [1], "extra": 1}, 400),
+    ({"k": 3}, 400),
+    ({"items": [1], "item_ids": ["m01"]}, 400),
+    ({"items": [25]}, 400),
+    ({"items": [-1]}, 400),
+    ({"items": [10**40]}, 400),
+    ({"items": ["1"]}, 400),
+    ({"items": [True]}, 400),
+    ({"items": 5}, 400),
+    ({"item_ids": ["nope"]}, 400),
+    ({"item_ids": [1]}, 400),
+    ({"item_ids": [None]}, 400),
+    ({"items": [1], "k": 0}, 400),
+    ({"items": [1], "k": 26}, 400),
+    ({"items": [1], "k": 1.5}, 400),
+    ({"items": [1], "k": "3"}, 400),
+    ({"items": [1], "filter_seen": 1}, 400),
+    ({"items": [1] * 7}, 400),
+    (b'{"items": [1], "k": NaN}', 400),
+])
+def test_malformed_requests_get_a_4xx_with_a_message(served, body, status):
+    _, _, port = served
+    got, answer = _post(port, body)
+    assert got == status and answer["error"]
+    assert _post(port, {"items": [1]})[0] == 200  # still serving
+
+
+def test_bad_headers_paths_and_methods(served):
+    _, _, port = served
+    assert _raw(port, b"POST /recommend HTTP/1.1\r\nHost: x\r\n\r\n") == 411
+    assert _raw(port, b"POST /recommend HTTP/1.1\r\nContent-Length: -5\r\n\r\n") == 400
+    assert _raw(port, b"POST /recommend HTTP/1.1\r\nContent-Length: x\r\n\r\n") == 400
+    assert _raw(port, b"DELETE /recommend HTTP/1.1\r\n\r\n") == 405
+    assert _raw(port, b"GARBAGE\r\n\r\n") == 400
+    assert _post(port, {"items": [1]}, path="/admin")[0] == 404
+    assert _post(port, {"items": [1]})[0] == 200
+
+
+@pytest.mark.slow
+def test_onnx_backend_answers_as_the_eager_one(example):
+    """(The graph itself is checked for both model families in test_serving.py.)"""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    X = make_interactions(n_users=80, n_items=25, mean_length=8, random_state=0)
+    model = SeqRecommender(d_model=8, n_layers=1, d_ff=16, max_len=6, max_iter=1,
+                           random_state=0, device="cpu", precision="fp32").fit(X)
+    eager = example.RecommendationService(model)
+    onnx = example.RecommendationService(model, backend="onnx")
+    assert onnx.info()["backend"] == "onnx"
+    for request in ({"items": [3, 7, 3, 11], "k": 5}, {"items": [], "k": 4},
+                    {"items": [1, 2, 3, 4, 5, 6], "k": 25, "filter_seen": False},
+                    {"items": [9], "k": 24}):
+        a, b = eager.recommend(request), onnx.recommend(request)
+        assert a["items"] == b["items"], request
+        assert np.allclose(a["scores"], b["scores"], atol=1e-4)
+    with pytest.raises(example.RequestError):
+        onnx.recommend({"items": [0] * (onnx.max_history + 1)})
+
+
+def test_connections_beyond_the_limit_get_a_503_and_the_service_recovers(example, served):
+    _, service, _ = served
+    server = example.make_server(service, port=0, max_connections=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    port = server.server_address[1]
+    try:
+        idle = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(2)]
+        time.sleep(0.2)  # both are being served (waiting for their requests)
+        assert _raw(port, b"GET /health HTTP/1.1\r\n\r\n") == 503
+        for sock in idle:
+            sock.close()
+        deadline = time.monotonic() + 10
+        while _raw(port, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n") != 200:
+            assert time.monotonic() < deadline, "the slots were not released"
+            time.sleep(0.05)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_service_rejects_an_encoder_of_another_catalogue(example):
+    X = make_interactions(n_users=40, n_items=10, random_state=0)
+    model = AERecommender(latent_dim=4, max_iter=1, random_state=0, device="cpu").fit(X)
+    encoder = InteractionEncoder().fit({"user": np.zeros(3), "item": np.arange(3)})
+    with pytest.raises(ValueError, match="not saved together"):
+        example.RecommendationService(model, encoder)
+    assert example.RecommendationService(model).max_history == 10  # a set model: n_items
