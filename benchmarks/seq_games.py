@@ -15,7 +15,9 @@ SeqRecommender rows are repeated over ``--seeds`` seeds (mean ± sd).
 Run: ``python benchmarks/seq_games.py [--data PATH] [--seeds 3]``. Rows for other settings of
 SeqRecommender: ``--seq NAME=JSON`` (repeatable), e.g.
 ``--seq default={} --seq 'batch128={"batch_size": 128}'``; ``--no-baselines`` skips the
-baselines. Long: a default fit takes about an hour on one CPU core.
+baselines; ``--append`` adds the new runs to the existing result file (and recomputes its
+table), so rows and seeds can be measured in several sessions (``--first-seed 1 --seeds 2``
+adds seeds 1 and 2). Long: a default fit takes about an hour on one CPU core.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import platform
 
 import torch
 
-from _common import games_path, markdown_table, mean_sd, peak_rss_mb, save_json, timed
+from _common import RESULTS, games_path, markdown_table, mean_sd, peak_rss_mb, save_json, timed
 from skrec import SeqRecommender
 from skrec.baselines import EASERecommender, MarkovChainRecommender, PopularityRecommender
 from skrec.datasets import load_sequences
@@ -72,7 +74,10 @@ def tune_ease(X_train, grid) -> tuple[float, list[dict]]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", default=None, help="folder or file of the sequences")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="number of seeds")
+    parser.add_argument("--first-seed", type=int, default=0)
+    parser.add_argument("--append", action="store_true",
+                        help="add the runs to the existing results/<name>.json")
     parser.add_argument("--seq", action="append", help="NAME=JSON SeqRecommender row")
     parser.add_argument("--ease-grid", type=float, nargs="+", default=[100, 300, 1000, 3000])
     parser.add_argument("--no-baselines", action="store_true")
@@ -83,6 +88,9 @@ def main(argv=None):
     X_train, y_test = leave_last_out_split(data.X)
     runs: list[dict] = []
     ease_trials: list[dict] = []
+    if args.append and (RESULTS / f"{args.name}.json").is_file():
+        previous = json.loads((RESULTS / f"{args.name}.json").read_text())
+        runs, ease_trials = previous["rows"], previous.get("ease_validation", [])
     if not args.no_baselines:
         baselines = {"popularity": PopularityRecommender, "markov": MarkovChainRecommender}
         for name, cls in baselines.items():
@@ -96,7 +104,7 @@ def main(argv=None):
         print(runs[-1], flush=True)
         del est
     for name, params in parse_rows(args.seq).items():
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             est, seconds = timed(SeqRecommender(random_state=seed, **params).fit, X_train)
             runs.append({
                 "model": f"seq[{name}]", "seed": seed, **evaluate(est, X_train, y_test),
@@ -104,14 +112,15 @@ def main(argv=None):
                 "precision": est.precision_, "params": params,
             })
             print(runs[-1], flush=True)
+    threads = torch.get_num_threads()
+    for run in runs:
+        run.setdefault("threads", threads)
     summary = []
     for model in dict.fromkeys(r["model"] for r in runs):
         group = [r for r in runs if r["model"] == model]
         summary.append({"model": model, **mean_sd(group),
-                        "precision": group[0].get("precision", "")})
-    threads = torch.get_num_threads()
-    for row in summary:
-        row["threads"] = threads
+                        "precision": group[0].get("precision", ""),
+                        "threads": "/".join(sorted({str(r["threads"]) for r in group}))})
     cols = ["model", "NDCG@10", "HR@10", "train_s", "epochs", "seeds", "precision", "threads"]
     print(markdown_table(summary, cols))
     save_json(args.name, {
