@@ -105,7 +105,9 @@ class EASERecommender(BaseRecommender):
         # Invert the symmetric positive definite Gram matrix in place (Cholesky: half the
         # flops of LU, and no second or third n_items^2 buffer: a 24k-item catalogue needs
         # 4.5 GB instead of 13.5 GB). LAPACK fills one triangle; mirror it.
-        P = _spd_inverse_inplace(gram)
+        # P is symmetric: its transpose is the same matrix in C order, which keeps the rows
+        # of coef_ contiguous for the sparse-times-dense scoring product.
+        P = _spd_inverse_inplace(gram).T
         P /= -np.diag(P).copy()
         P[np.diag_indices_from(P)] = 0.0
         self.coef_ = P.astype(np.float32)
