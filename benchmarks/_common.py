@@ -22,6 +22,43 @@ def ml100k_path(arg: str | None = None) -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-100k"
 
 
+def games_path(arg: str | None = None) -> Path:
+    """Where Amazon Games lies: ``arg``, ``$SKREC_DATA_DIR``, or ``../shared/data/amazon-games``.
+
+    ``$SKREC_DATA_DIR`` may be the folder holding ``amazon-games/`` or a sibling data folder
+    (such as ``.../ml-100k``).
+    """
+    if arg:
+        return Path(arg)
+    if os.environ.get("SKREC_DATA_DIR"):
+        base = Path(os.environ["SKREC_DATA_DIR"])
+        for candidate in (base / "amazon-games", base.parent / "amazon-games"):
+            if candidate.is_dir():
+                return candidate
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-games"
+
+
+def mean_sd(runs: list[dict], keys: tuple[str, ...] = ("NDCG@10", "HR@10", "train_s", "epochs"),
+            ) -> dict:
+    """Mean and sample standard deviation of ``keys`` over runs (seeds), as numbers and text.
+
+    Returns ``{key: "mean ± sd", key_mean: mean, key_sd: sd, "seeds": n}``; the sd is 0.0 and
+    the text the bare value for a single run. Metrics (keys with ``@``) get 4 decimals, other
+    values (seconds, epochs) one.
+    """
+    out: dict = {"seeds": len(runs)}
+    for key in keys:
+        values = np.asarray([r[key] for r in runs if r.get(key, "") != ""], dtype=np.float64)
+        if values.size == 0:
+            continue
+        mean = float(values.mean())
+        sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
+        out[f"{key}_mean"], out[f"{key}_sd"] = mean, sd
+        digits = 4 if "@" in key else 1
+        out[key] = f"{mean:.{digits}f}" + (f" ± {sd:.{digits}f}" if values.size > 1 else "")
+    return out
+
+
 def peak_rss_mb() -> float:
     """Peak resident memory of this process so far, in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -102,14 +102,41 @@ class EASERecommender(BaseRecommender):
         B = B.astype(bool).astype(np.float64)
         gram = (B.T @ B).toarray()
         gram[np.diag_indices_from(gram)] += float(l2)
-        P = np.linalg.inv(gram)
-        coef = P / (-np.diag(P))
-        coef[np.diag_indices_from(coef)] = 0.0
-        self.coef_ = coef.astype(np.float32)
+        # Invert the symmetric positive definite Gram matrix in place (Cholesky: half the
+        # flops of LU, and no second or third n_items^2 buffer: a 24k-item catalogue needs
+        # 4.5 GB instead of 13.5 GB). LAPACK fills one triangle; mirror it.
+        # P is symmetric: its transpose is the same matrix in C order, which keeps the rows
+        # of coef_ contiguous for the sparse-times-dense scoring product.
+        P = _spd_inverse_inplace(gram).T
+        P /= -np.diag(P).copy()
+        P[np.diag_indices_from(P)] = 0.0
+        self.coef_ = P.astype(np.float32)
 
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
         Xb = X.astype(bool).astype(np.float32)
         return torch.from_numpy(np.asarray(Xb @ self.coef_))
+
+
+def _spd_inverse_inplace(A: np.ndarray) -> np.ndarray:
+    """Inverse of a symmetric positive definite float64 matrix, computed in ``A``'s memory."""
+    from scipy.linalg import lapack
+
+    # A symmetric C-ordered matrix is its own transpose, and A.T is Fortran-ordered: LAPACK
+    # then works in A's memory without a copy.
+    F = A.T if A.flags.c_contiguous else np.asfortranarray(A)
+    c, info = lapack.dpotrf(F, lower=True, overwrite_a=True, clean=False)
+    if info == 0:
+        c, info = lapack.dpotri(c, lower=True, overwrite_c=True)
+    if info != 0:  # pragma: no cover - l2 > 0 keeps the Gram matrix positive definite
+        raise np.linalg.LinAlgError(f"EASE: the Gram matrix is not positive definite ({info}).")
+    # dpotri filled the lower triangle: mirror it, one block of rows at a time (no n^2 index).
+    n, step = c.shape[0], 512
+    for i0 in range(0, n, step):
+        i1 = min(i0 + step, n)
+        c[i0:i1, i1:] = c[i1:, i0:i1].T
+        d = c[i0:i1, i0:i1]
+        d[...] = np.tril(d) + np.tril(d, -1).T
+    return c
 
 
 class MarkovChainRecommender(BaseRecommender):

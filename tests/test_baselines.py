@@ -83,6 +83,7 @@ def test_ease_matches_closed_form(l2, interactions):
     est = EASERecommender(l2=l2).fit(X)
     assert est.coef_.dtype == np.float32
     assert est.coef_.shape == (X.shape[1], X.shape[1])
+    assert est.coef_.flags.c_contiguous  # rows contiguous: fast sparse x dense scoring
     np.testing.assert_array_equal(np.diag(est.coef_), 0.0)
     ref = ease_reference(X, l2)
     np.testing.assert_allclose(est.predict_scores(X), ref, rtol=1e-4, atol=1e-5)

@@ -19,6 +19,7 @@ from skrec.datasets import (
     fetch_movielens,
     get_data_home,
     load_movielens,
+    load_sequences,
     make_interactions,
 )
 from skrec.preprocessing import InteractionEncoder
@@ -257,6 +258,98 @@ def test_load_real_movielens_100k():
         got = b.item_ids[row.indices[np.argsort(row.data)]]
         np.testing.assert_array_equal(got, expected)
     assert len(b.item_titles) == 1682 and b.item_titles[0] == "Toy Story"
+
+
+# -- load_sequences ----------------------------------------------------------------------------
+
+# user item per line, in order per user; users interleaved, ids not contiguous
+_SEQ = b"7 30\n7 10\n2 10\n7 20\n2 40\n5 30\n"
+
+
+def test_load_sequences_file_and_folder(tmp_path):
+    path = tmp_path / "sequences.txt"
+    path.write_bytes(_SEQ)
+    for source in (path, tmp_path, str(path)):
+        b = load_sequences(source)
+        np.testing.assert_array_equal(b.user_ids, [2, 5, 7])
+        np.testing.assert_array_equal(b.item_ids, [10, 20, 30, 40])
+        # positions 1..n in file order within each user
+        np.testing.assert_array_equal(
+            b.X.toarray(), [[1, 0, 0, 2], [0, 0, 1, 0], [2, 3, 1, 0]]
+        )
+        assert sp.issparse(b.X) and b.X.format == "csr" and b.X.dtype == np.float64
+        assert b.n_repeats == 0 and "3 users" in b.DESCR and "6 interactions" in b.DESCR
+        np.testing.assert_array_equal(b.encoder.inverse_transform_items([3, 0]), [40, 10])
+
+
+def _sequences_fixture(tmp_path):
+    path = tmp_path / "fixture.txt"
+    path.write_bytes(_SEQ)
+    return load_sequences(path).X
+
+
+def test_load_sequences_separators_and_whitespace(tmp_path):
+    tabs = tmp_path / "tabs.txt"
+    tabs.write_bytes(_SEQ.replace(b" ", b"\t").replace(b"\n", b"\r\n") + b"\n")
+    commas = tmp_path / "commas.csv"
+    commas.write_bytes(_SEQ.replace(b" ", b","))
+    expected = _sequences_fixture(tmp_path)
+    for b in (load_sequences(tabs), load_sequences(commas, sep=",")):
+        assert (b.X != expected).nnz == 0
+
+
+def test_load_sequences_repeats_keep_last(tmp_path):
+    path = tmp_path / "seq.txt"
+    path.write_bytes(b"1 10\n1 20\n1 10\n1 30\n")  # item 10 consumed twice
+    b = load_sequences(path)
+    assert b.n_repeats == 1 and "1 repeated" in b.DESCR
+    # kept: 20, 10 (its later occurrence), 30 -> positions count the distinct items
+    np.testing.assert_array_equal(b.X.toarray(), [[2, 1, 3]])
+
+
+def test_load_sequences_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not found"):
+        load_sequences(tmp_path / "nope.txt")
+    with pytest.raises(FileNotFoundError, match="sequences.txt"):
+        load_sequences(tmp_path)
+    bad = tmp_path / "bad.txt"
+    for raw, match in [
+        (b"", "no interactions"),
+        (b"1 2 3\n", "3 columns"),
+        (b"1\n2\n", "1 columns"),
+        (b"1 x\n", "sequence file"),
+        (b"1 2.5\n", "non-integer"),
+        (b"1 2\n1\n", "sequence file"),
+    ]:
+        bad.write_bytes(raw)
+        with pytest.raises(ValueError, match=match):
+            load_sequences(bad)
+
+
+def _real_games():
+    candidates = []
+    if os.environ.get("SKREC_DATA_DIR"):
+        candidates.append(Path(os.environ["SKREC_DATA_DIR"]) / "amazon-games")
+        candidates.append(Path(os.environ["SKREC_DATA_DIR"]).parent / "amazon-games")
+    candidates.append(Path(__file__).resolve().parents[2] / "shared/data/amazon-games")
+    for path in candidates:
+        if (path / "sequences.txt").is_file():
+            return path / "sequences.txt"
+    pytest.skip("Amazon Games sequences not found (../shared/data/amazon-games/sequences.txt)")
+
+
+def test_load_real_amazon_games():
+    path = _real_games()
+    b = load_sequences(path)
+    assert b.X.shape == (31013, 23715) and b.X.nnz == 287107 and b.n_repeats == 0
+    np.testing.assert_array_equal(b.user_ids, np.arange(1, 31014))
+    np.testing.assert_array_equal(b.item_ids, np.arange(1, 23716))
+    assert _rows_are_permutations(b.X)
+    raw = np.loadtxt(path, dtype=np.int64)
+    for user in (1, 2, 500, 31013):
+        expected = raw[raw[:, 0] == user, 1]  # file order
+        row = b.X[user - 1]
+        np.testing.assert_array_equal(b.item_ids[row.indices[np.argsort(row.data)]], expected)
 
 
 # -- fetch_movielens ---------------------------------------------------------------------------

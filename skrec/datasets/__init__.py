@@ -1,8 +1,10 @@
-"""Data sets: a synthetic generator with planted structure, and MovieLens loaders.
+"""Data sets: a synthetic generator with planted structure, and file loaders.
 
 - :func:`make_interactions` generates user histories with planted topic (co-occurrence) and
   sequential structure: no download, the default for the quickstart and the tests.
 - :func:`load_movielens` reads the official MovieLens 100K / 1M files or archives.
+- :func:`load_sequences` reads "user item" sequence files (one interaction per line, in order
+  per user), the format of SASRec's preprocessed data sets such as Amazon Video Games.
 - :func:`fetch_movielens` downloads the official archive once (checked by SHA-256), caches it
   in :func:`get_data_home`, and loads it.
 - :func:`load_movielens_items` and :func:`load_movielens_users` read the side information
@@ -14,6 +16,7 @@ values > 0 giving the order of each interaction (larger = later).
 
 from ._movielens import MOVIELENS_ARCHIVES, fetch_movielens, get_data_home, load_movielens
 from ._movielens_info import load_movielens_items, load_movielens_users
+from ._sequence_files import load_sequences
 from ._synthetic import make_interactions
 
 __all__ = [
@@ -23,5 +26,6 @@ __all__ = [
     "load_movielens",
     "load_movielens_items",
     "load_movielens_users",
+    "load_sequences",
     "make_interactions",
 ]
