@@ -3,6 +3,7 @@
 from .autoencoder import MultVAE, multinomial_elbo_loss
 from .config import MODULES, build_module, module_config, register_module
 from .encoders import ENCODERS, register_encoder
+from .gru import GRUEncoder
 from .items import ItemEmbedding
 from .losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
 from .sequence import CausalTransformer, SequenceModel
@@ -12,6 +13,7 @@ __all__ = [
     "ENCODERS",
     "MODULES",
     "CausalTransformer",
+    "GRUEncoder",
     "ItemEmbedding",
     "MultVAE",
     "SequenceModel",
