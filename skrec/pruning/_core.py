@@ -189,7 +189,8 @@ def structured_prune(
         never grows back: calling again with the same or a smaller ``amount`` changes nothing.
     targets : sequence of str, default=None
         Kinds of units to prune; by default all (``"heads", "ffn", "embedding"`` for the
-        transformer, ``"hidden", "latent"`` for the autoencoder).
+        transformer, ``"hidden", "embedding"`` for the GRU, ``"hidden", "latent"`` for the
+        autoencoder).
     grad_importance : dict, default=None
         Accumulated ``|w * grad|`` per parameter (keyed by ``id(param)``) for Taylor
         importance; weight-norm importance when ``None``.
@@ -467,7 +468,8 @@ class PrunableMixin:
             Held-out items of the same users, merged into ``X`` as in ``fit``.
         targets : sequence of str, default=None
             Kinds of units to remove (structured only). Transformer: any of ``"heads"``,
-            ``"ffn"``, ``"embedding"``; autoencoder: ``"hidden"``, ``"latent"``. Default: all.
+            ``"ffn"``, ``"embedding"``; GRU: ``"hidden"``, ``"embedding"``; autoencoder:
+            ``"hidden"``, ``"latent"``. Default: all.
             Embedding dimensions shrink both the blocks and the final scoring over the
             catalogue (``d_model x n_items``). A LayerNorm over fewer dimensions normalises
             differently, so removing embedding dimensions perturbs every output a little
