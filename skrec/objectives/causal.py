@@ -29,10 +29,12 @@ class CausalObjective(Objective):
         seq, probs = batch
         inputs, targets = seq[:, :-1], seq[:, 1:]
         valid = inputs != 0
-        hidden = module(inputs)[valid]
-        weight, bias = module.output_weights()
+        table = module.item_table()
+        hidden = module(inputs, table=table)[valid]
+        weight, bias = module.output_weights(table)
         return self.catalogue_loss(hidden, weight, bias, targets[valid] - 1, probs)
 
     def scores(self, module, X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
         seq = torch.as_tensor(ordered_sequences(X, module.max_len), device=device)
-        return module.score_hidden(module.last_hidden(seq))
+        table = module.item_table()
+        return module.score_hidden(module.last_hidden(seq, table), table)
