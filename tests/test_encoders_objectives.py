@@ -387,3 +387,19 @@ def test_beats_popularity_on_planted_sequences(encoder, objective):
                          device="cpu").fit(X_train)
     pop = PopularityRecommender().fit(X_train).score(X_train, y)
     assert rec.score(X_train, y) > pop + 0.03
+
+
+@pytest.mark.parametrize("encoder, objective", COMBOS[1:])
+def test_combination_with_item_features(encoder, objective, small):
+    X, _ = small
+    feats = np.random.RandomState(0).randn(X.shape[1], 5)
+    rec = SeqRecommender(**{**TINY, "encoder": encoder, "objective": objective,
+                            "item_features": feats, "d_model": 16}).fit(X)
+    assert np.isfinite(rec.predict_scores(X[:5])).all()
+    rec.prune_(0.5, X=X, fine_tune_epochs=1)
+    assert rec.module_.d_model == 8 and np.isfinite(rec.predict_scores(X[:5])).all()
+    rebuilt = build_module(json.loads(json.dumps(module_config(rec.module_))))
+    rebuilt.load_state_dict(rec.module_.state_dict())
+    expected = rec.predict_scores(X[:5])
+    rec.module_ = rebuilt.eval()
+    np.testing.assert_array_equal(rec.predict_scores(X[:5]), expected)

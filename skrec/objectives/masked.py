@@ -73,11 +73,14 @@ class MaskedObjective(Objective):
     def loss_sum(self, module, batch) -> torch.Tensor:
         seq, masked, probs = batch
         inputs = seq.masked_fill(masked, module.items.special_token())
-        hidden = module(inputs)[masked]
-        weight, bias = module.output_weights()
+        table = module.item_table()  # one item table for both sides of the pass
+        hidden = module(inputs, table=table)[masked]
+        weight, bias = module.output_weights(table)
         return self.catalogue_loss(hidden, weight, bias, seq[masked] - 1, probs)
 
     def scores(self, module, X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
         seq = torch.as_tensor(ordered_sequences(X, module.max_len - 1), device=device)
         mask = seq.new_full((seq.shape[0], 1), module.items.special_token())
-        return module.score_hidden(module.last_hidden(torch.cat([seq, mask], dim=1)))
+        table = module.item_table()
+        return module.score_hidden(module.last_hidden(torch.cat([seq, mask], dim=1), table),
+                                   table)
