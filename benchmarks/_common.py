@@ -89,3 +89,43 @@ def save_json(name: str, payload) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2, default=float))
     return path
+
+
+# --------------------------------------------------------------------------------------------
+# Sequence models: the encoder x objective settings every sequence benchmark compares
+# --------------------------------------------------------------------------------------------
+
+#: SeqRecommender settings compared by the sequence benchmarks (``seq_ml100k.py --models``):
+#: name -> constructor parameters (the caller sets precision and random_state). A "default"
+#: row changes only ``encoder`` / ``objective``; a "tuned" row is the setting that won on the
+#: ML-100K validation split of ``seq_tuning_ml100k.py`` (each user's next-to-last item; test
+#: items are never used for tuning).
+SEQ_MODEL_SPECS: dict[str, dict] = {
+    "SASRec (default)": {},
+    "GRU4Rec (default)": {"encoder": "gru"},
+    "BERT4Rec (default)": {"objective": "masked"},
+}
+
+
+def summarize_seeds(rows: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """One row per ``rows[i]["model"]``: ``key`` as ``"mean ± sd"`` over its seeds (sample sd).
+
+    Also ``key_mean``, ``key_sd`` as numbers and ``seeds``; an empty value counts as missing.
+    """
+    out = []
+    for model in dict.fromkeys(r["model"] for r in rows):
+        runs = [r for r in rows if r["model"] == model]
+        summary: dict = {"model": model, "seeds": len(runs)}
+        for key in keys:
+            values = np.asarray([r[key] for r in runs if r.get(key, "") not in ("", None)],
+                                dtype=np.float64)
+            if values.size == 0:
+                summary[key] = ""
+                continue
+            mean = float(values.mean())
+            sd = float(values.std(ddof=1)) if values.size > 1 else 0.0
+            summary[f"{key}_mean"], summary[f"{key}_sd"] = mean, sd
+            summary[key] = (f"{mean:.4f} ± {sd:.4f}" if abs(mean) < 100
+                            else f"{mean:.0f} ± {sd:.0f}")
+        out.append(summary)
+    return out

@@ -3,17 +3,29 @@
 Full ranking over all items, seen items excluded; order by timestamp, ties by the row order of
 ``u.data``. Run: ``python benchmarks/seq_ml100k.py [--data PATH] [--seeds N]``; the CPU precision
 comparison: ``python benchmarks/seq_ml100k.py --precision fp32 bf16 --max-iter 5 --no-early-stopping
---name seq_ml100k_precision``.
+--name seq_ml100k_precision``; the encoders x objectives (GRU4Rec and BERT4Rec next to SASRec, the
+settings of ``_common.SEQ_MODEL_SPECS``), 3 seeds, mean ± sd:
+``python benchmarks/seq_ml100k.py --models all --seeds 3 --name seq_ml100k_encoders``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import platform
+from pathlib import Path
 
 import torch
 
-from _common import markdown_table, ml100k_path, peak_rss_mb, save_json, timed
+from _common import (
+    SEQ_MODEL_SPECS,
+    markdown_table,
+    ml100k_path,
+    peak_rss_mb,
+    save_json,
+    summarize_seeds,
+    timed,
+)
 from skrec import SeqRecommender
 from skrec.baselines import EASERecommender, MarkovChainRecommender, PopularityRecommender
 from skrec.datasets import load_movielens
@@ -30,7 +42,17 @@ def main(argv=None):
     parser.add_argument("--no-early-stopping", action="store_true",
                         help="train exactly --max-iter epochs on all the data")
     parser.add_argument("--name", default="seq_ml100k", help="result file name")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help=f"'all' or names of {list(SEQ_MODEL_SPECS)}: these settings "
+                             "(at the first --precision) in place of the default SeqRecommender")
+    parser.add_argument("--specs-json", default=None,
+                        help="a JSON file of {name: parameters or null} replacing, adding or "
+                             "removing settings")
     args = parser.parse_args(argv)
+    specs_by_name = dict(SEQ_MODEL_SPECS)
+    if args.specs_json:  # a null setting removes that row
+        specs_by_name.update(json.loads(Path(args.specs_json).read_text()))
+        specs_by_name = {k: v for k, v in specs_by_name.items() if v is not None}
 
     data = load_movielens(ml100k_path(args.data))
     X_train, y_test = leave_last_out_split(data.X)
@@ -39,7 +61,14 @@ def main(argv=None):
         "markov": MarkovChainRecommender(),
         "ease(l2=500)": EASERecommender(l2=500.0),
     }
-    for precision in args.precision:
+    specs = list(specs_by_name) if args.models == ["all"] else (args.models or [])
+    for name in specs:
+        for seed in range(args.seeds):
+            models[f"{name} [seed={seed}]"] = SeqRecommender(
+                **specs_by_name[name], precision=args.precision[0], random_state=seed,
+                **({"max_iter": args.max_iter} if args.max_iter else {}),
+            )
+    for precision in args.precision if not specs else []:
         for seed in range(args.seeds):
             params = {"precision": precision, "random_state": seed}
             if args.max_iter:
@@ -52,7 +81,8 @@ def main(argv=None):
         _, seconds = timed(est.fit, X_train)
         pred = est.predict(X_train, k=10)
         row = {
-            "model": name,
+            "model": name.split(" [seed=")[0] if specs else name,
+            "seed": getattr(est, "random_state", ""),
             "NDCG@10": ndcg_at_k(y_test, pred, k=10),
             "HR@10": hit_rate_at_k(y_test, pred, k=10),
             "train_s": seconds,
@@ -66,10 +96,16 @@ def main(argv=None):
         rows, ["model", "NDCG@10", "HR@10", "train_s", "epochs", "best_epoch", "s/epoch"]
     )
     print(table)
+    summary = summarize_seeds(rows, ("NDCG@10", "HR@10", "train_s", "epochs")) if specs else []
+    if summary:
+        print(markdown_table(summary, ["model", "seeds", "NDCG@10", "HR@10", "train_s",
+                                       "epochs"]))
     save_json(
         args.name,
         {
             "rows": rows,
+            **({"summary": summary, "specs": {n: specs_by_name[n] for n in specs}}
+               if summary else {}),
             "peak_rss_mb": peak_rss_mb(),
             "torch_threads": torch.get_num_threads(),
             "machine": platform.processor() or platform.machine(),

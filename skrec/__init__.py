@@ -3,7 +3,7 @@
 The estimators take a user x item matrix (rows are users, columns are items, stored values > 0
 are interactions and give their order) and follow the scikit-learn API:
 
-- :class:`SeqRecommender`: a SASRec-family transformer over each user's item sequence;
+- :class:`SeqRecommender`: SASRec, GRU4Rec or BERT4Rec over each user's item sequence;
 - :class:`AERecommender`: Mult-VAE / Mult-DAE autoencoders;
 - :class:`PopularityRecommender` and :class:`EASERecommender`: the reference baselines.
 

@@ -24,43 +24,64 @@ __all__ = ["SeqRecommender"]
 
 
 class SeqRecommender(PrunableMixin, NeuralRecommender):
-    """Next-item recommendation with a causal transformer over each user's history (SASRec).
+    """Next-item recommendation from each user's history: SASRec, GRU4Rec or BERT4Rec.
 
     Each row of ``X`` is read as a sequence: its items ordered by the stored values (larger =
-    later, e.g. timestamps; ties by item index), keeping the latest ``max_len``. Training
-    predicts every next item of every sequence at once (causal mask); recommendations score
-    the whole catalogue from the last position. Any user row can be scored (fold-in), and
-    empty rows get the most popular items.
+    later, e.g. timestamps; ties by item index), keeping the latest ``max_len``. A sequence
+    ``encoder`` turns the items into hidden states and a training ``objective`` says what
+    they learn to predict; recommendations score the whole catalogue against the item
+    embeddings (tied to the input ones). The default, a causal transformer predicting every
+    next item at once, is SASRec with a full cross-entropy loss. Any user row can be scored
+    (fold-in), and empty rows get the most popular items.
+
+    Encoders and objectives are chosen by name, so one ``GridSearchCV`` grid can compare
+    them; a combination that cannot work (``encoder="gru"`` with ``objective="masked"``)
+    raises a ValueError at fit, which ``GridSearchCV`` reports as a failed fit (a NaN score
+    and a ``FitFailedWarning``, or the error with ``error_score="raise"``).
 
     Parameters
     ----------
-    encoder : {"transformer"}, default="transformer"
-        The sequence encoder (see :data:`skrec.nn.ENCODERS`): ``"transformer"``, pre-LN
-        transformer blocks with learned positions (SASRec).
-    objective : {"causal"}, default="causal"
-        The training objective (see :data:`skrec.objectives.OBJECTIVES`): ``"causal"``
-        predicts every next item of every sequence at once with causal attention (SASRec).
+    encoder : {"transformer", "gru"}, default="transformer"
+        The sequence encoder (see :data:`skrec.nn.ENCODERS`). ``"transformer"``: pre-LN
+        transformer blocks with learned positions, causal or bidirectional as the objective
+        needs (SASRec, BERT4Rec); uses every parameter below. ``"gru"``: ``n_layers`` GRU
+        layers of ``d_model`` units with dropout on the input, between layers and on the
+        output (GRU4Rec); causal only; ignores ``n_heads`` and ``d_ff`` (and ``max_len`` but
+        for the history it reads). See :ref:`sequence_models`.
+    objective : {"causal", "masked"}, default="causal"
+        The training objective (see :data:`skrec.objectives.OBJECTIVES`). ``"causal"``
+        predicts every next item of every sequence at once (SASRec, GRU4Rec); recommendations
+        read the last position. ``"masked"`` replaces a fraction ``mask_prob`` of each
+        sequence's items by a mask token and predicts them with bidirectional attention
+        (BERT4Rec's cloze task; transformer only); recommendations read a mask token appended
+        after the latest ``max_len - 1`` items. It needs many more epochs than ``"causal"``.
     d_model : int, default=64
-        Item embedding and hidden width.
+        Item embedding and hidden width (the GRU's hidden units).
     n_layers : int, default=2
-        Transformer blocks.
+        Transformer blocks, or GRU layers (at least 1).
     n_heads : int, default=2
-        Attention heads per block (must divide ``d_model``).
+        Attention heads per block (must divide ``d_model``; transformer only).
     d_ff : int, default=256
-        Feed-forward hidden units per block.
+        Feed-forward hidden units per block (transformer only).
     max_len : int, default=200
         Longest history read (the latest items are kept).
     dropout : float, default=0.3
-        Dropout on the embeddings and the residual branches.
+        Dropout on the embeddings and the residual branches (transformer), or on the input,
+        between layers and on the output (GRU).
     loss : {"ce", "sampled", "gbce"}, default="ce"
         ``"ce"``: full softmax cross-entropy over the catalogue (computed in chunks so memory
         stays bounded); ``"sampled"``: sampled softmax with popularity negatives and logQ
         correction; ``"gbce"``: gSASRec's generalised BCE with uniform negatives. Use the
-        sampled losses for catalogues too large for a full softmax.
+        sampled losses for catalogues too large for a full softmax. Every objective trains
+        with it (the masked objective on its masked positions only).
     n_negatives : int, default=256
         Negatives per batch for ``"sampled"`` and ``"gbce"``.
     gbce_t : float, default=0.75
         Calibration parameter ``t`` of gBCE.
+    mask_prob : float, default=0.2
+        ``objective="masked"`` only: the fraction of each training sequence's items that are
+        masked (``round(mask_prob * length)``, at least one, drawn anew at every epoch); 0.2
+        as in BERT4Rec on MovieLens-1M (Sun et al., 2019) and its replications. In (0, 1].
     feature_hidden : int or None, default=None
         With ``item_features``: the width of a hidden layer (GELU) in the map from features
         to item vectors; ``None`` for the linear map ``W1 x + b1``.
@@ -95,6 +116,12 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     References
     ----------
     W.-C. Kang and J. McAuley. "Self-Attentive Sequential Recommendation." ICDM 2018.
+    B. Hidasi, A. Karatzoglou, L. Baltrunas and D. Tikk. "Session-based Recommendations
+    with Recurrent Neural Networks." ICLR 2016.
+    F. Sun, J. Liu, J. Wu, C. Pei, X. Lin, W. Ou and P. Jiang. "BERT4Rec: Sequential
+    Recommendation with Bidirectional Encoder Representations from Transformer." CIKM 2019.
+    A. Petrov and C. Macdonald. "A Systematic Review and Replicability Study of BERT4Rec for
+    Sequential Recommendation." RecSys 2022.
     A. Klenitskiy and A. Vasilev. "Turning Dross Into Gold Loss: is BERT4Rec really better
     than SASRec?" RecSys 2023.
     A. Petrov and C. Macdonald. "gSASRec: Reducing Overconfidence in Sequential
@@ -122,6 +149,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     loss: str = "ce"
     n_negatives: int = 256
     gbce_t: float = 0.75
+    mask_prob: float = 0.2
     feature_hidden: int | None = None
     # training parameters whose defaults differ from NeuralRecommender's
     batch_size: int = 32
@@ -176,6 +204,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         if self.dropout >= 1:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
         _check_float("gbce_t", self.gbce_t, 0, 1)
+        _check_float("mask_prob", self.mask_prob, 0, 1, low_inclusive=False)
         _check_int("feature_hidden", self.feature_hidden, 1, allow_none=True)
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {tuple(ENCODERS)}; got {self.encoder!r}.")
@@ -192,7 +221,8 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     def _objective(self) -> Objective:
         return OBJECTIVES[self.objective](
-            loss=self.loss, n_negatives=self.n_negatives, gbce_t=self.gbce_t
+            loss=self.loss, n_negatives=self.n_negatives, gbce_t=self.gbce_t,
+            mask_prob=self.mask_prob,
         )
 
     def _build_module(self) -> SequenceModel:
@@ -215,7 +245,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         return leave_last_out_split(X)
 
     def _prepare(self, X: sp.csr_matrix) -> SeqData:
-        return self._objective().prepare(X, self.max_len)
+        objective = self._objective()
+        objective.check_module(self.module_)  # warm_start / partial_fit continue this model
+        return objective.prepare(X, self.max_len)
 
     def _batch(self, data: SeqData, rows: np.ndarray, device: torch.device):
         return self._objective().batch(data, rows, device)
@@ -224,10 +256,14 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         return self._objective().loss_sum(module, batch)
 
     def _module_scores(self, module: SequenceModel, X: sp.csr_matrix, device):
-        return self._objective().scores(module, X, device)
+        objective = self._objective()
+        objective.check_module(module)
+        return objective.scores(module, X, device)
 
     def _history_scores(self, module: SequenceModel, seq: torch.Tensor) -> torch.Tensor:
-        return self._objective().sequence_scores(module, seq)
+        objective = self._objective()
+        objective.check_module(module)
+        return objective.sequence_scores(module, seq)
 
     def _history_limit(self) -> int:
-        return int(self.module_.max_len)
+        return self._objective().history_length(self.module_)

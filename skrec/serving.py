@@ -73,6 +73,10 @@ class ScoringGraph(nn.Module):
         self.n_items = int(estimator.n_features_in_)
         self.k = None if k is None else min(check_k(k), self.n_items)
         self.max_history = estimator._history_limit()
+        # Recurrent encoders export with the full history length only (torch.export fixes
+        # an RNN's sequence length): graph_inputs pads to it.
+        encoder = getattr(estimator.module_, "encoder", None)
+        self.static_length = bool(getattr(encoder, "export_static_length", False))
         # A shallow copy without the modules: its scoring function reads only parameters.
         self._owner = copy.copy(estimator)
         self._owner.__dict__.pop("module_", None)
@@ -183,7 +187,7 @@ def graph_inputs(estimator, X, *, filter_seen: bool = True) -> tuple[np.ndarray,
 
 
 def _example_inputs(graph: ScoringGraph) -> tuple[torch.Tensor, torch.Tensor]:
-    length = min(4, graph.max_history or 4)
+    length = graph.max_history if graph.static_length else min(4, graph.max_history or 4)
     g = torch.Generator().manual_seed(0)
     history = torch.randint(0, graph.n_items, (3, length), generator=g)
     history[0, :-1] = -1  # some padding in the example
@@ -196,7 +200,7 @@ def _dynamic_shapes(graph: ScoringGraph):
     batch = Dim("batch", min=1, max=1 << 24)
     limit = graph.max_history or _MAX_EXPORT_WIDTH
     history = {0: batch}
-    if limit > 1:  # a model that reads one item has a fixed length
+    if limit > 1 and not graph.static_length:  # a model that reads one item: fixed length
         history[1] = Dim("length", min=1, max=limit)
     width = Dim("n_exclude", min=1, max=_MAX_EXPORT_WIDTH)
     return {"history": history, "exclude": {0: batch, 1: width}}
@@ -206,7 +210,9 @@ def export_program(estimator, *, k: int | None = 10) -> torch.export.ExportedPro
     """Export the scoring graph with :func:`torch.export.export`.
 
     The batch size, the history length (up to ``max_len`` for a ``SeqRecommender``) and the
-    width of ``exclude`` are dynamic.
+    width of ``exclude`` are dynamic; a GRU encoder's graph takes histories of exactly the
+    model's history limit (as :func:`graph_inputs` pads them), since a recurrence is exported
+    for one sequence length.
 
     Parameters
     ----------
@@ -224,6 +230,8 @@ def export_program(estimator, *, k: int | None = 10) -> torch.export.ExportedPro
     graph = scoring_graph(estimator, k=k)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+        # nn.GRU re-assigns its flat weights while traced: harmless here
+        warnings.filterwarnings("ignore", message="The tensor attributes .* during export")
         try:
             return torch.export.export(graph, _example_inputs(graph),
                                        dynamic_shapes=_dynamic_shapes(graph))

@@ -4,6 +4,7 @@ from .autoencoder import MultVAE, multinomial_elbo_loss
 from .config import MODULES, build_module, module_config, register_module
 from .encoders import ENCODERS, register_encoder
 from .features import FeatureProjection
+from .gru import GRUEncoder
 from .items import ItemEmbedding, ItemTable
 from .losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
 from .sequence import CausalTransformer, SequenceModel
@@ -14,6 +15,7 @@ __all__ = [
     "MODULES",
     "CausalTransformer",
     "FeatureProjection",
+    "GRUEncoder",
     "ItemEmbedding",
     "ItemTable",
     "MultVAE",

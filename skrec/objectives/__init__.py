@@ -11,6 +11,7 @@ in this package that subclasses :class:`Objective` and decorates it with
 from __future__ import annotations
 
 from . import causal as _causal  # noqa: F401 - registers "causal"
+from . import masked as _masked  # noqa: F401 - registers "masked"
 from .base import OBJECTIVES, Objective, SeqData, register_objective
 
 __all__ = ["OBJECTIVES", "Objective", "SeqData", "register_objective"]

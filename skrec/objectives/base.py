@@ -92,16 +92,37 @@ class Objective:
         self.n_negatives = n_negatives
         self.gbce_t = gbce_t
 
+    def check_module(self, module: torch.nn.Module) -> None:
+        """Raise a ValueError when ``module`` was built for another objective.
+
+        A model built for a causal objective has a causal encoder and no special tokens; one
+        built for a masked objective has a bidirectional encoder and a mask token. Continuing
+        to train (``warm_start``, ``partial_fit``) or predicting with another objective than
+        the model was built for would silently train or score the wrong thing.
+        """
+        encoder_causal = getattr(module.encoder, "causal", self.causal)
+        n_special = module.items.n_special
+        if encoder_causal != self.causal or n_special != self.n_special:
+            raise ValueError(
+                f"The fitted model was built for another objective (a "
+                f"{'causal' if encoder_causal else 'bidirectional'} encoder with {n_special} "
+                f"special token(s)) than objective={self.name!r}; fit it again from scratch "
+                "(warm_start=False) after changing the objective."
+            )
+
     # ------------------------------------------------------------------ data
     def prepare(self, X: sp.csr_matrix, max_len: int) -> SeqData:
         """Order each row into a sequence of at most ``max_len + 1`` items (a window of
         ``max_len`` inputs and their next items)."""
         seqs = ordered_sequences(X, max_len + 1)
-        probs = None
-        if self.loss == "sampled":
-            counts = np.bincount(X.indices, minlength=X.shape[1]) + 1.0
-            probs = torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
-        return SeqData(seqs, (seqs != 0).sum(1), probs)
+        return SeqData(seqs, (seqs != 0).sum(1), self._sampling_probs(X))
+
+    def _sampling_probs(self, X: sp.csr_matrix) -> torch.Tensor | None:
+        """Item popularity (add-one smoothed), the proposal of the sampled softmax."""
+        if self.loss != "sampled":
+            return None
+        counts = np.bincount(X.indices, minlength=X.shape[1]) + 1.0
+        return torch.as_tensor(counts / counts.sum(), dtype=torch.float32)
 
     def _rows(self, data: SeqData, rows: np.ndarray, device: torch.device) -> torch.Tensor:
         """The batch's sequences, cut to its longest row (at least 2 columns)."""
@@ -143,16 +164,21 @@ class Objective:
                device: torch.device) -> torch.Tensor:
         """Scores ``(n_rows, n_items)`` of the next item for each row of ``X``.
 
-        Reads each row's latest ``module.max_len`` items and calls :meth:`sequence_scores`.
+        Reads each row's latest :meth:`history_length` items and calls
+        :meth:`sequence_scores`.
         """
-        seq = torch.as_tensor(ordered_sequences(X, module.max_len), device=device)
+        seq = torch.as_tensor(ordered_sequences(X, self.history_length(module)), device=device)
         return self.sequence_scores(module, seq)
+
+    def history_length(self, module: torch.nn.Module) -> int:
+        """Longest history :meth:`sequence_scores` reads: ``module.max_len`` here."""
+        return int(module.max_len)
 
     def sequence_scores(self, module: torch.nn.Module,
                         seq: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         """Scores ``(B, n_items)`` of the next item after each sequence of ``seq``.
 
-        ``seq`` (B, L), ``L <= module.max_len``, holds left-padded item indices shifted by
+        ``seq`` (B, L), ``L <= history_length(module)``, holds left-padded item indices shifted by
         one (0 is padding). Pure tensor code: this is also the graph that
         :mod:`skrec.serving` exports.
         """

@@ -9,8 +9,8 @@ Two methods, both applied in place to a fitted estimator's ``module_`` through
   one adapter per architecture says which units exist (:mod:`skrec.pruning.adapters`; one
   file per architecture in this package): attention heads, feed-forward units and embedding
   dimensions of a :class:`~skrec.nn.SequenceModel` with a transformer encoder; hidden units
-  and latent dimensions of a :class:`~skrec.nn.MultVAE` (see the adapters for the exact
-  slices).
+  (of every GRU layer) and embedding dimensions of one with a GRU encoder; hidden units and
+  latent dimensions of a :class:`~skrec.nn.MultVAE` (see the adapters for the exact slices).
 
   Removing a unit is exact when the unit contributes nothing, except for embedding
   dimensions: a LayerNorm over fewer dimensions computes different mean and variance, so
@@ -35,6 +35,7 @@ from __future__ import annotations
 
 # Adapters register themselves on import: one file per architecture.
 from . import autoencoder as _autoencoder  # noqa: F401
+from . import gru as _gru  # noqa: F401
 from . import sequence as _sequence  # noqa: F401
 from . import transformer as _transformer  # noqa: F401
 from ._core import (

@@ -78,11 +78,16 @@ def _sync_shapes(module: nn.Module) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _per_unit(t: torch.Tensor, axis: int, n_units: int) -> torch.Tensor:
-    """Sum ``t`` over everything but the units along ``axis`` -> (n_units,) fp64 on CPU."""
+def _per_unit(t: torch.Tensor, axis: int, n_units: int, chunks: int = 1) -> torch.Tensor:
+    """Sum ``t`` over everything but the units along ``axis`` -> (n_units,) fp64 on CPU.
+
+    With ``chunks`` the axis holds ``chunks`` blocks of the ``n_units`` units; a unit's
+    entries in every block are summed.
+    """
     if n_units == 0:
         return torch.zeros(0, dtype=torch.float64)
-    return t.detach().movedim(axis, 0).reshape(n_units, -1).double().sum(1).cpu()
+    t = t.detach().double().movedim(axis, 0).reshape(chunks, n_units, -1)
+    return t.sum(dim=(0, 2)).cpu()
 
 
 def _weight_importance(group: PruningGroup) -> torch.Tensor:
@@ -93,7 +98,7 @@ def _weight_importance(group: PruningGroup) -> torch.Tensor:
         sq = s.param.detach().float().pow(2)
         total = float(sq.sum())
         if total > 0:
-            score += _per_unit(sq, s.axis, group.size) / total
+            score += _per_unit(sq, s.axis, group.size, s.chunks) / total
     return score
 
 
@@ -102,7 +107,7 @@ def _taylor_importance(group: PruningGroup, acc: dict[int, torch.Tensor]) -> tor
     for s in group.slices:
         a = acc.get(id(s.param))
         if a is not None:
-            score += _per_unit(a, s.axis, group.size)
+            score += _per_unit(a, s.axis, group.size, s.chunks)
     return score
 
 
@@ -151,7 +156,9 @@ def _slice_group(group: PruningGroup, keep: np.ndarray) -> None:
     idx = (np.asarray(keep, dtype=np.int64)[:, None] * w + np.arange(w)).reshape(-1)
     for s in group.slices:
         p = s.param
-        new = p.detach().index_select(s.axis, torch.as_tensor(idx, device=p.device)).clone()
+        # the kept units in each chunk (a chunk holds all group.size units)
+        rows = np.concatenate([c * group.size * w + idx for c in range(s.chunks)])
+        new = p.detach().index_select(s.axis, torch.as_tensor(rows, device=p.device)).clone()
         setattr(s.module, s.name, nn.Parameter(new, requires_grad=p.requires_grad))
 
 
@@ -184,7 +191,8 @@ def structured_prune(
         never grows back: calling again with the same or a smaller ``amount`` changes nothing.
     targets : sequence of str, default=None
         Kinds of units to prune; by default all (``"heads", "ffn", "embedding"`` for the
-        transformer, ``"hidden", "latent"`` for the autoencoder).
+        transformer, ``"hidden", "embedding"`` for the GRU, ``"hidden", "latent"`` for the
+        autoencoder).
     grad_importance : dict, default=None
         Accumulated ``|w * grad|`` per parameter (keyed by ``id(param)``) for Taylor
         importance; weight-norm importance when ``None``.
@@ -462,7 +470,8 @@ class PrunableMixin:
             Held-out items of the same users, merged into ``X`` as in ``fit``.
         targets : sequence of str, default=None
             Kinds of units to remove (structured only). Transformer: any of ``"heads"``,
-            ``"ffn"``, ``"embedding"``; autoencoder: ``"hidden"``, ``"latent"``. Default: all.
+            ``"ffn"``, ``"embedding"``; GRU: ``"hidden"``, ``"embedding"``; autoencoder:
+            ``"hidden"``, ``"latent"``. Default: all.
             Embedding dimensions shrink both the blocks and the final scoring over the
             catalogue (``d_model x n_items``). A LayerNorm over fewer dimensions normalises
             differently, so removing embedding dimensions perturbs every output a little
@@ -613,18 +622,23 @@ class PrunableMixin:
         dist = _Distributed.from_environment(device)
         was_training = module.training
         module.eval()  # no dropout: the importance of the model that will serve
+        # Batches that draw random numbers (the masks of a masked objective) draw them from a
+        # seeded, forked generator: the same importance every time, the global RNG untouched.
+        fork_devices = [device] if device.type == "cuda" else []
         with dist.guard():  # a rank that fails here makes the others fail, not hang
             try:
-                for rows in batches[dist.rank :: dist.world_size]:
-                    batch, n_targets = self._batch(data, rows, device)
-                    if n_targets == 0:
-                        continue
-                    module.zero_grad(set_to_none=True)
-                    trainer.micro_step(batch, n_targets)
-                    with torch.no_grad():
-                        for p in params:
-                            if p.grad is not None:
-                                acc[id(p)] += (p.detach().float() * p.grad.float()).abs()
+                with torch.random.fork_rng(devices=fork_devices):
+                    torch.manual_seed(int(seed.randint(np.iinfo(np.int32).max)))
+                    for rows in batches[dist.rank :: dist.world_size]:
+                        batch, n_targets = self._batch(data, rows, device)
+                        if n_targets == 0:
+                            continue
+                        module.zero_grad(set_to_none=True)
+                        trainer.micro_step(batch, n_targets)
+                        with torch.no_grad():
+                            for p in params:
+                                if p.grad is not None:
+                                    acc[id(p)] += (p.detach().float() * p.grad.float()).abs()
             finally:
                 module.zero_grad(set_to_none=True)
                 module.train(was_training)

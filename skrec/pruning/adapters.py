@@ -21,12 +21,18 @@ __all__ = ["ComponentAdapter", "PruningAdapter", "PruningGroup", "get_adapter",
 
 @dataclass
 class _Slice:
-    """One parameter touched by a group: ``getattr(module, name)`` along ``axis``."""
+    """One parameter touched by a group: ``getattr(module, name)`` along ``axis``.
+
+    With ``chunks > 1`` the axis holds that many equal chunks of all the group's units one
+    after the other (a GRU's stacked reset, update and new gates: rows ``u``, ``H + u``,
+    ``2H + u`` belong to unit ``u``); a unit is its entries in every chunk.
+    """
 
     module: nn.Module
     name: str
     axis: int
     is_weight: bool = True  # counted by the "weight" importance (biases are not)
+    chunks: int = 1
 
     @property
     def param(self) -> nn.Parameter:
