@@ -159,6 +159,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     # Users per inference batch: activations grow with users x history length.
     _max_inference_batch = 256
+    # Sampled losses train the item table with sparse gradients (rows touched by a step only);
+    # False keeps dense gradients (the benchmark's reference path).
+    _sparse_item_grads = True
     # The validation loss of a few hundred held-out next items is smoothed over epochs.
     _early_stopping_smoothing = 0.3
 
@@ -187,7 +190,8 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     def _objective(self) -> Objective:
         return OBJECTIVES[self.objective](
-            loss=self.loss, n_negatives=self.n_negatives, gbce_t=self.gbce_t
+            loss=self.loss, n_negatives=self.n_negatives, gbce_t=self.gbce_t,
+            sparse_grad=self._sparse_item_grads,
         )
 
     def _build_module(self) -> SequenceModel:

@@ -5,6 +5,7 @@ from .config import MODULES, build_module, module_config, register_module
 from .encoders import ENCODERS, register_encoder
 from .items import ItemEmbedding
 from .losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
+from .optim import SparseAdamW, clip_grad_norm_
 from .sequence import CausalTransformer, SequenceModel
 from .transformer import TransformerBlock, TransformerEncoder
 
@@ -15,9 +16,11 @@ __all__ = [
     "ItemEmbedding",
     "MultVAE",
     "SequenceModel",
+    "SparseAdamW",
     "TransformerBlock",
     "TransformerEncoder",
     "build_module",
+    "clip_grad_norm_",
     "gbce_loss",
     "module_config",
     "multinomial_elbo_loss",

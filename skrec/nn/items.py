@@ -1,8 +1,9 @@
 """Item representations: the one place where an item becomes a vector.
 
 :class:`ItemEmbedding` serves both sides of a sequence model: the input side (the vectors of
-the items in a history) and the output side (the catalogue's scoring weights and biases), so
-the two stay tied and a new source of item information (side features) plugs in here once.
+the items in a history) and the output side (the catalogue's scoring weights and biases, all at
+once or a few rows at a time), so the two stay tied and a new source of item information (side
+features) plugs in here once.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .config import register_module
@@ -35,6 +37,14 @@ class ItemEmbedding(nn.Module):
         Extra input-only tokens after the items.
     output_bias : bool, default=True
         Learn a per-item bias added to the output scores.
+
+    Notes
+    -----
+    ``sparse_grad=True`` in :meth:`forward` and :meth:`output_rows` gathers the rows with
+    sparse gradients: the backward pass then produces ``torch.sparse_coo`` gradients holding
+    only the rows used, and an optimizer that takes them
+    (:class:`~skrec.nn.SparseAdamW`) updates only those rows. Sampled losses over large
+    catalogues use it; a full softmax touches every row anyway and keeps dense gradients.
     """
 
     def __init__(self, n_items: int, d_model: int, *, n_special: int = 0,
@@ -73,9 +83,26 @@ class ItemEmbedding(nn.Module):
             if self.out_bias is not None:
                 self.out_bias.zero_()
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Input vectors ``(..., d)`` of item indices ``ids`` (0 = padding)."""
-        return self.id_emb(ids)
+    def forward(self, ids: torch.Tensor, sparse_grad: bool = False) -> torch.Tensor:
+        """Input vectors ``(..., d)`` of item indices ``ids`` (0 = padding).
+
+        With ``sparse_grad`` the gradient of the table is sparse (the rows in ``ids`` only).
+        """
+        return F.embedding(ids, self.id_emb.weight, padding_idx=0, sparse=sparse_grad)
+
+    def output_rows(self, idx: torch.Tensor,
+                    sparse_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scoring weights ``(k, d)`` and biases ``(k,)`` of the items ``idx`` (k,) in
+        ``[0, n_items)``: the rows ``idx`` of :meth:`output_weights`.
+
+        With ``sparse_grad`` the gradients of the table and of the biases are sparse (the rows
+        in ``idx`` only), where indexing :meth:`output_weights` gives dense ones.
+        """
+        ids = idx.reshape(-1) + 1
+        weight = F.embedding(ids, self.id_emb.weight, sparse=sparse_grad)
+        if self.out_bias is None:
+            return weight, weight.new_zeros(ids.shape[0])
+        return weight, torch.gather(self.out_bias, 0, ids, sparse_grad=sparse_grad)
 
     def output_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Scoring weights ``(n_items, d)`` and biases ``(n_items,)`` of the catalogue."""

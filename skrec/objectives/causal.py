@@ -29,9 +29,8 @@ class CausalObjective(Objective):
         seq, probs = batch
         inputs, targets = seq[:, :-1], seq[:, 1:]
         valid = inputs != 0
-        hidden = module(inputs)[valid]
-        weight, bias = module.output_weights()
-        return self.catalogue_loss(hidden, weight, bias, targets[valid] - 1, probs)
+        hidden = module(inputs, sparse_grad=self.use_sparse_grad)[valid]
+        return self.catalogue_loss(module, hidden, targets[valid] - 1, probs)
 
     def scores(self, module, X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
         seq = torch.as_tensor(ordered_sequences(X, module.max_len), device=device)
