@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from ._sequences import merge_in_order
 from .model_selection import leave_last_out_split
@@ -18,6 +19,7 @@ from .nn import ENCODERS, ItemEmbedding, SequenceModel
 from .objectives import OBJECTIVES, Objective, SeqData
 from .objectives.base import LOSSES
 from .pruning import PrunableMixin
+from .session import SequenceSession
 from .training import NeuralRecommender, _check_float, _check_int
 
 __all__ = ["SeqRecommender"]
@@ -220,3 +222,37 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     def _module_scores(self, module: SequenceModel, X: sp.csr_matrix, device):
         return self._objective().scores(module, X, device)
+
+    # ------------------------------------------------------------------ serving
+    def start_session(self, history=()) -> SequenceSession:
+        """Serve one user event by event: a session that recommends after each new item.
+
+        ``session.add(item)`` returns the top-k items after the new event, the same as
+        :meth:`recommend` on the matrix row of the whole history, at the latency of one
+        position per transformer block when the session was prepared between events (see
+        :class:`~skrec.session.SequenceSession`).
+
+        Parameters
+        ----------
+        history : array-like of int, default=()
+            The user's items so far, oldest first (item indices).
+
+        Returns
+        -------
+        session : SequenceSession
+            Reads this recommender's current weights.
+
+        Examples
+        --------
+        >>> from skrec import SeqRecommender
+        >>> from skrec.datasets import make_interactions
+        >>> X = make_interactions(n_users=300, n_items=100, random_state=0)
+        >>> rec = SeqRecommender(max_iter=2, random_state=0).fit(X)
+        >>> session = rec.start_session([3, 17, 42])
+        >>> ids, scores = session.add(8, k=5)   # top 5 after the new event
+        >>> session.prepare()                   # between events: the next add is one step
+        >>> ids.shape
+        (5,)
+        """
+        check_is_fitted(self)
+        return SequenceSession(self, history)
