@@ -16,7 +16,7 @@ import numbers
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["check_interactions", "check_targets"]
+__all__ = ["check_interactions", "check_item_features", "check_targets"]
 
 
 def _fail(name: str, problem: str) -> ValueError:
@@ -211,3 +211,71 @@ def check_k(k, name: str = "k") -> int:
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"{name} must be a positive integer; got {k!r}.")
     return int(k)
+
+
+def check_item_features(features, *, n_items: int | None = None,
+                        n_features: int | None = None, name: str = "item_features"):
+    """Validate a side-feature matrix (one row per item) and return a float32 copy.
+
+    Parameters
+    ----------
+    features : {array-like, sparse matrix} of shape (n_items, n_features)
+        One-hot or multi-hot attributes, TF-IDF rows, dense text vectors... Any real values.
+    n_items : int, default=None
+        Number of rows it must have (the catalogue).
+    n_features : int, default=None
+        Number of columns it must have (the features seen at fit time).
+    name : str, default="item_features"
+        Name used in error messages.
+
+    Returns
+    -------
+    features : scipy.sparse.csr_matrix or ndarray, dtype float32
+        Sparse input stays sparse (canonical CSR: sorted indices, no duplicates, no stored
+        zeros); anything else becomes a dense C-contiguous array.
+    """
+    if hasattr(features, "columns") and hasattr(features, "dtypes"):  # a pandas DataFrame
+        try:
+            features = features.to_numpy(dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{name} must hold numbers; encode text and categories first (e.g. with "
+                "sklearn's ColumnTransformer, or skrec.text.TextEmbedder)."
+            ) from None
+    if sp.issparse(features):
+        if not (np.issubdtype(features.dtype, np.floating)
+                or np.issubdtype(features.dtype, np.integer)
+                or features.dtype == bool):
+            raise _fail_dtype(name, features.dtype)
+        out = sp.csr_matrix(features, dtype=np.float32, copy=True)
+        out.sum_duplicates()
+        out.eliminate_zeros()
+        values = out.data
+    else:
+        try:
+            arr = np.asarray(features)
+        except (TypeError, ValueError):
+            raise TypeError(f"{name} must be a 2-D array or sparse matrix of numbers.") from None
+        if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                       or arr.dtype == bool):
+            raise TypeError(
+                f"{name} must hold numbers (got dtype {arr.dtype}); encode text and categories "
+                "first (e.g. with sklearn's ColumnTransformer, or skrec.text.TextEmbedder)."
+            )
+        if np.issubdtype(arr.dtype, np.complexfloating):
+            raise _fail_dtype(name, arr.dtype)
+        if arr.ndim != 2:
+            raise _fail(name, f"must be 2-D (n_items, n_features); got shape {arr.shape}.")
+        out = np.array(arr, dtype=np.float32, order="C", copy=True)
+        values = out
+    if not np.isfinite(values).all():
+        raise _fail(name, "contains NaN or infinite values.")
+    rows, cols = out.shape
+    if cols == 0:
+        raise _fail(name, "has no columns.")
+    if n_items is not None and rows != n_items:
+        raise _fail(name, f"has {rows} rows, but the catalogue has {n_items} items (columns "
+                          "of X): give one feature row per item, in the columns' order.")
+    if n_features is not None and cols != n_features:
+        raise _fail(name, f"has {cols} columns; the model was fitted with {n_features}.")
+    return out

@@ -183,12 +183,16 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         return tuple(int(v) for v in h)
 
     def _build_module(self) -> MultVAE:
+        hidden = self._hidden()
         return MultVAE(
             self.n_features_in_,
-            hidden_sizes=self._hidden(),
+            hidden_sizes=hidden,
             latent_dim=self.latent_dim,
             dropout=self.dropout,
             variational=bool(self.variational),
+            # the last decoder layer reads the first hidden width (mirrored) or the code
+            features=self._feature_projection(hidden[0] if hidden else self.latent_dim),
+            id_dropout=self.id_dropout,
         )
 
     def _validation_split(self, X: sp.csr_matrix, rng: np.random.RandomState):

@@ -63,6 +63,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         Negatives per batch for ``"sampled"`` and ``"gbce"``.
     gbce_t : float, default=0.75
         Calibration parameter ``t`` of gBCE.
+    feature_hidden : int or None, default=None
+        With ``item_features``: the width of a hidden layer (GELU) in the map from features
+        to item vectors; ``None`` for the linear map ``W1 x + b1``.
     {training_parameters}
 
     Attributes
@@ -121,6 +124,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     loss: str = "ce"
     n_negatives: int = 256
     gbce_t: float = 0.75
+    feature_hidden: int | None = None
     # training parameters whose defaults differ from NeuralRecommender's
     batch_size: int = 32
     clip_grad_norm: float | None = 5.0
@@ -177,6 +181,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         if self.dropout >= 1:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
         _check_float("gbce_t", self.gbce_t, 0, 1)
+        _check_int("feature_hidden", self.feature_hidden, 1, allow_none=True)
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {tuple(ENCODERS)}; got {self.encoder!r}.")
         if self.objective not in OBJECTIVES:
@@ -198,7 +203,11 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     def _build_module(self) -> SequenceModel:
         objective = self._objective()
-        items = ItemEmbedding(self.n_features_in_, self.d_model, n_special=objective.n_special)
+        items = ItemEmbedding(
+            self.n_features_in_, self.d_model, n_special=objective.n_special,
+            features=self._feature_projection(self.d_model, hidden=self.feature_hidden),
+            id_dropout=self.id_dropout,
+        )
         encoder = ENCODERS[self.encoder].from_params(
             d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
             max_len=self.max_len, dropout=self.dropout, causal=objective.causal,

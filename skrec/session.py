@@ -154,7 +154,7 @@ class SequenceSession:
         window = self._history[-(module.max_len - 1):] if module.max_len > 1 else []
         ids = torch.as_tensor([window], dtype=torch.long, device=device) + 1
         with torch.inference_mode(), autocast:
-            self._state = module.encoder.next_state(module.items(ids))
+            self._state = module.encoder.next_state(module.items(ids, module.item_table()))
 
     def _rank(self, scores: torch.Tensor, k: int, filter_seen: bool, items):
         return rank_top_k(scores.float(), self._row(), k, filter_seen=filter_seen,
@@ -220,7 +220,8 @@ class SequenceSession:
         self._append(item)
         with torch.inference_mode():
             with autocast:
-                x = module.items(torch.tensor([[item + 1]], device=device))
-                scores = module.score_hidden(module.encoder.step(x, state)[:, -1])
+                table = module.item_table()  # computed once: input and output side
+                x = module.items(torch.tensor([[item + 1]], device=device), table)
+                scores = module.score_hidden(module.encoder.step(x, state)[:, -1], table)
             ids, vals = self._rank(scores, k, filter_seen, items)
         return ids[0], vals[0]

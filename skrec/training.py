@@ -29,9 +29,12 @@ import copy
 import dataclasses
 import numbers
 import resource
+import signal
 import sys
 import textwrap
+import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -39,10 +42,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_targets
+from ._validation import check_item_features, check_targets
 from .base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
 from .callbacks import Callback, History, ProgressBar
+from .nn.features import FeatureProjection
 from .nn.optim import SparseAdamW, clip_grad_norm_
 
 __all__ = [
@@ -54,6 +59,7 @@ __all__ = [
 ]
 
 _PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+_DEVICE_TYPES = ("cpu", "cuda", "mps")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -75,18 +81,30 @@ def resolve_device(device) -> torch.device:
     device : torch.device
         The device to use.
     """
-    if isinstance(device, torch.device):
-        return device
-    if device is None or device == "auto":
+    if device is None or (isinstance(device, str) and device == "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
+    if isinstance(device, torch.device):
+        dev = device
+    else:
+        try:
+            dev = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(
+                f"device must be 'auto', 'cpu', 'cuda' (or 'cuda:N') or 'mps'; got {device!r}."
+            ) from None
+    if dev.type not in _DEVICE_TYPES:
         raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or a torch device; got {device!r}."
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
+            f"device must be 'auto', 'cpu', 'cuda' (or 'cuda:N') or 'mps'; got {device!r} "
+            f"(skrec does not train on {dev.type!r} devices)."
+        )
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} was requested but CUDA is not available here.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r}: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s).")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} was requested but MPS is not available here.")
     return dev
 
 
@@ -133,6 +151,31 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         return "bf16" if cpu_supports_bf16() else "fp32"
     return "fp32"
+
+
+def _warn_if_emulated(precision: str, device: torch.device) -> None:
+    """Warn when a low precision is requested on a CPU that only emulates it."""
+    if device.type != "cpu" or precision == "fp32":
+        return
+    if precision == "bf16":
+        native, isa = cpu_supports_bf16(), "AVX-512 BF16 or AMX"
+    else:
+        native, isa = _cpu_supports_fp16(), "AVX-512 FP16 or AMX-FP16"
+    if not native:
+        warnings.warn(
+            f"precision={precision!r} is emulated on this CPU (no {isa} instructions) and "
+            "typically 5-10x slower than fp32. Use precision='auto' to pick the fastest "
+            "precision this machine supports.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def _cpu_supports_fp16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - old or unusual builds
+        return False
 
 
 def autocast(device: torch.device, precision: str):
@@ -211,6 +254,13 @@ def _make_batches(data: Any, batch_size: int, rng: np.random.RandomState) -> lis
     if lengths is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+def _feature_parts(feats) -> Any:
+    """What :meth:`FeatureProjection.set_features` takes: CSR parts, or the dense array."""
+    if sp.issparse(feats):
+        return feats.indptr.astype(np.int64), feats.indices.astype(np.int64), feats.data
+    return feats
 
 
 def _val_key(scorer) -> str:
@@ -325,6 +375,37 @@ class EarlyStopping:
 # --------------------------------------------------------------------------------------------
 
 
+class _StopOnInterrupt:
+    """Turn the first Ctrl-C (SIGINT) during training into a request to stop after the step.
+
+    A second Ctrl-C interrupts at once, as usual. Only the main thread can handle signals;
+    elsewhere (worker threads) this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> _StopOnInterrupt:
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self._previous = signal.signal(signal.SIGINT, self._handle)
+            except ValueError:  # pragma: no cover - e.g. embedded interpreters
+                self._previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:  # the second Ctrl-C: give up waiting for the step to end
+            self.__exit__(None, None, None)
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
 class Trainer:
     """Runs the training of one estimator's torch module: the one loop of skrec.
 
@@ -374,6 +455,12 @@ class Trainer:
                                            enabled=loss_scaling and precision == "fp16")
         self.epochs = 0  # epochs requested by the current fit
         self.n_windows = 0  # optimizer steps planned in the current epoch
+        self._interrupt = _StopOnInterrupt()
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether the user asked to stop (Ctrl-C) during the current run."""
+        return self._interrupt.requested
 
     def _call(self, hook: str, *args) -> None:
         for cb in self.callbacks:
@@ -461,18 +548,28 @@ class Trainer:
         starts = range(0, len(batches), acc)
         self.n_windows = len(starts)
         self._call("on_epoch_begin", est.n_iter_ + 1)
-        total_loss, total_targets, n_steps = 0.0, 0, 0
+        total_loss, total_targets, n_steps, n_finite = 0.0, 0, 0, 0
         for w in starts:
             window = [est._batch(data, rows, self.device) for rows in batches[w : w + acc]]
             loss, n = self.window_step(window)
             if n:
-                total_loss += loss
-                total_targets += n
                 n_steps += 1
+                if np.isfinite(loss):  # fp16: the scaler skipped a non-finite step
+                    n_finite += 1
+                    total_loss += loss
+                    total_targets += n
                 self._call("on_step_end", loss, n)
+            if self.interrupted:
+                break
+        if n_steps and not n_finite:
+            raise FloatingPointError(
+                f"Every training step of epoch {est.n_iter_ + 1} had a non-finite loss "
+                f"(precision={self.precision!r}): the model learned nothing. Lower "
+                "learning_rate_init, set clip_grad_norm, or use precision='fp32' (or 'bf16')."
+            )
         seconds = time.perf_counter() - t0
         est.n_iter_ += 1
-        return {
+        record = {
             "epoch": est.n_iter_,
             "loss": total_loss / max(total_targets, 1),
             "seconds": seconds,
@@ -481,6 +578,9 @@ class Trainer:
             "peak_memory_mb": _peak_memory_mb(self.device),
             **est._epoch_info(),
         }
+        if self.interrupted:
+            record["interrupted"] = True
+        return record
 
     # ------------------------------------------------------------------ the run
     def fit(
@@ -513,21 +613,35 @@ class Trainer:
             torch.cuda.reset_peak_memory_stats(self.device)
         self._call("on_train_begin")
         try:
-            for _ in range(epochs):
-                record = self.run_epoch(data, generator)
-                if validate is not None:
-                    record.update(validate())
-                if stopper is not None and stopper.update(est.n_iter_, record, self.module):
-                    est.best_score_ = stopper.best_value
-                    est.best_epoch_ = stopper.best_epoch
-                self._call("on_epoch_end", record)
-                if stopper is not None and stopper.should_stop:
-                    break
+            with self._interrupt:
+                for _ in range(epochs):
+                    record = self.run_epoch(data, generator)
+                    if self.interrupted:  # a partial epoch: recorded, not validated
+                        self._call("on_epoch_end", record)
+                        break
+                    if validate is not None:
+                        record.update(validate())
+                    if stopper is not None and stopper.update(est.n_iter_, record,
+                                                              self.module):
+                        est.best_score_ = stopper.best_value
+                        est.best_epoch_ = stopper.best_epoch
+                    self._call("on_epoch_end", record)
+                    if self.interrupted or (stopper is not None and stopper.should_stop):
+                        break
         finally:
-            if stopper is not None:
-                stopper.restore(self.module)
+            restored = stopper is not None and stopper.restore(self.module)
             self.module.eval()
             self._call("on_train_end")
+        if self.interrupted:
+            kept = (f"the weights of its best epoch ({est.best_epoch_})" if restored
+                    else "the current weights")
+            warnings.warn(
+                f"Training was interrupted (Ctrl-C) during epoch {est.n_iter_}; the estimator "
+                f"keeps {kept} and can be used (or trained further with warm_start or "
+                "partial_fit).",
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -581,6 +695,24 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
     "verbose": ("int", "1: a progress bar over epochs (renders in Jupyter); 2: also over "
                        "optimizer steps."),
     "warm_start": ("bool", "Continue from the current weights on the next ``fit``."),
+    "item_features": (
+        "{array-like, sparse matrix} of shape (n_items, n_item_features) or None",
+        "Side features of the items, one row per column of ``X`` (one-hot or multi-hot "
+        "attributes, TF-IDF rows, dense text vectors; build them with scikit-learn's "
+        "transformers or :class:`skrec.text.TextEmbedder`). Each item's representation "
+        "becomes its id embedding plus ``f(x) = W1 x + b1`` of its features, on the input "
+        "and the output side, and its output bias gets a term learned from the features. "
+        "Items with no interaction in the training data are scored from their features "
+        "alone, so they can be recommended (cold start), and :meth:`add_items` adds new ones "
+        "to a fitted model. Passed to the constructor (like ``KMeans(init=array)``), so "
+        "cross-validation, which splits users, never slices it.",
+    ),
+    "id_dropout": (
+        "float",
+        "With ``item_features``, the fraction of items whose id embedding is hidden at each "
+        "training step, so that the features learn to represent items on their own (as they "
+        "must for new items).",
+    ),
 }
 
 
@@ -678,6 +810,8 @@ class NeuralRecommender(BaseRecommender):
     random_state: int | np.random.RandomState | None = None
     verbose: int = 0
     warm_start: bool = False
+    item_features: Any = None
+    id_dropout: float = 0.25
 
     #: Weight of the newest epoch in the exponential moving average of the monitored
     #: validation value (1.0: no smoothing); see :class:`EarlyStopping`.
@@ -734,6 +868,13 @@ class NeuralRecommender(BaseRecommender):
             raise ValueError("validation_fraction must be < 1.")
         if self.precision not in _PRECISIONS:
             raise ValueError(f"precision must be one of {_PRECISIONS}; got {self.precision!r}.")
+        if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
+            raise ValueError(f"verbose must be an integer >= 0 (or a bool); got "
+                             f"{self.verbose!r}.")
+        resolve_device(self.device)
+        _check_float("id_dropout", self.id_dropout, 0, 1)
+        if self.id_dropout >= 1:
+            raise ValueError(f"id_dropout must be in [0, 1); got {self.id_dropout!r}.")
         self._validation_scorer()
 
     def _validation_scorer(self):
@@ -763,9 +904,81 @@ class NeuralRecommender(BaseRecommender):
     def _autocast(self, device: torch.device, precision: str):
         return autocast(device, precision)
 
+    # -------------------------------------------------------------- side features
+    def _feature_projection(self, out_dim: int, *, hidden: int | None = None
+                            ) -> FeatureProjection | None:
+        """A projection of the validated ``item_features`` (``None`` without features)."""
+        if self.item_features is None:
+            return None
+        feats = check_item_features(self.item_features, n_items=self.n_features_in_)
+        proj = FeatureProjection(feats.shape[0], feats.shape[1], out_dim, hidden=hidden,
+                                 scalar=True, sparse=sp.issparse(feats),
+                                 nnz=feats.nnz if sp.issparse(feats) else 0)
+        proj.set_features(_feature_parts(feats))
+        self.n_item_features_ = feats.shape[1]
+        return proj
+
+    def _sync_features(self, reset: bool) -> None:
+        """Give ids to the items seen in training; the others are scored by their features.
+
+        A continued model (``warm_start``, ``partial_fit``, fine-tuning) keeps the feature
+        rows it was fitted with (and those added by :meth:`add_items`).
+        """
+        if getattr(self.module_, "features", None) is None:
+            if self.item_features is not None and not reset:
+                raise ValueError("warm_start=True continues a model fitted without "
+                                 "item_features; fit with warm_start=False to add them.")
+            return
+        self.module_.set_id_mask(torch.as_tensor(self.item_popularity_ > 0))
+
+    def add_items(self, item_features):
+        """Add new items to the fitted catalogue from their feature rows, without retraining.
+
+        The new items get the next column indices (``n_features_in_`` grows by their
+        number, and ``X`` with the new column count is accepted from then on). They are
+        scored from their features alone until training (``partial_fit`` or a
+        ``warm_start`` fit) sees interactions with them.
+
+        Parameters
+        ----------
+        item_features : {array-like, sparse matrix} of shape (n_new_items, n_item_features)
+            Feature rows of the new items, built exactly as the ``item_features`` the model
+            was fitted with.
+
+        Returns
+        -------
+        self : object
+            The recommender, with a larger catalogue.
+        """
+        check_is_fitted(self)
+        features = getattr(self.module_, "features", None)
+        if features is None:
+            raise ValueError("add_items needs a model fitted with item_features=...: without "
+                             "features a new item cannot be represented.")
+        feats = check_item_features(item_features, n_features=self.n_item_features_)
+        if feats.shape[0]:
+            self.module_.add_items(_feature_parts(feats))
+            self.n_features_in_ += feats.shape[0]
+            self.item_popularity_ = np.concatenate(
+                [self.item_popularity_, np.zeros(feats.shape[0])]
+            )
+        return self
+
     # -------------------------------------------------------------- public training API
+    def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
+        if (self.warm_start and hasattr(self, "module_")
+                and X.shape[1] != self.n_features_in_):
+            raise ValueError(
+                f"warm_start=True continues training the fitted model of "
+                f"{self.n_features_in_} items, but X has {X.shape[1]} columns. Fit with "
+                "warm_start=False to train a new model for this catalogue."
+            )
+        super()._set_fit_state(X, y)
+
     def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
         reset = not (self.warm_start and hasattr(self, "module_"))
+        device = resolve_device(self.device) if reset else self._device()
+        _warn_if_emulated(resolve_precision(self.precision, device), device)
         self._train(self._training_matrix(X, y), epochs=self.max_iter, reset=reset)
 
     def partial_fit(self, X, y=None):
@@ -787,7 +1000,11 @@ class NeuralRecommender(BaseRecommender):
         self : object
             The updated recommender.
         """
-        if not hasattr(self, "module_"):
+        self._check_params()
+        fitted = hasattr(self, "module_")
+        device = self._device() if fitted else resolve_device(self.device)
+        _warn_if_emulated(resolve_precision(self.precision, device), device)
+        if not fitted:
             X, y = self._validate_fit_data(X, y)
             self._set_fit_state(X, y)
             self._train(self._training_matrix(X, y), epochs=1, reset=True, validate=False)
@@ -836,6 +1053,7 @@ class NeuralRecommender(BaseRecommender):
                 self.n_steps_ = 0
             elif not hasattr(self, "n_steps_"):  # fitted before the step counter existed
                 self.n_steps_ = 0
+            self._sync_features(reset)
             self.module_.to(device)
             self.device_ = device
             self.precision_ = precision

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
+import warnings
 
 import joblib
 import numpy as np
@@ -19,6 +22,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from skrec import SeqRecommender
 from skrec._sequences import merge_in_order, ordered_sequences
 from skrec.baselines import MarkovChainRecommender, PopularityRecommender
+from skrec.callbacks import Callback
 from skrec.datasets import make_interactions
 from skrec.metrics import hit_rate_at_k, ndcg_scorer
 from skrec.model_selection import leave_last_out_split
@@ -331,6 +335,94 @@ def test_verbose_shows_progress_bars_with_the_validation_values(small, capsys):
     err = capsys.readouterr().err
     assert "SeqRecommender" in err and "epoch" in err
     assert "val_loss=" in err and "val_ndcg@10=" in err
-    assert "steps" in err  # verbose=2 adds a bar over batches
+    # verbose=2 adds the steps; in text that is not a terminal, as one bar per epoch with
+    # no cursor-moving escape codes (which nested bars would leave in a log)
+    assert "epoch 1/2" in err and "step" in err and "\x1b[" not in err
     SeqRecommender(**TINY).fit(X)
     assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------- guard rails of the trainer
+def test_emulated_low_precision_on_cpu_warns_once_per_fit(small, monkeypatch):
+    import skrec.training as training
+
+    X, _ = small
+    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="precision='bf16' is emulated.*precision='auto'") as rec:
+        SeqRecommender(**{**TINY, "precision": "bf16", "max_iter": 1}).fit(X[:40])
+    assert sum("emulated" in str(w.message) for w in rec) == 1
+    monkeypatch.setattr(training, "cpu_supports_bf16", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SeqRecommender(**{**TINY, "precision": "bf16", "max_iter": 1}).fit(X[:40])
+
+
+def test_fp16_epoch_without_a_finite_step_raises(small, monkeypatch):
+    X, _ = small
+    # a NaN loss that reaches every weight: the fp16 gradient scaler skips every step
+    monkeypatch.setattr(SeqRecommender, "_batch_loss",
+                        lambda self, module, batch: float("nan") * sum(
+                            p.float().sum() for p in module.parameters()))
+    with pytest.raises(FloatingPointError, match="non-finite loss.*precision='fp16'"):
+        SeqRecommender(**{**TINY, "precision": "fp16"}).fit(X)
+
+
+def test_warm_start_with_another_catalogue_is_refused_and_changes_nothing(small):
+    X, _ = small
+    rec = SeqRecommender(**{**TINY, "warm_start": True}).fit(X)
+    state = {k: v.clone() for k, v in rec.module_.state_dict().items()}
+    before = (rec.n_features_in_, rec.item_popularity_.copy(), rec.n_iter_)
+    wider = sp.hstack([X, sp.csr_matrix((X.shape[0], 3))], format="csr")
+    with pytest.raises(ValueError, match="warm_start=True continues.*30 items.*33 columns"):
+        rec.fit(wider)
+    assert rec.n_features_in_ == before[0] and rec.n_iter_ == before[2]
+    np.testing.assert_array_equal(rec.item_popularity_, before[1])
+    assert all(torch.equal(state[k], v) for k, v in rec.module_.state_dict().items())
+    assert rec.predict(X[:3]).max() < X.shape[1]
+
+
+@pytest.mark.parametrize("device", ["meta", "xla", "mps", "cuda:7", 3])
+def test_unsupported_devices_are_refused_at_fit(device, small):
+    X, _ = small
+    if device == "mps" and torch.backends.mps.is_available():  # pragma: no cover
+        pytest.skip("this machine has MPS")
+    with pytest.raises(ValueError, match="device"):
+        SeqRecommender(**{**TINY, "device": device}).fit(X)
+
+
+@pytest.mark.parametrize("verbose", ["loud", -1, 1.5])
+def test_bad_verbose_is_refused_before_training(verbose, small, capsys):
+    X, _ = small
+    with pytest.raises(ValueError, match="verbose must be"):
+        SeqRecommender(**{**TINY, "verbose": verbose}).fit(X)
+    assert capsys.readouterr().err == ""  # no progress bar was started
+
+
+class _CtrlCDuring(Callback):
+    """Send SIGINT to this process after the first step of an epoch, as Ctrl-C would."""
+
+    def __init__(self, epoch):
+        self.epoch, self.current, self.sent = epoch, 0, False
+
+    def on_epoch_begin(self, trainer, epoch):
+        self.current = epoch
+
+    def on_step_end(self, trainer, loss, n_targets):
+        if self.current == self.epoch and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_stops_after_the_step_restores_the_best_weights_and_warns(small, monkeypatch):
+    X, _ = small
+    rec = SeqRecommender(**{**TINY, "max_iter": 50, "n_iter_no_change": 50})
+    ctrl_c = _CtrlCDuring(3)
+    original = rec._callbacks
+    monkeypatch.setattr(rec, "_callbacks", lambda label=None: [*original(label), ctrl_c])
+    with pytest.warns(UserWarning, match="interrupted.*best epoch"):
+        rec.fit(X)
+    assert rec.n_iter_ == 3 and rec.history_[-1].get("interrupted")
+    assert rec.best_epoch_ in (1, 2)
+    assert "val_loss" not in rec.history_[-1]  # the partial epoch is not validated
+    assert rec.predict(X[:5]).shape == (5, 10)  # usable
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored

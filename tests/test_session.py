@@ -144,3 +144,13 @@ def test_session_errors(rec):
     with pytest.raises(ValueError):
         session.add(2, k=0)
     assert session.history.tolist() == [1]  # nothing was added by the failed calls
+
+
+def test_a_model_with_item_features(X):
+    feats = np.random.RandomState(0).randn(X.shape[1], 5)
+    rec = SeqRecommender(**dict(TINY, item_features=feats)).fit(X)
+    session = rec.start_session([2, 3])
+    for item in (4, 5, 6):
+        ids, scores = session.add(item)
+        _check_against_full_recompute(rec, session, ids, scores)
+        session.prepare()

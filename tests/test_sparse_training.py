@@ -64,7 +64,7 @@ def test_sparse_gradients_equal_the_dense_ones(loss):
     grads, losses = {}, {}
     for sparse in (False, True):
         objective = OBJECTIVES["causal"](loss=loss, n_negatives=16, sparse_grad=sparse)
-        assert objective.use_sparse_grad is sparse
+        assert objective.sparse_grads(model) is sparse
         model.zero_grad(set_to_none=True)
         torch.manual_seed(1)  # the same negatives
         value = objective.loss_sum(model, (seq, probs if loss == "sampled" else None))
@@ -82,7 +82,7 @@ def test_sparse_gradients_equal_the_dense_ones(loss):
 
 def test_full_softmax_keeps_dense_gradients():
     objective = OBJECTIVES["causal"](loss="ce")
-    assert not objective.use_sparse_grad
+    assert not objective.sparse_grads(None)
     model = CausalTransformer(20, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=4)
     objective.loss_sum(model, (torch.tensor([[1, 2, 3, 4]]), None)).backward()
     assert not model.items.id_emb.weight.grad.is_sparse
@@ -365,3 +365,22 @@ def test_pruning_with_taylor_importance_and_fine_tuning(small):
     assert rec.module_.d_model == 12
     assert rec.module_.items.id_emb.weight.shape[1] == 12
     assert rec.predict(X[:3]).shape == (3, 10)
+
+
+def test_item_features_keep_the_dense_table_path(small):
+    # with side features every item's vector is computed at each step: no sparse gathers
+    X, _ = small
+    feats = np.random.RandomState(0).randn(X.shape[1], 5)
+    rec = SeqRecommender(**dict(TINY, loss="sampled", n_negatives=8, item_features=feats,
+                                id_dropout=0.2)).fit(X)
+    objective = rec._objective()
+    assert not objective.sparse_grads(rec.module_)
+    assert all(np.isfinite(h["loss"]) for h in rec.history_)
+    with pytest.raises(ValueError, match="without item features"):
+        rec.module_.items(torch.tensor([[1, 2]]), sparse_grad=True)
+    items = rec.module_.items.eval()
+    table = items.table()
+    idx = torch.tensor([0, 4, 4])
+    w, b = items.output_rows(idx, table)
+    weight, bias = items.output_weights(table)
+    assert torch.equal(w, weight[idx]) and torch.equal(b, bias[idx])

@@ -3,7 +3,8 @@
 from .autoencoder import MultVAE, multinomial_elbo_loss
 from .config import MODULES, build_module, module_config, register_module
 from .encoders import ENCODERS, register_encoder
-from .items import ItemEmbedding
+from .features import FeatureProjection
+from .items import ItemEmbedding, ItemTable
 from .losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
 from .optim import SparseAdamW, clip_grad_norm_
 from .sequence import CausalTransformer, SequenceModel
@@ -13,7 +14,9 @@ __all__ = [
     "ENCODERS",
     "MODULES",
     "CausalTransformer",
+    "FeatureProjection",
     "ItemEmbedding",
+    "ItemTable",
     "MultVAE",
     "SequenceModel",
     "SparseAdamW",

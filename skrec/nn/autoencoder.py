@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import register_module
+from .config import build_module, module_config, register_module
+from .features import FeatureProjection
 
 __all__ = ["MultVAE", "multinomial_elbo_loss"]
 
@@ -51,6 +52,16 @@ class MultVAE(nn.Module):
     decoder_sizes : sequence of int, default=None
         Widths of the decoder's hidden layers; ``reversed(hidden_sizes)`` when ``None`` (a
         pruned model may have different ones).
+    features : FeatureProjection or None, default=None
+        Side features of the items (linear map, ``out_dim`` = the width of the last decoder
+        layer's input, with ``scalar=True``). On the input side the user's profile in feature
+        space, ``x @ X_features``, feeds the first layer next to the items (so an item's input
+        vector is its column plus ``W1 x_i``); on the output side each item's logit gets
+        ``h . f(x_i) + b(x_i)``. Items without an id (see :meth:`set_id_mask`) are
+        represented by their features alone.
+    id_dropout : float, default=0.0
+        With features, the fraction of items whose id columns (input) and id logits (output)
+        are hidden at each training step, so that the features learn to stand alone.
 
     Attributes
     ----------
@@ -74,6 +85,8 @@ class MultVAE(nn.Module):
         variational: bool = True,
         *,
         decoder_sizes: Sequence[int] | None = None,
+        features: FeatureProjection | None = None,
+        id_dropout: float = 0.0,
     ):
         super().__init__()
         hidden = [int(h) for h in hidden_sizes]
@@ -84,7 +97,9 @@ class MultVAE(nn.Module):
         self.latent_dim = int(latent_dim)
         self.dropout = float(dropout)
         self.variational = bool(variational)
-        dims = [self.n_items, *hidden]
+        self.id_dropout = float(id_dropout)
+        n_in = self.n_items + (features.n_features if features is not None else 0)
+        dims = [n_in, *hidden]
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.mu = nn.Linear(dims[-1], self.latent_dim)
         self.logvar = nn.Linear(dims[-1], self.latent_dim) if self.variational else None
@@ -94,6 +109,17 @@ class MultVAE(nn.Module):
         )
         for layer in self.linear_layers():
             _init_linear(layer)
+        self.features = features
+        if features is not None:
+            if features.n_rows != self.n_items or features.out_dim != out_dims[-2]:
+                raise ValueError(
+                    f"features give {features.n_rows} x {features.out_dim} vectors for "
+                    f"{self.n_items} items read from a width of {out_dims[-2]}."
+                )
+            if features.out is not None or features.scalar is None:
+                raise ValueError("MultVAE features need a linear map with scalar=True.")
+            # 1 where the item's id (its input column, its output row) is used, else 0
+            self.register_buffer("id_mask", torch.ones(self.n_items))
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this module with its current shapes."""
@@ -104,7 +130,71 @@ class MultVAE(nn.Module):
             "dropout": self.dropout,
             "variational": self.variational,
             "decoder_sizes": [int(layer.out_features) for layer in self.decoder[:-1]],
+            "features": None if self.features is None else module_config(self.features),
+            "id_dropout": self.id_dropout,
         }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> MultVAE:
+        """Rebuild (fresh weights) from :meth:`config`."""
+        cfg = dict(config)
+        features = cfg.pop("features", None)
+        return cls(**cfg, features=None if features is None else build_module(features))
+
+    # ------------------------------------------------------------------ ids and features
+    def _first_layers(self) -> list[nn.Linear]:
+        if len(self.encoder):
+            return [self.encoder[0]]
+        return [self.mu] if self.logvar is None else [self.mu, self.logvar]
+
+    def set_id_mask(self, has_id: torch.Tensor) -> None:
+        """Use the ids (input columns, output rows) of the items where ``has_id`` is true.
+
+        The other items are represented by their features alone; their id weights are
+        zeroed, so that they start from nothing if they get an id later.
+        """
+        if self.features is None:
+            raise ValueError("Only a model with item features can score items without ids.")
+        has_id = torch.as_tensor(has_id, dtype=torch.bool, device=self.id_mask.device)
+        with torch.no_grad():
+            off = torch.nonzero((self.id_mask > 0) & ~has_id).squeeze(1)
+            for layer in self._first_layers():
+                layer.weight[:, off] = 0.0
+            last = self.decoder[-1]
+            last.weight[off] = 0.0
+            last.bias[off] = 0.0
+            self.id_mask.copy_(has_id.to(self.id_mask.dtype))
+
+    def add_items(self, features) -> None:
+        """Grow the catalogue by the items of ``features`` (rows, as for
+        :meth:`FeatureProjection.append_rows`); they have no id until trained."""
+        if self.features is None:
+            raise ValueError("Only a model with item features can add items without training.")
+        before = self.features.n_rows
+        self.features.append_rows(features)
+        k, n = self.features.n_rows - before, self.n_items
+        with torch.no_grad():
+            for layer in self._first_layers():  # zero input columns before the features'
+                w = layer.weight
+                layer.weight = nn.Parameter(torch.cat(
+                    [w[:, :n], w.new_zeros(w.shape[0], k), w[:, n:]], dim=1))
+                layer.in_features += k
+            last = self.decoder[-1]
+            last.weight = nn.Parameter(torch.cat([last.weight, last.weight.new_zeros(
+                k, last.weight.shape[1])]))
+            last.bias = nn.Parameter(torch.cat([last.bias, last.bias.new_zeros(k)]))
+            last.out_features += k
+            self.id_mask = torch.cat([self.id_mask, self.id_mask.new_zeros(k)])
+        self.n_items = n + k
+
+    def _mask(self) -> torch.Tensor | None:
+        """The id mask of this pass (with id dropout in training), ``None`` without features."""
+        if self.features is None:
+            return None
+        mask = self.id_mask
+        if self.training and self.id_dropout > 0:
+            mask = mask * (torch.rand(mask.shape, device=mask.device) >= self.id_dropout)
+        return mask
 
     def linear_layers(self) -> list[nn.Linear]:
         """All linear layers, input to output (``logvar`` right after ``mu`` when present)."""
@@ -118,17 +208,22 @@ class MultVAE(nn.Module):
         return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def encode(
-        self, x: torch.Tensor, *, dropout: bool | None = None
+        self, x: torch.Tensor, *, dropout: bool | None = None,
+        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Code mean and log-variance (``None`` for the DAE) of binary rows ``x``.
 
         Input dropout is applied when ``dropout`` is True (by default: in training mode).
+        With features, ``mask`` (default: the id mask) hides the id columns of some items.
         """
         h = self.normalize(x)
         if dropout is None:
             dropout = self.training
         if dropout and self.dropout > 0:
             h = self._input_dropout(h)
+        if self.features is not None:
+            mask = self.id_mask if mask is None else mask
+            h = torch.cat([h * mask, self.features.matmul(h)], dim=1)
         for layer in self.encoder:
             h = torch.tanh(layer(h))
         mu = self.mu(h)
@@ -148,15 +243,20 @@ class MultVAE(nn.Module):
         h = h.index_put((rows[drop], cols[drop]), h.new_zeros(()))
         return h * (1.0 / (1.0 - self.dropout))
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Logits over the catalogue of codes ``z``."""
+    def decode(self, z: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits over the catalogue of codes ``z``.
+
+        With features, ``mask`` (default: the id mask) hides the id logits of some items,
+        and every item's logit gets its feature score.
+        """
         h = z
-        last = len(self.decoder) - 1
-        for i, layer in enumerate(self.decoder):
-            h = layer(h)
-            if i < last:
-                h = torch.tanh(h)
-        return h
+        for layer in self.decoder[:-1]:
+            h = torch.tanh(layer(h))
+        logits = self.decoder[-1](h)
+        if self.features is None:
+            return logits
+        mask = self.id_mask if mask is None else mask
+        return logits * mask + self.features.score(h)
 
     def _noise(self, std: torch.Tensor) -> torch.Tensor:
         """Standard normal noise for the reparameterisation (a hook for tests)."""
@@ -170,12 +270,13 @@ class MultVAE(nn.Module):
         In training mode the Mult-VAE decodes a sample ``mu + exp(logvar / 2) * eps``; in
         evaluation mode it decodes the mean.
         """
-        mu, logvar = self.encode(x)
+        mask = self._mask()
+        mu, logvar = self.encode(x, mask=mask)
         z = mu
         if logvar is not None and self.training:
             std = torch.exp(0.5 * logvar.float())
             z = mu.float() + std * self._noise(std)
-        return self.decode(z), mu, logvar
+        return self.decode(z, mask), mu, logvar
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic logits (posterior mean, no dropout) for binary rows ``x``."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .config import build_module, module_config, register_module
-from .items import ItemEmbedding
+from .items import ItemEmbedding, ItemTable
 from .transformer import TransformerEncoder
 
 __all__ = ["CausalTransformer", "SequenceModel"]
@@ -78,35 +78,55 @@ class SequenceModel(nn.Module):
         """Width of the item vectors and hidden states."""
         return self.items.d_model
 
+    @property
+    def features(self):
+        """The item side features (:class:`~skrec.nn.FeatureProjection`), or ``None``."""
+        return self.items.features
+
+    def set_id_mask(self, has_id: torch.Tensor) -> None:
+        """See :meth:`ItemEmbedding.set_id_mask`."""
+        self.items.set_id_mask(has_id)
+
+    def add_items(self, features) -> None:
+        """See :meth:`ItemEmbedding.add_items`."""
+        self.items.add_items(features)
+
+    def item_table(self) -> ItemTable:
+        """The item vectors and biases of one pass (compute once, use on both sides)."""
+        return self.items.table()
+
     def forward(self, seq: torch.Tensor, last_only: bool = False,
-                sparse_grad: bool = False) -> torch.Tensor:
+                table: ItemTable | None = None, sparse_grad: bool = False) -> torch.Tensor:
         """Hidden states (B, L, d) of a left-padded batch ``seq`` (B, L).
 
         With ``last_only`` only the last position is computed where the encoder allows it:
-        (B, 1, d). With ``sparse_grad`` the item vectors are gathered with sparse gradients
-        (see :class:`~skrec.nn.ItemEmbedding`).
+        (B, 1, d). ``table`` (from :meth:`item_table`) avoids recomputing the item vectors.
+        With ``sparse_grad`` the item vectors are gathered with sparse gradients (see
+        :class:`~skrec.nn.ItemEmbedding`).
         """
         if seq.shape[1] > self.max_len:
             seq = seq[:, -self.max_len :]
-        return self.encoder(self.items(seq, sparse_grad=sparse_grad), seq != 0, last_only)
+        return self.encoder(self.items(seq, table, sparse_grad), seq != 0, last_only)
 
-    def output_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def output_weights(self, table: ItemTable | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
         """Item output embeddings (n_items, d) and biases (n_items,), padding excluded."""
-        return self.items.output_weights()
+        return self.items.output_weights(table)
 
-    def output_rows(self, idx: torch.Tensor,
+    def output_rows(self, idx: torch.Tensor, table: ItemTable | None = None,
                     sparse_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Output embeddings (k, d) and biases (k,) of the items ``idx`` (k,), optionally with
         sparse gradients (see :meth:`ItemEmbedding.output_rows`)."""
-        return self.items.output_rows(idx, sparse_grad)
+        return self.items.output_rows(idx, table, sparse_grad)
 
-    def last_hidden(self, seq: torch.Tensor) -> torch.Tensor:
+    def last_hidden(self, seq: torch.Tensor, table: ItemTable | None = None) -> torch.Tensor:
         """Hidden state of the last position (B, d): the next-item query of each sequence."""
-        return self.forward(seq, last_only=True)[:, -1]
+        return self.forward(seq, last_only=True, table=table)[:, -1]
 
-    def score_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+    def score_hidden(self, hidden: torch.Tensor,
+                     table: ItemTable | None = None) -> torch.Tensor:
         """Scores ``(N, n_items)`` of query vectors ``hidden`` (N, d) over the catalogue."""
-        weight, bias = self.output_weights()
+        weight, bias = self.output_weights(table)
         return hidden @ weight.t() + bias
 
 

@@ -85,14 +85,15 @@ class Objective:
     sparse_grad : bool, default=True
         With a sampled loss, gather the item vectors (inputs, targets and negatives) with
         sparse gradients so that a step updates only the rows it touches (see
-        :attr:`use_sparse_grad`); ``False`` keeps dense gradients of the whole table.
+        :meth:`sparse_grads`); ``False`` keeps dense gradients of the whole table.
 
     Notes
     -----
-    An objective's ``loss_sum`` runs the model as ``module(seq, sparse_grad=
-    self.use_sparse_grad)`` and computes the loss with ``self.catalogue_loss(module, hidden,
-    targets, sampling_probs)``, so that every objective gets the sparse path of the sampled
-    losses.
+    An objective's ``loss_sum`` computes the item table once (``table =
+    module.item_table()``) unless :meth:`sparse_grads` is true, runs the model as
+    ``module(seq, table=table, sparse_grad=sparse)`` and computes the loss with
+    ``self.catalogue_loss(module, hidden, targets, sampling_probs, table=table)``, so that
+    every objective gets the sparse path of the sampled losses.
     """
 
     #: Registry name (set by :func:`register_objective`).
@@ -109,12 +110,13 @@ class Objective:
         self.gbce_t = gbce_t
         self.sparse_grad = sparse_grad
 
-    @property
-    def use_sparse_grad(self) -> bool:
-        """Whether training gathers item vectors with sparse gradients: with a sampled loss
-        (:data:`SAMPLED_LOSSES`) unless ``sparse_grad=False``. The full softmax touches every
-        row of the catalogue and keeps dense gradients."""
-        return bool(self.sparse_grad) and self.loss in SAMPLED_LOSSES
+    def sparse_grads(self, module: torch.nn.Module) -> bool:
+        """Whether training gathers ``module``'s item vectors with sparse gradients: with a
+        sampled loss (:data:`SAMPLED_LOSSES`) on a model without item features, unless
+        ``sparse_grad=False``. The full softmax touches every row of the catalogue, and item
+        features compute every item's vector at each step: both keep dense gradients."""
+        return (bool(self.sparse_grad) and self.loss in SAMPLED_LOSSES
+                and getattr(module, "features", None) is None)
 
     # ------------------------------------------------------------------ data
     def prepare(self, X: sp.csr_matrix, max_len: int) -> SeqData:
@@ -145,24 +147,25 @@ class Objective:
         raise NotImplementedError
 
     def catalogue_loss(self, module: torch.nn.Module, hidden: torch.Tensor,
-                       targets: torch.Tensor,
-                       sampling_probs: torch.Tensor | None = None) -> torch.Tensor:
+                       targets: torch.Tensor, sampling_probs: torch.Tensor | None = None,
+                       table=None) -> torch.Tensor:
         """Summed loss of query vectors ``hidden`` (N, d) against ``targets`` (N,) in
         ``[0, n_items)``, scored with ``module``'s output item representations.
 
         ``"ce"``: full softmax cross-entropy over the catalogue (chunked), from
-        ``module.output_weights()``; ``"sampled"``: sampled softmax with popularity negatives
-        and logQ correction; ``"gbce"``: gSASRec's generalised BCE with uniform negatives. The
-        sampled losses read only the rows of the targets and negatives, through
-        ``module.output_rows`` (with sparse gradients when :attr:`use_sparse_grad`).
+        ``module.output_weights(table)``; ``"sampled"``: sampled softmax with popularity
+        negatives and logQ correction; ``"gbce"``: gSASRec's generalised BCE with uniform
+        negatives. The sampled losses read only the rows of the targets and negatives, through
+        ``module.output_rows``: from ``table`` (the item table of this pass) when given, else
+        gathered from the id embeddings with sparse gradients (see :meth:`sparse_grads`).
         """
         if self.loss == "ce":
-            weight, bias = module.output_weights()
+            weight, bias = module.output_weights(table)
             return softmax_cross_entropy(hidden, weight, bias, targets)
-        sparse = self.use_sparse_grad
+        sparse = table is None and self.sparse_grads(module)
 
         def rows(idx):
-            return module.output_rows(idx, sparse_grad=sparse)
+            return module.output_rows(idx, table, sparse_grad=sparse)
 
         if self.loss == "sampled":
             return sampled_softmax_loss(hidden, None, None, targets,

@@ -29,9 +29,12 @@ class CausalObjective(Objective):
         seq, probs = batch
         inputs, targets = seq[:, :-1], seq[:, 1:]
         valid = inputs != 0
-        hidden = module(inputs, sparse_grad=self.use_sparse_grad)[valid]
-        return self.catalogue_loss(module, hidden, targets[valid] - 1, probs)
+        sparse = self.sparse_grads(module)
+        table = None if sparse else module.item_table()  # one table for both sides
+        hidden = module(inputs, table=table, sparse_grad=sparse)[valid]
+        return self.catalogue_loss(module, hidden, targets[valid] - 1, probs, table=table)
 
     def scores(self, module, X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
         seq = torch.as_tensor(ordered_sequences(X, module.max_len), device=device)
-        return module.score_hidden(module.last_hidden(seq))
+        table = module.item_table()
+        return module.score_hidden(module.last_hidden(seq, table), table)

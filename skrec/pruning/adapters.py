@@ -41,6 +41,15 @@ def linear_slices(layer: nn.Linear, axis: int, bias: bool) -> list[_Slice]:
     return out
 
 
+def feature_slices(features: nn.Module | None) -> list[_Slice]:
+    """The output dimensions of a :class:`~skrec.nn.FeatureProjection` (none without one)."""
+    if features is None:
+        return []
+    if features.out is not None:  # the MLP's last layer makes the vectors
+        return linear_slices(features.out, 0, bias=True)
+    return [_Slice(features, "weight", 1), _Slice(features, "bias", 0, is_weight=False)]
+
+
 def norm_slices(norm: nn.LayerNorm) -> list[_Slice]:
     """The weight and bias of a LayerNorm along its only axis."""
     out = [_Slice(norm, "weight", 0)]

@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from ..nn.autoencoder import MultVAE
-from .adapters import PruningAdapter, PruningGroup, _Slice, linear_slices, register_adapter
+from .adapters import (
+    PruningAdapter,
+    PruningGroup,
+    _Slice,
+    feature_slices,
+    linear_slices,
+    register_adapter,
+)
 
 
 @register_adapter(MultVAE)
@@ -28,11 +35,17 @@ class AutoencoderAdapter(PruningAdapter):
             slices = linear_slices(layer, 0, bias=True)
             slices += [_Slice(r, "weight", 1) for r in readers]
             groups.append(PruningGroup(f"encoder.{i}", "hidden", layer.out_features, 1, slices))
+        # the feature projection's vectors are read with the last decoder layer's input
+        features = feature_slices(module.features)
         latent = [s for h in heads for s in linear_slices(h, 0, bias=True)]
         latent.append(_Slice(dec[0], "weight", 1))
+        if len(dec) == 1:
+            latent += features
         groups.append(PruningGroup("latent", "latent", module.mu.out_features, 1, latent))
         for j, layer in enumerate(dec[:-1]):
             slices = linear_slices(layer, 0, bias=True) + [_Slice(dec[j + 1], "weight", 1)]
+            if j + 2 == len(dec):
+                slices += features
             groups.append(PruningGroup(f"decoder.{j}", "hidden", layer.out_features, 1, slices))
         return groups
 

@@ -18,6 +18,7 @@ from .adapters import (
     PruningAdapter,
     PruningGroup,
     _Slice,
+    feature_slices,
     get_adapter,
     register_adapter,
 )
@@ -25,10 +26,11 @@ from .adapters import (
 
 @register_adapter(ItemEmbedding)
 class ItemEmbeddingAdapter(ComponentAdapter):
-    """The item vectors along the model width (the output embeddings are tied to them)."""
+    """The item vectors along the model width (the output embeddings are tied to them):
+    the id embeddings and the output dimensions of the feature projection."""
 
     def width_slices(self, module: ItemEmbedding) -> list[_Slice]:
-        return [_Slice(module.id_emb, "weight", 1)]
+        return [_Slice(module.id_emb, "weight", 1), *feature_slices(module.features)]
 
 
 def _parts(module: SequenceModel) -> list[tuple[nn.Module, ComponentAdapter]]:
