@@ -561,6 +561,9 @@ class Trainer:
                 self._call("on_step_end", loss, n)
             if self.interrupted:
                 break
+        flush = getattr(self.optimizer, "flush", None)
+        if flush is not None:  # rows of sparse-gradient tables catch up (SparseAdamW)
+            flush()
         if n_steps and not n_finite:
             raise FloatingPointError(
                 f"Every training step of epoch {est.n_iter_ + 1} had a non-finite loss "
