@@ -90,6 +90,7 @@ def main(argv=None):
                         help="synthetic catalogue size (default: ML-100K if present)")
     parser.add_argument("--precision", nargs="+", default=["fp32", "auto"])
     parser.add_argument("--name", default="incremental")
+    parser.add_argument("--note", default="", help="stored in the result file (how it was run)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rows, ratios = [], []
@@ -113,7 +114,8 @@ def main(argv=None):
     print(markdown_table(rows, ["data", "precision", "history_len", "method", "p50_ms",
                                 "p99_ms", "mean_ms"]))
     print(markdown_table(ratios, list(ratios[0])))
-    save_json(args.name, {"rows": rows, "p50_ratios": ratios, "events": args.events,
+    save_json(args.name, {"note": args.note, "rows": rows, "p50_ratios": ratios,
+                          "events": args.events,
                           "torch_threads": torch.get_num_threads(),
                           "machine": platform.processor() or platform.machine(),
                           "peak_rss_mb": peak_rss_mb()})

@@ -176,6 +176,7 @@ def main(argv=None):
     parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS,
                         help="paths compared in the quality part")
     parser.add_argument("--name", default="scale", help="result file name")
+    parser.add_argument("--note", default="", help="stored in the result file (how it was run)")
     args = parser.parse_args(argv)
     if args.speed_one:
         items, users, max_len, path = args.speed_one
@@ -186,7 +187,7 @@ def main(argv=None):
         print(json.dumps(run_quality(name, path, int(seed), int(epochs))))
         return
 
-    payload = {"machine": platform.processor() or platform.machine()}
+    payload = {"machine": platform.processor() or platform.machine(), "note": args.note}
     speed_cfg = (100_000 if args.quick else 1_000_000, 5_000, 50)
     if "speed" in args.parts:
         rows = []
