@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 import torch
+from sklearn.utils.validation import check_is_fitted
 
 from ._sequences import merge_in_order
 from .model_selection import leave_last_out_split
@@ -18,6 +19,7 @@ from .nn import ENCODERS, ItemEmbedding, SequenceModel
 from .objectives import OBJECTIVES, Objective, SeqData
 from .objectives.base import LOSSES
 from .pruning import PrunableMixin
+from .session import SequenceSession
 from .training import NeuralRecommender, _check_float, _check_int
 
 __all__ = ["SeqRecommender"]
@@ -191,6 +193,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     # Users per inference batch: activations grow with users x history length.
     _max_inference_batch = 256
+    # Sampled losses train the item table with sparse gradients (rows touched by a step only);
+    # False keeps dense gradients (the benchmark's reference path).
+    _sparse_item_grads = True
     # The validation loss of a few hundred held-out next items is smoothed over epochs.
     _early_stopping_smoothing = 0.3
 
@@ -222,7 +227,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     def _objective(self) -> Objective:
         return OBJECTIVES[self.objective](
             loss=self.loss, n_negatives=self.n_negatives, gbce_t=self.gbce_t,
-            mask_prob=self.mask_prob,
+            mask_prob=self.mask_prob, sparse_grad=self._sparse_item_grads,
         )
 
     def _build_module(self) -> SequenceModel:
@@ -267,3 +272,37 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     def _history_limit(self) -> int:
         return self._objective().history_length(self.module_)
+
+    # ------------------------------------------------------------------ serving
+    def start_session(self, history=()) -> SequenceSession:
+        """Serve one user event by event: a session that recommends after each new item.
+
+        ``session.add(item)`` returns the top-k items after the new event, the same as
+        :meth:`recommend` on the matrix row of the whole history, at the latency of one
+        position per transformer block when the session was prepared between events (see
+        :class:`~skrec.session.SequenceSession`).
+
+        Parameters
+        ----------
+        history : array-like of int, default=()
+            The user's items so far, oldest first (item indices).
+
+        Returns
+        -------
+        session : SequenceSession
+            Reads this recommender's current weights.
+
+        Examples
+        --------
+        >>> from skrec import SeqRecommender
+        >>> from skrec.datasets import make_interactions
+        >>> X = make_interactions(n_users=300, n_items=100, random_state=0)
+        >>> rec = SeqRecommender(max_iter=2, random_state=0).fit(X)
+        >>> session = rec.start_session([3, 17, 42])
+        >>> ids, scores = session.add(8, k=5)   # top 5 after the new event
+        >>> session.prepare()                   # between events: the next add is one step
+        >>> ids.shape
+        (5,)
+        """
+        check_is_fitted(self)
+        return SequenceSession(self, history)

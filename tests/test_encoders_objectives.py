@@ -252,6 +252,16 @@ def test_masked_inference_appends_the_mask_token(small):
 
 # ---------------------------------------------------------------- every combination
 @pytest.mark.parametrize("encoder, objective", COMBOS)
+def test_combination_with_sampled_losses_and_sparse_item_gradients(encoder, objective, small):
+    X, y = small
+    for loss in ("sampled", "gbce"):
+        rec = SeqRecommender(**{**TINY, "encoder": encoder, "objective": objective,
+                                "loss": loss, "n_negatives": 8}).fit(X)
+        assert rec._objective().sparse_grads(rec.module_)
+        assert np.isfinite(rec.history_[-1]["loss"]) and 0.0 <= rec.score(X, y) <= 1.0
+
+
+@pytest.mark.parametrize("encoder, objective", COMBOS)
 def test_combination_fits_predicts_and_is_reproducible(encoder, objective, small, tmp_path):
     X, y = small
     params = {**TINY, "encoder": encoder, "objective": objective}

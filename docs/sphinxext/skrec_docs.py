@@ -387,6 +387,13 @@ API_SECTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         (),
     ),
     (
+        "skrec.session",
+        "Incremental serving",
+        "Serve one user's sequence event by event, with the same results as ``recommend`` "
+        "on the whole history and a lower latency per event.",
+        (),
+    ),
+    (
         "skrec.plotting",
         "Plotting",
         "Training curves for notebooks (pandas and matplotlib are optional).",

@@ -7,6 +7,7 @@ from .features import FeatureProjection
 from .gru import GRUEncoder
 from .items import ItemEmbedding, ItemTable
 from .losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
+from .optim import SparseAdamW, clip_grad_norm_
 from .sequence import CausalTransformer, SequenceModel
 from .transformer import TransformerBlock, TransformerEncoder
 
@@ -20,9 +21,11 @@ __all__ = [
     "ItemTable",
     "MultVAE",
     "SequenceModel",
+    "SparseAdamW",
     "TransformerBlock",
     "TransformerEncoder",
     "build_module",
+    "clip_grad_norm_",
     "gbce_loss",
     "module_config",
     "multinomial_elbo_loss",

@@ -1,11 +1,11 @@
 """Item representations: the one place where an item becomes a vector.
 
 :class:`ItemEmbedding` serves both sides of a sequence model: the input side (the vectors of
-the items in a history) and the output side (the catalogue's scoring weights and biases), so
-the two stay tied. An item's vector is its id embedding plus, when the model has side
-features, ``f(x) = W1 x + b1`` of its feature row (:class:`~skrec.nn.FeatureProjection`);
-its output bias likewise. Items without an id (never seen in training, or added after
-training) are represented by their features alone.
+the items in a history) and the output side (the catalogue's scoring weights and biases, all at
+once or a few rows at a time), so the two stay tied. An item's vector is its id embedding plus,
+when the model has side features, ``f(x) = W1 x + b1`` of its feature row
+(:class:`~skrec.nn.FeatureProjection`); its output bias likewise. Items without an id (never
+seen in training, or added after training) are represented by their features alone.
 """
 
 from __future__ import annotations
@@ -70,6 +70,15 @@ class ItemEmbedding(nn.Module):
         With features, the fraction of items whose id embedding and id bias are hidden on the
         output side at each training step, so that the features learn to score items alone
         (as items without an id must be scored at inference).
+
+    Notes
+    -----
+    ``sparse_grad=True`` in :meth:`forward` and :meth:`output_rows` gathers the id embeddings
+    and output biases with sparse gradients: the backward pass then produces
+    ``torch.sparse_coo`` gradients holding only the rows used, and an optimizer that takes
+    them (:class:`~skrec.nn.SparseAdamW`) updates only those rows. Sampled losses over large
+    catalogues use it on models without side features (whose :meth:`table` computes every
+    item's vector anyway); a full softmax touches every row and keeps dense gradients.
     """
 
     def __init__(self, n_items: int, d_model: int, *, n_special: int = 0,
@@ -205,11 +214,46 @@ class ItemEmbedding(nn.Module):
             bias = bias.masked_fill(self.id_mask[: n + 1] == 0, NO_ID_LOGIT)
         return ItemTable(vectors, bias, out_vectors)
 
-    def forward(self, ids: torch.Tensor, table: ItemTable | None = None) -> torch.Tensor:
-        """Input vectors ``(..., d)`` of item indices ``ids`` (0 = padding)."""
+    def _check_sparse(self, sparse_grad: bool, table: ItemTable | None) -> bool:
+        if sparse_grad and (self.features is not None or table is not None):
+            raise ValueError("sparse_grad gathers the id embeddings themselves: it needs a "
+                             "model without item features and no precomputed table.")
+        return sparse_grad
+
+    def forward(self, ids: torch.Tensor, table: ItemTable | None = None,
+                sparse_grad: bool = False) -> torch.Tensor:
+        """Input vectors ``(..., d)`` of item indices ``ids`` (0 = padding).
+
+        With ``sparse_grad`` (models without features) the gradient of the id embeddings is
+        sparse: the rows in ``ids`` only.
+        """
+        if self._check_sparse(sparse_grad, table):
+            return F.embedding(ids, self.id_emb.weight, padding_idx=0, sparse=True)
         if table is None:
             table = self.table()
         return F.embedding(ids, table.vectors, padding_idx=0)
+
+    def output_rows(self, idx: torch.Tensor, table: ItemTable | None = None,
+                    sparse_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scoring weights ``(k, d)`` and biases ``(k,)`` of the items ``idx`` (k,) in
+        ``[0, n_items)``: the rows ``idx`` of :meth:`output_weights`.
+
+        With ``sparse_grad`` (models without features) the gradients of the id embeddings and
+        of the biases are sparse (the rows in ``idx`` only), where indexing
+        :meth:`output_weights` gives dense ones.
+        """
+        ids = idx.reshape(-1) + 1
+        if self._check_sparse(sparse_grad, table) or (table is None and self.features is None):
+            weight = F.embedding(ids, self.id_emb.weight, sparse=sparse_grad)
+            if self.out_bias is None:
+                return weight, weight.new_zeros(ids.shape[0])
+            return weight, torch.gather(self.out_bias, 0, ids, sparse_grad=sparse_grad)
+        if table is None:
+            table = self.table()
+        weight = table.vectors[ids]
+        if table.bias is None:
+            return weight, weight.new_zeros(ids.shape[0])
+        return weight, table.bias[ids]
 
     def output_weights(self, table: ItemTable | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:

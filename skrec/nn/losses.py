@@ -4,15 +4,27 @@ Every loss takes query vectors ``hidden`` (N, d), output item embeddings ``weigh
 biases ``bias`` (n,), and integer ``targets`` (N,) in ``[0, n)``, and returns the **sum** over
 the N targets as an fp32 scalar (the trainer divides by the number of targets in the
 accumulation window). Logits are upcast to fp32 before any softmax.
+
+The sampled losses read only the rows of the targets and of the negatives. They may instead
+be given ``rows``, a function that gathers those rows (``rows(idx) -> (weight[idx],
+bias[idx])``, such as :meth:`skrec.nn.ItemEmbedding.output_rows` with sparse gradients), and
+the catalogue size ``n_items``; then ``weight`` and ``bias`` are ``None`` and the catalogue is
+never materialised.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+    RowGather = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 __all__ = ["softmax_cross_entropy", "sampled_softmax_loss", "gbce_loss"]
 
@@ -75,15 +87,40 @@ def _sample_negatives(
     return torch.multinomial(probs, n_negatives, replacement=True, generator=generator)
 
 
+def _row_access(weight, bias, rows, n_items) -> tuple[RowGather, int]:
+    """The row gather and the catalogue size of a sampled loss's arguments."""
+    if rows is None:
+        if weight is None or bias is None:
+            raise ValueError("Pass weight and bias, or rows and n_items.")
+        return (lambda idx: (weight[idx], bias[idx])), weight.shape[0]
+    if n_items is None:
+        if weight is None:
+            raise ValueError("n_items is required with rows when weight is not given.")
+        n_items = weight.shape[0]
+    return rows, int(n_items)
+
+
+def _logits(hidden, gather, targets, neg) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 logits (N,) of the targets and (N, K) of the shared negatives, from one gather."""
+    weight, bias = gather(torch.cat([targets, neg]))
+    weight = weight.to(hidden.dtype)
+    n = targets.shape[0]
+    pos_logit = (hidden * weight[:n]).sum(-1).float() + bias[:n]
+    neg_logit = (hidden @ weight[n:].t()).float() + bias[n:]
+    return pos_logit, neg_logit
+
+
 def sampled_softmax_loss(
     hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
     targets: torch.Tensor,
     *,
     n_negatives: int,
     sampling_probs: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
+    rows: RowGather | None = None,
+    n_items: int | None = None,
 ) -> torch.Tensor:
     """Sampled softmax with logQ correction, negatives shared across the batch.
 
@@ -101,21 +138,27 @@ def sampled_softmax_loss(
         Proposal distribution (for example popularity); uniform when ``None``.
     generator : torch.Generator, default=None
         Random generator for the draw.
+    rows : callable, default=None
+        ``rows(idx) -> (weight[idx], bias[idx])``: gathers the output rows of item indices
+        ``idx`` in place of indexing ``weight`` and ``bias`` (which may then be ``None``).
+    n_items : int, default=None
+        Catalogue size, required with ``rows`` when ``weight`` is ``None``.
 
     Returns
     -------
     loss : torch.Tensor
         Scalar fp32 sum of the per-target losses.
     """
-    n_items = weight.shape[0]
+    gather, n_items = _row_access(weight, bias, rows, n_items)
     neg = _sample_negatives(n_items, n_negatives, sampling_probs, hidden.device, generator)
     if sampling_probs is None:
         log_q_pos = log_q_neg = math.log(n_negatives / n_items)
     else:
-        log_q = torch.log(sampling_probs.clamp_min(1e-12) * n_negatives)
-        log_q_pos, log_q_neg = log_q[targets], log_q[neg]
-    pos_logit = (hidden * weight[targets].to(hidden.dtype)).sum(-1).float() + bias[targets]
-    neg_logit = (hidden @ weight[neg].to(hidden.dtype).t()).float() + bias[neg]
+        def log_q(idx):  # of the sampled rows only: O(batch), not O(catalogue)
+            return torch.log(sampling_probs[idx].clamp_min(1e-12) * n_negatives)
+
+        log_q_pos, log_q_neg = log_q(targets), log_q(neg)
+    pos_logit, neg_logit = _logits(hidden, gather, targets, neg)
     pos_logit = pos_logit - log_q_pos
     neg_logit = neg_logit - log_q_neg
     neg_logit = neg_logit.masked_fill(neg.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
@@ -125,13 +168,15 @@ def sampled_softmax_loss(
 
 def gbce_loss(
     hidden: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
+    weight: torch.Tensor | None,
+    bias: torch.Tensor | None,
     targets: torch.Tensor,
     *,
     n_negatives: int,
     t: float = 0.75,
     generator: torch.Generator | None = None,
+    rows: RowGather | None = None,
+    n_items: int | None = None,
 ) -> torch.Tensor:
     """Generalised binary cross-entropy of gSASRec (Petrov & Macdonald, 2023).
 
@@ -150,18 +195,22 @@ def gbce_loss(
         Calibration parameter in [0, 1]; ``t=0`` is plain BCE.
     generator : torch.Generator, default=None
         Random generator for the draw.
+    rows : callable, default=None
+        ``rows(idx) -> (weight[idx], bias[idx])``: gathers the output rows of item indices
+        ``idx`` in place of indexing ``weight`` and ``bias`` (which may then be ``None``).
+    n_items : int, default=None
+        Catalogue size, required with ``rows`` when ``weight`` is ``None``.
 
     Returns
     -------
     loss : torch.Tensor
         Scalar fp32 sum of the per-target losses.
     """
-    n_items = weight.shape[0]
+    gather, n_items = _row_access(weight, bias, rows, n_items)
     neg = _sample_negatives(n_items, n_negatives, None, hidden.device, generator)
     alpha = n_negatives / max(n_items - 1, 1)
     beta = alpha * (t * (1.0 - 1.0 / alpha) + 1.0 / alpha)
-    pos_logit = (hidden * weight[targets].to(hidden.dtype)).sum(-1).float() + bias[targets]
-    neg_logit = (hidden @ weight[neg].to(hidden.dtype).t()).float() + bias[neg]
+    pos_logit, neg_logit = _logits(hidden, gather, targets, neg)
     hit = neg.unsqueeze(0) == targets.unsqueeze(1)
     neg_term = F.logsigmoid(-neg_logit).masked_fill(hit, 0.0).sum(1)
     return -(beta * F.logsigmoid(pos_logit) + neg_term).sum()

@@ -96,20 +96,28 @@ class SequenceModel(nn.Module):
         return self.items.table()
 
     def forward(self, seq: torch.Tensor, last_only: bool = False,
-                table: ItemTable | None = None) -> torch.Tensor:
+                table: ItemTable | None = None, sparse_grad: bool = False) -> torch.Tensor:
         """Hidden states (B, L, d) of a left-padded batch ``seq`` (B, L).
 
         With ``last_only`` only the last position is computed where the encoder allows it:
         (B, 1, d). ``table`` (from :meth:`item_table`) avoids recomputing the item vectors.
+        With ``sparse_grad`` the item vectors are gathered with sparse gradients (see
+        :class:`~skrec.nn.ItemEmbedding`).
         """
         if seq.shape[1] > self.max_len:
             seq = seq[:, -self.max_len :]
-        return self.encoder(self.items(seq, table), seq != 0, last_only)
+        return self.encoder(self.items(seq, table, sparse_grad), seq != 0, last_only)
 
     def output_weights(self, table: ItemTable | None = None
                        ) -> tuple[torch.Tensor, torch.Tensor]:
         """Item output embeddings (n_items, d) and biases (n_items,), padding excluded."""
         return self.items.output_weights(table)
+
+    def output_rows(self, idx: torch.Tensor, table: ItemTable | None = None,
+                    sparse_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """Output embeddings (k, d) and biases (k,) of the items ``idx`` (k,), optionally with
+        sparse gradients (see :meth:`ItemEmbedding.output_rows`)."""
+        return self.items.output_rows(idx, table, sparse_grad)
 
     def last_hidden(self, seq: torch.Tensor, table: ItemTable | None = None) -> torch.Tensor:
         """Hidden state of the last position (B, d): the next-item query of each sequence."""

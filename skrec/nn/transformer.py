@@ -49,29 +49,46 @@ class MultiHeadSelfAttention(nn.Module):
             self.out_proj = nn.Linear(inner, d_model)
         self.dropout = dropout
 
+    def _split(self, t: torch.Tensor) -> torch.Tensor:
+        B, n, _ = t.shape
+        return t.view(B, n, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values (B, n_heads, L, head_dim) of the positions ``x`` (B, L, d)."""
+        return self._split(self.k_proj(x)), self._split(self.v_proj(x))
+
     def forward(
         self,
         x: torch.Tensor,
         mask: torch.Tensor | None,
         last_only: bool = False,
         causal: bool = True,
-    ) -> torch.Tensor:
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        return_kv: bool = False,
+    ):
         """Attend over ``x`` (B, L, d) with a boolean ``mask`` (B, 1, L, L), True = attend.
 
         ``mask=None`` means plain causal attention (``causal``) or full attention. With
         ``last_only`` only the last position is a query (inference), and the output has shape
-        (B, 1, d).
+        (B, 1, d). With ``past``, the keys and values (B, n_heads, P, head_dim) of ``P``
+        earlier positions, ``x`` is **one** new last position (B, 1, d) that attends to them
+        and to itself (incremental inference, no mask). With ``return_kv`` the keys and values
+        of every attended position are returned too: ``(out, (k, v))``.
         """
         B, L, _ = x.shape
         Lq = 1 if last_only else L
+        if past is not None and L != 1:
+            raise ValueError(f"past keys and values take one new position; got {L}.")
         if self.n_heads == 0:
-            return x.new_zeros(B, Lq, x.shape[-1])
-
-        def split(t, n):
-            return t.view(B, n, self.n_heads, self.head_dim).transpose(1, 2)
-
-        q = split(self.q_proj(x[:, -1:] if last_only else x), Lq)
-        k, v = split(self.k_proj(x), L), split(self.v_proj(x), L)
+            out = x.new_zeros(B, Lq, x.shape[-1])
+            if return_kv:
+                empty = x.new_zeros(B, 0, L + (0 if past is None else past[0].shape[2]), 0)
+                return out, (empty, empty)
+            return out
+        q = self._split(self.q_proj(x[:, -1:] if last_only else x))
+        k, v = self.keys_values(x)
+        if past is not None:
+            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)
         if last_only and mask is not None:
             mask = mask[:, :, -1:]
         out = F.scaled_dot_product_attention(
@@ -80,11 +97,11 @@ class MultiHeadSelfAttention(nn.Module):
             v,
             attn_mask=mask,
             # the last query may see every key: no causal mask needed for it
-            is_causal=causal and mask is None and not last_only,
+            is_causal=causal and mask is None and not last_only and past is None,
             dropout_p=self.dropout if self.training else 0.0,
         )
-        out = out.transpose(1, 2).reshape(B, Lq, self.n_heads * self.head_dim)
-        return self.out_proj(out)
+        out = self.out_proj(out.transpose(1, 2).reshape(B, Lq, self.n_heads * self.head_dim))
+        return (out, (k, v)) if return_kv else out
 
 
 class TransformerBlock(nn.Module):
@@ -121,14 +138,22 @@ class TransformerBlock(nn.Module):
         mask: torch.Tensor | None,
         last_only: bool = False,
         causal: bool = True,
-    ) -> torch.Tensor:
-        """Apply the block to ``x`` (B, L, d); with ``last_only``, return (B, 1, d)."""
-        attn = self.attn(self.ln1(x), mask, last_only, causal)
+        past: tuple[torch.Tensor, torch.Tensor] | None = None,
+        return_kv: bool = False,
+    ):
+        """Apply the block to ``x`` (B, L, d); with ``last_only``, return (B, 1, d).
+
+        ``past`` and ``return_kv`` are those of :class:`MultiHeadSelfAttention` (incremental
+        inference): with ``return_kv`` the output is ``(x, (k, v))``.
+        """
+        attn = self.attn(self.ln1(x), mask, last_only, causal, past, return_kv)
+        if return_kv:
+            attn, kv = attn
         if last_only:
             x = x[:, -1:]
         x = x + self.drop(attn)
         x = x + self.drop(self.ff2(F.gelu(self.ff1(self.ln2(x)))))
-        return x
+        return (x, kv) if return_kv else x
 
 
 def _per_block(name: str, value, n_layers: int) -> list[int]:
@@ -244,4 +269,68 @@ class TransformerEncoder(nn.Module):
             x = block(x, mask, last_only and i == n_blocks - 1, self.causal)
         if last_only and n_blocks == 0:
             x = x[:, -1:]
+        return self.final_ln(x)
+
+    # ------------------------------------------------------------------ incremental inference
+    def next_state(self, x: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The cached keys and values that :meth:`step` reads for the item after ``x``.
+
+        Positions are counted from the end: when an item is appended, every earlier item moves
+        one position back, and with it its keys and values in every block. They are computed
+        here directly in that shifted layout, the ``L`` items of ``x`` (B, L, d) (no padding,
+        ``L < max_len``) at the positions ``max_len - 1 - L .. max_len - 2``, which does not
+        depend on the item that will follow (causal attention: an item never sees later ones).
+        The cost is that of a full forward pass; it can run before the next item is known.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (B, L, d)
+            Vectors of the items so far (the latest ``max_len - 1`` at most).
+
+        Returns
+        -------
+        state : list of (torch.Tensor, torch.Tensor)
+            Per block, keys and values of shape (B, n_heads, L, head_dim).
+        """
+        if not self.causal:
+            raise ValueError("Only a causal encoder can be run incrementally.")
+        L = x.shape[1]
+        if L >= self.max_len:
+            raise ValueError(f"next_state takes at most max_len - 1 = {self.max_len - 1} "
+                             f"items; got {L}.")
+        positions = torch.arange(self.max_len - 1 - L, self.max_len - 1, device=x.device)
+        x = self.emb_drop(x + self.pos_emb(positions))
+        state = []
+        for i, block in enumerate(self.blocks):
+            if i == len(self.blocks) - 1:  # the last block's outputs are not needed
+                state.append(block.attn.keys_values(block.ln1(x)))
+            else:
+                x, kv = block(x, None, False, True, return_kv=True)
+                state.append(kv)
+        return state
+
+    def step(self, x: torch.Tensor,
+             state: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Hidden state (B, 1, d) of a new last item ``x`` (B, 1, d) after the items of
+        ``state`` (from :meth:`next_state`): what :meth:`forward` with ``last_only`` gives
+        for the whole sequence, at the cost of one position per block.
+
+        Parameters
+        ----------
+        x : torch.Tensor of shape (B, 1, d)
+            Vector of the new item.
+        state : list of (torch.Tensor, torch.Tensor)
+            The earlier items' keys and values, from :meth:`next_state`.
+
+        Returns
+        -------
+        hidden : torch.Tensor of shape (B, 1, d)
+            The final (normalised) hidden state of the new last position.
+        """
+        if len(state) != len(self.blocks):
+            raise ValueError(f"state has {len(state)} blocks; the encoder has "
+                             f"{len(self.blocks)}.")
+        x = self.emb_drop(x + self.pos_emb.weight[self.max_len - 1])
+        for block, kv in zip(self.blocks, state):
+            x = block(x, None, False, True, past=kv)
         return self.final_ln(x)

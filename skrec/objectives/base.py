@@ -12,10 +12,15 @@ import torch
 from .._sequences import ordered_sequences
 from ..nn.losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
 
-__all__ = ["LOSSES", "OBJECTIVES", "Objective", "SeqData", "register_objective"]
+__all__ = ["LOSSES", "OBJECTIVES", "SAMPLED_LOSSES", "Objective", "SeqData",
+           "register_objective"]
 
 #: Losses over the catalogue that every objective offers.
 LOSSES = ("ce", "sampled", "gbce")
+
+#: The losses that read a few rows of the catalogue per step (the targets and the sampled
+#: negatives), trained with sparse gradients of the item table.
+SAMPLED_LOSSES = ("sampled", "gbce")
 
 #: Objective name -> class.
 OBJECTIVES: dict[str, type[Objective]] = {}
@@ -77,6 +82,18 @@ class Objective:
         Negatives per batch of the sampled losses.
     gbce_t : float, default=0.75
         Calibration parameter of gBCE.
+    sparse_grad : bool, default=True
+        With a sampled loss, gather the item vectors (inputs, targets and negatives) with
+        sparse gradients so that a step updates only the rows it touches (see
+        :meth:`sparse_grads`); ``False`` keeps dense gradients of the whole table.
+
+    Notes
+    -----
+    An objective's ``loss_sum`` computes the item table once (``table =
+    module.item_table()``) unless :meth:`sparse_grads` is true, runs the model as
+    ``module(seq, table=table, sparse_grad=sparse)`` and computes the loss with
+    ``self.catalogue_loss(module, hidden, targets, sampling_probs, table=table)``, so that
+    every objective gets the sparse path of the sampled losses.
     """
 
     #: Registry name (set by :func:`register_objective`).
@@ -87,10 +104,19 @@ class Objective:
     n_special: ClassVar[int] = 0
 
     def __init__(self, loss: str = "ce", n_negatives: int = 256, gbce_t: float = 0.75,
-                 **_: Any):
+                 sparse_grad: bool = True, **_: Any):
         self.loss = loss
         self.n_negatives = n_negatives
         self.gbce_t = gbce_t
+        self.sparse_grad = sparse_grad
+
+    def sparse_grads(self, module: torch.nn.Module) -> bool:
+        """Whether training gathers ``module``'s item vectors with sparse gradients: with a
+        sampled loss (:data:`SAMPLED_LOSSES`) on a model without item features, unless
+        ``sparse_grad=False``. The full softmax touches every row of the catalogue, and item
+        features compute every item's vector at each step: both keep dense gradients."""
+        return (bool(self.sparse_grad) and self.loss in SAMPLED_LOSSES
+                and getattr(module, "features", None) is None)
 
     def check_module(self, module: torch.nn.Module) -> None:
         """Raise a ValueError when ``module`` was built for another objective.
@@ -141,23 +167,34 @@ class Objective:
         """Summed loss of a batch (fp32 scalar)."""
         raise NotImplementedError
 
-    def catalogue_loss(self, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
-                       targets: torch.Tensor,
-                       sampling_probs: torch.Tensor | None = None) -> torch.Tensor:
-        """Summed loss of query vectors ``hidden`` (N, d) against ``targets`` (N,).
+    def catalogue_loss(self, module: torch.nn.Module, hidden: torch.Tensor,
+                       targets: torch.Tensor, sampling_probs: torch.Tensor | None = None,
+                       table=None) -> torch.Tensor:
+        """Summed loss of query vectors ``hidden`` (N, d) against ``targets`` (N,) in
+        ``[0, n_items)``, scored with ``module``'s output item representations.
 
-        ``"ce"``: full softmax cross-entropy over the catalogue (chunked); ``"sampled"``:
-        sampled softmax with popularity negatives and logQ correction; ``"gbce"``: gSASRec's
-        generalised BCE with uniform negatives.
+        ``"ce"``: full softmax cross-entropy over the catalogue (chunked), from
+        ``module.output_weights(table)``; ``"sampled"``: sampled softmax with popularity
+        negatives and logQ correction; ``"gbce"``: gSASRec's generalised BCE with uniform
+        negatives. The sampled losses read only the rows of the targets and negatives, through
+        ``module.output_rows``: from ``table`` (the item table of this pass) when given, else
+        gathered from the id embeddings with sparse gradients (see :meth:`sparse_grads`).
         """
         if self.loss == "ce":
+            weight, bias = module.output_weights(table)
             return softmax_cross_entropy(hidden, weight, bias, targets)
+        sparse = table is None and self.sparse_grads(module)
+
+        def rows(idx):
+            return module.output_rows(idx, table, sparse_grad=sparse)
+
         if self.loss == "sampled":
-            return sampled_softmax_loss(hidden, weight, bias, targets,
+            return sampled_softmax_loss(hidden, None, None, targets,
                                         n_negatives=self.n_negatives,
-                                        sampling_probs=sampling_probs)
-        return gbce_loss(hidden, weight, bias, targets, n_negatives=self.n_negatives,
-                         t=self.gbce_t)
+                                        sampling_probs=sampling_probs, rows=rows,
+                                        n_items=module.n_items)
+        return gbce_loss(hidden, None, None, targets, n_negatives=self.n_negatives,
+                         t=self.gbce_t, rows=rows, n_items=module.n_items)
 
     # ------------------------------------------------------------------ inference
     def scores(self, module: torch.nn.Module, X: sp.csr_matrix,

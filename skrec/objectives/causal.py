@@ -27,10 +27,10 @@ class CausalObjective(Objective):
         seq, probs = batch
         inputs, targets = seq[:, :-1], seq[:, 1:]
         valid = inputs != 0
-        table = module.item_table()
-        hidden = module(inputs, table=table)[valid]
-        weight, bias = module.output_weights(table)
-        return self.catalogue_loss(hidden, weight, bias, targets[valid] - 1, probs)
+        sparse = self.sparse_grads(module)
+        table = None if sparse else module.item_table()  # one table for both sides
+        hidden = module(inputs, table=table, sparse_grad=sparse)[valid]
+        return self.catalogue_loss(module, hidden, targets[valid] - 1, probs, table=table)
 
     def sequence_scores(self, module, seq: torch.Tensor) -> torch.Tensor:
         table = module.item_table()  # the item vectors, computed once for both sides

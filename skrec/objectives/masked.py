@@ -73,10 +73,10 @@ class MaskedObjective(Objective):
     def loss_sum(self, module, batch) -> torch.Tensor:
         seq, masked, probs = batch
         inputs = seq.masked_fill(masked, module.items.special_token())
-        table = module.item_table()  # one item table for both sides of the pass
-        hidden = module(inputs, table=table)[masked]
-        weight, bias = module.output_weights(table)
-        return self.catalogue_loss(hidden, weight, bias, seq[masked] - 1, probs)
+        sparse = self.sparse_grads(module)
+        table = None if sparse else module.item_table()  # one table for both sides
+        hidden = module(inputs, table=table, sparse_grad=sparse)[masked]
+        return self.catalogue_loss(module, hidden, seq[masked] - 1, probs, table=table)
 
     def history_length(self, module) -> int:
         """``module.max_len - 1``: the mask token takes the last position."""
