@@ -18,7 +18,8 @@ class PopularityRecommender(BaseRecommender):
 
     The reference every recommender must beat. Already-seen items are excluded as usual.
     Scores are ``n_items - rank`` of each item in the popularity order (ties broken by the
-    lower item index), so rankings are deterministic.
+    lower item index), so rankings are deterministic. It has no ``similar_items``: it does not
+    relate items to each other.
 
     Attributes
     ----------
@@ -59,7 +60,9 @@ class EASERecommender(BaseRecommender):
     Parameters
     ----------
     l2 : float, default=500.0
-        L2 regularisation added to the diagonal of the Gram matrix.
+        L2 regularisation added to the diagonal of the Gram matrix. Too small a value on a
+        matrix with duplicate or rare items leaves the Gram matrix numerically singular:
+        ``fit`` then raises a ``ValueError`` asking for a larger ``l2``.
 
     Attributes
     ----------
@@ -102,7 +105,18 @@ class EASERecommender(BaseRecommender):
         B = B.astype(bool).astype(np.float64)
         gram = (B.T @ B).toarray()
         gram[np.diag_indices_from(gram)] += float(l2)
-        P = np.linalg.inv(gram)
+        try:
+            P = np.linalg.inv(gram)
+        except np.linalg.LinAlgError:
+            P = None
+        if P is None or not np.isfinite(P).all() or not (np.diag(P) > 0).all():
+            largest = float(np.abs(gram).max())
+            raise ValueError(
+                f"EASERecommender(l2={l2!r}): the regularised Gram matrix X^T X + l2 I is "
+                "singular to working precision, so the closed form has no solution. Raise "
+                f"l2 (the Gram matrix's largest entry is {largest:g}; values around 1-1000 "
+                "are usual, e.g. l2=100.0)."
+            ) from None
         coef = P / (-np.diag(P))
         coef[np.diag_indices_from(coef)] = 0.0
         self.coef_ = coef.astype(np.float32)
@@ -111,19 +125,26 @@ class EASERecommender(BaseRecommender):
         Xb = X.astype(bool).astype(np.float32)
         return torch.from_numpy(np.asarray(Xb @ self.coef_))
 
+    def _item_similarity(self, query: np.ndarray) -> torch.Tensor:
+        # Row i of B: the score each item gets from a user who has item i only.
+        return torch.from_numpy(self.coef_[query])
+
 
 class MarkovChainRecommender(BaseRecommender):
     """First-order Markov chain: score items by how often they followed the user's last item.
 
     Transitions are counted between consecutive interactions of each training row (order from
     the stored values, ties by item index). A user is scored from the transition row of their
-    latest item, with ``smoothing`` times the normalised popularity as a back-off for unseen
-    transitions. The natural reference for sequence models.
+    latest item, mixed with the normalised popularity as a back-off for unseen transitions:
+    ``score(j) = (P(next = j | last = i) + smoothing * popularity(j)) / (1 + smoothing)``, a
+    probability over the catalogue. The natural reference for sequence models; like them it
+    warns at fit when the values look like ratings rather than an order.
 
     Parameters
     ----------
     smoothing : float, default=0.01
-        Weight of the popularity back-off added to the normalised transition counts.
+        Weight of the popularity back-off relative to the transition probabilities: a finite
+        number >= 0 (0: transitions only; a large value: popularity only).
 
     Attributes
     ----------
@@ -143,15 +164,24 @@ class MarkovChainRecommender(BaseRecommender):
     (2, 3)
     """
 
+    _values_are_order = True
+
     def __init__(self, smoothing: float = 0.01):
         self.smoothing = smoothing
+
+    def _check_params(self) -> None:
+        s = self.smoothing
+        if (
+            isinstance(s, bool)
+            or not isinstance(s, numbers.Real)
+            or not np.isfinite(s)
+            or not s >= 0
+        ):
+            raise ValueError(f"smoothing must be a finite number >= 0; got {s!r}.")
 
     def _fit(self, X, y):
         from ._sequences import merge_in_order, ordered_sequences
 
-        s = self.smoothing
-        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not s >= 0:
-            raise ValueError(f"smoothing must be a number >= 0; got {s!r}.")
         seqs = ordered_sequences(merge_in_order(X, y), X.shape[1])
         prev, nxt = seqs[:, :-1].ravel(), seqs[:, 1:].ravel()
         ok = (prev > 0) & (nxt > 0)
@@ -163,12 +193,21 @@ class MarkovChainRecommender(BaseRecommender):
         self.transitions_ = sp.diags(1.0 / np.maximum(totals, 1.0)) @ counts
         self.transitions_ = self.transitions_.tocsr().astype(np.float32)
 
+    def _next_item_probs(self, last: np.ndarray) -> torch.Tensor:
+        """``(len(last), n_items)`` next-item probabilities after items ``last`` (-1: none)."""
+        s = float(self.smoothing)
+        pop = self.item_popularity_ / max(self.item_popularity_.sum(), 1.0)
+        # Weights in float64 so that any finite smoothing stays finite: (T + s pop) / (1 + s).
+        scores = np.tile((s / (1.0 + s)) * pop, (last.shape[0], 1))
+        has = last >= 0
+        scores[has] += self.transitions_[last[has]].toarray().astype(np.float64) / (1.0 + s)
+        return torch.from_numpy(scores.astype(np.float32))
+
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
         from ._sequences import ordered_sequences
 
-        last = ordered_sequences(X, 1)[:, 0] - 1
-        pop = self.item_popularity_ / max(self.item_popularity_.sum(), 1.0)
-        scores = np.tile((self.smoothing * pop).astype(np.float32), (X.shape[0], 1))
-        has = last >= 0
-        scores[has] += self.transitions_[last[has]].toarray()
-        return torch.from_numpy(scores)
+        return self._next_item_probs(ordered_sequences(X, 1)[:, 0] - 1)
+
+    def _item_similarity(self, query: np.ndarray) -> torch.Tensor:
+        # What follows item i: the scores of a user whose latest item is i.
+        return self._next_item_probs(query)

@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import check_k, check_targets
+from ._validation import check_k, check_targets, reject_tables
 
 __all__ = [
     "ndcg_at_k",
@@ -55,6 +55,7 @@ def _check_rankings(y_pred, name: str = "y_pred") -> np.ndarray:
     """Return ``y_pred`` as a 2-D int64 array, or raise a ``ValueError`` naming the problem."""
     if y_pred is None:
         raise ValueError(f"{name} is None; expected a 2-D array of ranked item indices.")
+    reject_tables(y_pred, name, what="rankings")
     if sp.issparse(y_pred):
         raise ValueError(
             f"{name} must be a dense 2-D array of item indices (n_users, k), not a sparse matrix."

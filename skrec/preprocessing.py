@@ -308,10 +308,20 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
 
     def _needed_columns(self) -> list:
         cols = [self.user_col, self.item_col]
+        roles = ["user_col", "item_col"]
         if self.values in ("order", "timestamp") and self.time_col is not None:
             cols.append(self.time_col)
+            roles.append("time_col")
         if self.values == "weight":
             cols.append(self.weight_col)
+            roles.append("weight_col")
+        for i in range(len(cols)):
+            for j in range(i):
+                if cols[i] == cols[j]:
+                    raise ValueError(
+                        f"{roles[j]} and {roles[i]} are both {cols[i]!r}; each role needs its "
+                        "own column."
+                    )
         return cols
 
     def _read(self, log: Any, *, allow_empty: bool) -> dict[str, np.ndarray | None]:
@@ -324,6 +334,13 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             raise ValueError(
                 f"log is missing column(s) {missing}; it has {available}. Set user_col, "
                 "item_col, time_col or weight_col to the names used in the log."
+            )
+        repeated = [c for c in needed if sum(1 for a in available if a == c) > 1]
+        if repeated:
+            raise ValueError(
+                f"log has duplicate column name(s) {repeated}: which one to read is ambiguous. "
+                "Rename or drop the duplicates first (e.g. log.loc[:, "
+                "~log.columns.duplicated()])."
             )
         users, users_na = _get_column(log, self.user_col)
         items, items_na = _get_column(log, self.item_col)

@@ -293,3 +293,10 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         hidden = module.last_hidden(seq)
         weight, bias = module.output_weights()
         return hidden @ weight.t() + bias
+
+    # ------------------------------------------------------------------ similar_items & fit checks
+    _values_are_order = True  # fit warns when the values of X look like ratings, not an order
+
+    def _item_embeddings(self) -> torch.Tensor:
+        """Item output embeddings ``(n_items, d)``; ``similar_items`` ranks by their cosine."""
+        return self.module_.output_weights()[0]
