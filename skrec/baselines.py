@@ -34,9 +34,9 @@ class PopularityRecommender(BaseRecommender):
     >>> from skrec.baselines import PopularityRecommender
     >>> X = sp.csr_matrix([[1, 0, 2, 0], [0, 1, 1, 0], [1, 0, 0, 0]])
     >>> PopularityRecommender().fit(X).predict(X, k=2)
-    array([[ 1,  3],
-           [ 0,  3],
-           [ 2,  1]])
+    array([[1, 3],
+           [0, 3],
+           [2, 1]])
     """
 
     def __init__(self):
