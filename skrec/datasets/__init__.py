@@ -2,7 +2,8 @@
 
 - :func:`make_interactions` generates user histories with planted topic (co-occurrence) and
   sequential structure: no download, the default for the quickstart and the tests.
-- :func:`load_movielens` reads the official MovieLens 100K / 1M files or archives.
+- :func:`load_movielens` reads the official MovieLens 100K / 1M files or archives, and
+  :func:`load_movielens_titles` their movie titles (item id -> title).
 - :func:`fetch_movielens` downloads the official archive once (checked by SHA-256), caches it
   in :func:`get_data_home`, and loads it.
 
@@ -10,7 +11,13 @@ Every loader returns matrices in skrec's layout: ``scipy.sparse.csr_matrix`` use
 values > 0 giving the order of each interaction (larger = later).
 """
 
-from ._movielens import MOVIELENS_ARCHIVES, fetch_movielens, get_data_home, load_movielens
+from ._movielens import (
+    MOVIELENS_ARCHIVES,
+    fetch_movielens,
+    get_data_home,
+    load_movielens,
+    load_movielens_titles,
+)
 from ._synthetic import make_interactions
 
 __all__ = [
@@ -18,5 +25,6 @@ __all__ = [
     "fetch_movielens",
     "get_data_home",
     "load_movielens",
+    "load_movielens_titles",
     "make_interactions",
 ]
