@@ -176,6 +176,16 @@ def _read_source(path: Path) -> tuple[str, bytes, str | None, bytes | None]:
     raise FileNotFoundError(f"MovieLens path not found: {path}")
 
 
+def _as_path(path, what: str = "path") -> Path:
+    """``path`` as an expanded ``Path``, or a TypeError naming what was given."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"{what} must be a file or folder path (str or os.PathLike); got "
+            f"{type(path).__name__}."
+        )
+    return Path(path).expanduser()
+
+
 def _read_titles(path: Path) -> tuple[str, bytes]:
     """(file name, bytes) of the title file of a MovieLens folder, file or archive."""
     if path.is_dir():
@@ -243,7 +253,7 @@ def load_movielens_titles(path: str | os.PathLike) -> dict[int, str]:
     load_movielens : The ratings; its ``item_titles`` are the same titles aligned with the
         matrix columns.
     """
-    path = Path(path).expanduser()
+    path = _as_path(path)
     name, raw = _read_titles(path)
     titles = _parse_titles(name, raw)
     if not titles:
@@ -306,7 +316,7 @@ def load_movielens(path: str | os.PathLike) -> Bunch:
     (user, item) pair rated twice keeps its last rating time; MovieLens 100K and 1M have no
     such repeats.
     """
-    path = Path(path).expanduser()
+    path = _as_path(path)
     if not path.exists():
         raise FileNotFoundError(f"MovieLens path not found: {path}")
     ratings_name, raw, titles_name, titles_raw = _read_source(path)
