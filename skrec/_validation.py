@@ -36,7 +36,7 @@ __all__ = [
     "warn_if_not_ordered",
 ]
 
-_TABLE_MODULES = ("pandas", "polars", "pyarrow", "modin", "dask", "cudf")
+_TABLE_MODULES = ("pandas", "polars", "pyarrow")  # and anything with `columns`
 
 
 def _fail(name: str, problem: str) -> ValueError:

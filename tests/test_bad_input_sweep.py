@@ -7,12 +7,18 @@ out-of-range indices, bad ``k``/``batch_size``/``items``, bad hyper-parameters..
 * either succeed, or raise a ``ValueError``/``TypeError`` (``NotFittedError`` is both a
   ``ValueError`` and an ``AttributeError``) **raised by skrec's own code** (or by scikit-learn's
   parameter and fitted checks): an error from deep inside numpy, scipy or torch is not a clear
-  answer;
+  answer. The trainer's ``FloatingPointError`` (a loss that became NaN, with a hint) is its
+  documented answer to a diverging fit and is accepted too;
+* refuse a table (DataFrame, Series, list of tuples) given where a matrix is expected;
+* return well-formed results: rankings with indices in the catalogue, no repeats, ``-1``
+  padding exactly where the score is ``-inf``, no seen item when filtered, finite scores;
 * and leave every argument it was given unchanged.
 
-Sized for CI: tiny data and models (``max_iter=1``, widths of 4-8, ``precision="fp32"``), a few
-dozen examples per target, no example database. The pure-torch modules of ``skrec.nn`` are not
-swept: like torch's own layers they take tensors and raise torch's errors.
+Sized for CI: tiny data and models (``max_iter=1``, widths of 4-8, ``precision="fp32"``), 40
+examples per target drawn the same way on every run (about 15 s in all), no example database.
+Explore further with ``SKREC_SWEEP_EXAMPLES=300 SKREC_SWEEP_RANDOM=1`` (new random examples on
+each run). The pure-torch modules of ``skrec.nn`` are not swept: like torch's own layers they
+take tensors and raise torch's errors.
 
 Known failures in files being refactored elsewhere are listed in ``KNOWN_BUGS`` with a minimal
 reproduction each, tested as ``xfail`` at the end, and kept out of the sweep by ``assume``.
@@ -29,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 
 import skrec
@@ -52,7 +58,7 @@ SKREC_DIR = Path(skrec.__file__).resolve().parent
 SKLEARN_OK = ("validation.py", "base.py", "metaestimators.py")
 N_USERS, N_ITEMS = 8, 6
 SETTINGS = settings(
-    max_examples=int(os.environ.get("SKREC_SWEEP_EXAMPLES", "25")),
+    max_examples=int(os.environ.get("SKREC_SWEEP_EXAMPLES", "40")),
     deadline=None,
     database=None,
     # CI runs the same examples every time; SKREC_SWEEP_RANDOM=1 explores new ones.
@@ -118,9 +124,15 @@ def _same(a, b) -> bool:
 
 
 def _raised_by_skrec(exc: BaseException) -> bool:
-    """Whether the innermost Python frame of the traceback is skrec's (or sklearn's checks)."""
+    """Whether the innermost Python frame of the traceback is skrec's (or sklearn's checks).
+
+    scikit-learn's ``check_random_state`` passes a bad seed on to numpy, whose "Seed must be
+    between 0 and 2**32 - 1" is the answer every scikit-learn estimator gives: accepted.
+    """
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
+        return True
+    if any(frame.name == "check_random_state" for frame in frames):
         return True
     path = Path(frames[-1].filename).resolve()
     if SKREC_DIR in path.parents:
@@ -128,15 +140,34 @@ def _raised_by_skrec(exc: BaseException) -> bool:
     return "sklearn" in path.parts and path.name in SKLEARN_OK
 
 
-def check_call(fn, *args, allow=(), **kwargs):
-    """Call ``fn``; fail on an unclear error or a modified argument. Return the result."""
+def _is_table(obj) -> bool:
+    """An event log where a matrix is expected: it must be refused (TypeError)."""
+    return isinstance(obj, pd.DataFrame | pd.Series) or (
+        isinstance(obj, list | tuple) and len(obj) > 0 and isinstance(obj[0], tuple)
+    )
+
+
+def _event(text: str) -> None:
+    if currently_in_test_context():
+        event(text)
+
+
+def check_call(fn, *args, allow=(FloatingPointError,), refuse=False, **kwargs):
+    """Call ``fn``; fail on an unclear error or a modified argument. Return the result.
+
+    ``refuse``: the call must raise (a table given as a matrix: the TypeError pointing to the
+    encoder, or a ValueError about another argument checked first).
+    """
     before = [(a, _snapshot(a)) for a in (*args, *kwargs.values())]
     result = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             result = fn(*args, **kwargs)
+        assert not refuse, f"{fn.__name__} accepted a table where a matrix is expected"
+        _event(f"{fn.__name__}: returned")  # --hypothesis-show-statistics shows the mix
     except (ValueError, TypeError, *allow) as exc:
+        _event(f"{fn.__name__}: {type(exc).__name__}")
         assert str(exc).strip(), f"{type(exc).__name__} without a message"
         assert _raised_by_skrec(exc), (
             f"{type(exc).__name__} from outside skrec: {exc}\n"
@@ -148,10 +179,38 @@ def check_call(fn, *args, allow=(), **kwargs):
     return result
 
 
+def check_rankings(out, n_items: int = N_ITEMS) -> None:
+    """Well-formed ``(ids, scores)``: indices in range, no repeats, -1 exactly with -inf."""
+    if out is None:
+        return
+    ids, scores = out
+    assert ids.dtype == np.int64 and scores.dtype == np.float32 and ids.shape == scores.shape
+    assert ((ids >= -1) & (ids < n_items)).all(), "item index outside the catalogue"
+    pad = ids == -1
+    assert np.isneginf(scores[pad]).all() and np.isfinite(scores[~pad]).all(), (
+        "scores must be finite for items and -inf for padding"
+    )
+    ids2 = ids.reshape(-1, ids.shape[-1]) if ids.ndim else ids.reshape(1, 1)
+    for row in ids2:
+        real = row[row >= 0]
+        assert np.unique(real).size == real.size, "an item repeated in one list"
+        assert (row[real.size:] == -1).all(), "padding before an item"
+
+
+def check_scores(out) -> None:
+    if out is not None:
+        assert not np.isnan(out).any() and not np.isposinf(out).any(), "NaN or +inf scores"
+
+
 # ------------------------------------------------------------------------------ strategies
+def _mostly(good, bad):
+    """``good`` about three times out of four, so that most calls go deep."""
+    return st.integers(0, 3).flatmap(lambda i: bad if i == 0 else good)
+
+
 @st.composite
-def valid_matrices(draw, n_items=None):
-    n_users = draw(st.integers(1, 6))
+def valid_matrices(draw, n_items=None, n_users=None):
+    n_users = n_users if n_users is not None else draw(st.integers(1, 6))
     n_items = n_items if n_items is not None else draw(st.integers(1, 7))
     density = draw(st.sampled_from([0.0, 0.25, 0.6, 1.0]))
     rng = np.random.default_rng(draw(st.integers(0, 2**16)))
@@ -252,41 +311,74 @@ NOT_MATRICES = st.sampled_from([
 
 
 def matrices(n_items=None):
-    return valid_matrices(n_items) | corrupted_matrices(n_items) | NOT_MATRICES
+    """Valid matrices three times out of four, bad ones otherwise."""
+    return _mostly(valid_matrices(n_items), corrupted_matrices(n_items) | NOT_MATRICES)
 
 
-def targets(n_rows=None):
+def _shape(X) -> tuple[int, int] | None:
+    """The 2-D shape of ``X`` if it has one (to draw matching targets)."""
+    try:
+        shape = X.shape if sp.issparse(X) else np.shape(X)
+    except Exception:  # ragged lists and the like
+        return None
+    return tuple(shape) if len(shape) == 2 else None
+
+
+def targets(n_rows=None, n_items=N_ITEMS):
+    """Held-out items for ``n_rows`` users: mostly None or valid, sometimes wrong."""
     rows = N_USERS if n_rows is None else n_rows
     one_d = st.lists(st.integers(-3, N_ITEMS + 2), min_size=0, max_size=rows + 1).map(np.array)
-    return (
-        st.none()
-        | valid_matrices(N_ITEMS)
-        | one_d
-        | st.sampled_from([np.full(rows, np.nan), np.full(rows, 1.5), np.array(["a"] * rows),
-                           np.zeros((rows, 2)), "y", 3])
-        | NOT_MATRICES
-    )
+    in_range = st.lists(st.integers(-1, n_items - 1), min_size=rows, max_size=rows)
+    good = st.none() | valid_matrices(n_items, n_users=rows) | in_range.map(np.array)
+    bad = one_d | valid_matrices(n_items) | NOT_MATRICES | st.sampled_from(
+        [np.full(rows, np.nan), np.full(rows, 1.5), np.array(["a"] * rows),
+         np.zeros((rows, 2)), "y", 3])
+    return _mostly(good, bad)
 
 
-KS = st.integers(-2, 12) | st.sampled_from([2.5, "3", None, True, np.int64(4), np.nan, [3]])
-BATCH = st.none() | st.integers(-2, 9) | st.sampled_from([2.5, "8", True, np.int32(2), 0.0])
-ITEMS = (
-    st.none()
-    | st.lists(st.integers(-2, N_ITEMS + 1), max_size=8).map(np.array)
+KS = _mostly(st.integers(1, 12), st.integers(-2, 0) | st.sampled_from(
+    [2.5, "3", None, True, np.int64(4), np.nan, [3], 10**4]))
+BATCH = _mostly(st.none() | st.integers(1, 9), st.integers(-2, 0) | st.sampled_from(
+    [2.5, "8", True, np.int32(2), 0.0]))
+ITEMS = _mostly(
+    st.none() | st.lists(st.integers(0, N_ITEMS - 1), max_size=8).map(np.array)
+    | st.lists(st.booleans(), min_size=N_ITEMS, max_size=N_ITEMS).map(np.array),
+    st.lists(st.integers(-2, N_ITEMS + 1), max_size=8).map(np.array)
     | st.lists(st.booleans(), min_size=N_ITEMS - 1, max_size=N_ITEMS + 1).map(np.array)
     | st.sampled_from([np.array([1.0, 2.0]), np.array(["a"]), np.zeros((2, 2), dtype=int),
-                       "items", 3, [True, 1]])
+                       "items", 3, [True, 1]]),
 )
 BOOLS = st.booleans()
 
 
 # ------------------------------------------------------------------------------ known bugs
+def _diverging_last_step(name, call, kw) -> bool:
+    return (
+        call == "param"
+        and name in ("Seq", "AE")
+        and kw["param"] in ("learning_rate_init", "weight_decay")
+        and isinstance(kw["value"], float)
+        and np.isfinite(kw["value"])
+        and kw["value"] > 1e3
+    )
+
+
+#: Bugs in the trainer (skrec/training.py, being refactored for issue 13): name ->
+#: (predicate on the sweep's inputs, reason). Each has an xfail reproduction at the end.
+KNOWN_BUGS = {
+    "diverging_last_step": (
+        _diverging_last_step,
+        "training.py: when the last optimizer step of fit makes the weights non-finite (a "
+        "huge learning_rate_init or weight_decay; the loss of that step was still finite), "
+        "fit returns normally and predict_scores is all NaN (or -inf, predict all -1 "
+        "padding); it should raise the trainer's FloatingPointError",
+    ),
+}
+
+
 def _is_known_bug(name: str, call: str, **kw) -> bool:
     """Inputs that hit a bug listed in KNOWN_BUGS (out of this sweep's files): skipped."""
-    return any(predicate(name, call, kw) for predicate in _KNOWN_BUG_PREDICATES)
-
-
-_KNOWN_BUG_PREDICATES: list = []
+    return any(predicate(name, call, kw) for predicate, _ in KNOWN_BUGS.values())
 
 
 # ------------------------------------------------------------------------------ fixtures
@@ -309,11 +401,16 @@ def fitted():
 # ------------------------------------------------------------------------------ estimators
 @pytest.mark.parametrize("name", list(TINY))
 @SETTINGS
-@given(X=matrices(), y=targets())
-def test_fit_with_bad_data(name, X, y):
+@given(data=st.data())
+def test_fit_with_bad_data(name, data):
+    X = data.draw(matrices(), label="X")
+    shape = _shape(X) or (N_USERS, N_ITEMS)
+    y = data.draw(targets(shape[0], max(shape[1], 1)), label="y")
     est = TINY[name]()
     assume(not _is_known_bug(name, "fit", X=X, y=y))
-    check_call(est.fit, X, y)
+    refuse = _is_table(X) or _is_table(y)
+    if check_call(est.fit, X, y, refuse=refuse) is not None:
+        check_scores(check_call(est.predict_scores, sp.csr_matrix((2, est.n_features_in_))))
 
 
 BAD_VALUES = st.sampled_from([-1, 0, 1, 2, 0.5, 1.5, -0.5, np.inf, -np.inf, np.nan, 1e300,
@@ -336,7 +433,9 @@ def test_fit_with_bad_hyper_parameters(name, data):
     est.set_params(**{param: value})
     assume(not _is_known_bug(name, "param", param=param, value=value))
     X = _training_matrix()
-    check_call(est.fit, X)
+    if check_call(est.fit, X) is not None:
+        check_scores(check_call(est.predict_scores, X))
+        check_rankings(check_call(est.recommend, X, 3))
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -345,24 +444,31 @@ def test_fit_with_bad_hyper_parameters(name, data):
 def test_recommend_and_predict(fitted, name, X, k, filter_seen, items, batch_size):
     est = fitted[name]
     assume(not _is_known_bug(name, "recommend", X=X, k=k, items=items, batch_size=batch_size))
+    refuse = _is_table(X)
     out = check_call(est.recommend, X, k, filter_seen=filter_seen, items=items,
-                     batch_size=batch_size)
+                     batch_size=batch_size, refuse=refuse)
+    check_rankings(out)
+    if out is not None and filter_seen:
+        seen = sp.csr_matrix(np.asarray(sp.csr_matrix(X).toarray(), dtype=float))
+        for u, row in enumerate(out[0]):
+            assert not set(row[row >= 0]) & set(seen[u].indices), "a seen item recommended"
+    check_call(est.predict, X, k, filter_seen=filter_seen, refuse=refuse)
+    out = check_call(est.predict_scores, X, filter_seen=filter_seen, batch_size=batch_size,
+                     refuse=refuse)
     if out is not None:
-        ids, scores = out
-        assert ids.dtype == np.int64 and ids.shape == scores.shape
-        assert ((ids >= -1) & (ids < N_ITEMS)).all()
-        assert not np.isnan(scores).any()
-    check_call(est.predict, X, k, filter_seen=filter_seen)
-    out = check_call(est.predict_scores, X, filter_seen=filter_seen, batch_size=batch_size)
-    if out is not None:
-        assert out.shape[1] == N_ITEMS and not np.isnan(out).any()
+        assert out.shape[1] == N_ITEMS
+        check_scores(out)
 
 
 @pytest.mark.parametrize("name", list(TINY))
 @SETTINGS
-@given(X=matrices(N_ITEMS), y=targets(), k=KS)
-def test_score(fitted, name, X, y, k):
-    check_call(fitted[name].score, X, y, k)
+@given(data=st.data(), k=KS)
+def test_score(fitted, name, data, k):
+    X = data.draw(matrices(N_ITEMS), label="X")
+    y = data.draw(targets((_shape(X) or (N_USERS,))[0]), label="y")
+    refuse = _is_table(X) or _is_table(y)
+    out = check_call(fitted[name].score, X, y, k, refuse=refuse)
+    assert out is None or np.isnan(out) or 0.0 <= out <= 1.0
 
 
 @pytest.mark.parametrize("name", [n for n in TINY if n != "Popularity"])
@@ -372,9 +478,7 @@ def test_score(fitted, name, X, y, k):
 def test_similar_items(fitted, name, item_ids, k, filter_self, items, batch_size):
     out = check_call(fitted[name].similar_items, item_ids, k, filter_self=filter_self,
                      items=items, batch_size=batch_size)
-    if out is not None:
-        ids, scores = out
-        assert ((ids >= -1) & (ids < N_ITEMS)).all() and not np.isnan(scores).any()
+    check_rankings(out)
 
 
 def test_popularity_similar_items_is_a_clear_attribute_error(fitted):
@@ -384,8 +488,10 @@ def test_popularity_similar_items_is_a_clear_attribute_error(fitted):
 
 @pytest.mark.parametrize("name", ["Seq", "AE"])
 @SETTINGS
-@given(X=matrices(), y=targets())
-def test_partial_fit(fitted, name, X, y):
+@given(data=st.data())
+def test_partial_fit(fitted, name, data):
+    X = data.draw(matrices(N_ITEMS), label="X")
+    y = data.draw(targets((_shape(X) or (N_USERS,))[0]), label="y")
     est = copy.deepcopy(fitted[name])
     assume(not _is_known_bug(name, "partial_fit", X=X, y=y))
     check_call(est.partial_fit, X, y)
@@ -455,7 +561,8 @@ SPLIT_ARGS = st.sampled_from([0.2, 0.0, 1.0, 1, 2, -1, 0.5, np.nan, "0.3", None,
        seed=st.sampled_from([0, None, -1, "x", 2**40]), ordered=BOOLS,
        cut=st.sampled_from([None, 2.0, np.inf, np.nan, "t", 1e9]))
 def test_splitters(X, n_last, test_size, fold_in, seed, ordered, cut):
-    check_call(skms.leave_last_out_split, X, n_last)
+    refuse = _is_table(X)
+    check_call(skms.leave_last_out_split, X, n_last, refuse=refuse)
     check_call(skms.user_holdout_split, X, test_size=test_size, fold_in_size=fold_in,
                random_state=seed, ordered=ordered)
     check_call(skms.random_holdout_split, X, test_size=test_size, random_state=seed)
@@ -464,9 +571,11 @@ def test_splitters(X, n_last, test_size, fold_in, seed, ordered, cut):
 
 
 @SETTINGS
-@given(X=matrices(N_ITEMS), y=targets(), metrics=NAMES, fit=BOOLS,
+@given(data=st.data(), metrics=NAMES, fit=BOOLS,
        estimators=st.sampled_from(["list", "dict", "one", "empty", "junk", "unfitted"]))
-def test_evaluate(fitted, X, y, metrics, fit, estimators):
+def test_evaluate(fitted, data, metrics, fit, estimators):
+    X = data.draw(matrices(N_ITEMS), label="X")
+    y = data.draw(targets((_shape(X) or (N_USERS,))[0]), label="y")
     models = {
         "list": lambda: [copy.deepcopy(fitted["EASE"]), copy.deepcopy(fitted["Markov"])],
         "dict": lambda: {"pop": copy.deepcopy(fitted["Popularity"])},
@@ -487,22 +596,26 @@ IDS = st.sampled_from([
 
 @st.composite
 def logs(draw):
-    n = draw(st.integers(0, 6))
-    users = draw(st.sampled_from([["a", "b", "c"], [1, 2, 3], [1.0, np.nan, 2.0],
-                                  [None, "a", "b"], [1, "a", 2.5]]))
-    items = draw(st.sampled_from([[10, 20, 30], ["x", "y", "z"], [np.nan, 1.0, 2.0]]))
-    times = draw(st.sampled_from([[1, 2, 3], [0, -1, 5], [np.nan, 1, 2], ["t", "u", "v"],
-                                  list(pd.to_datetime(["2024-01-01", "2024-01-02", None]))]))
+    n = draw(_mostly(st.integers(1, 6), st.just(0)))
+    good = draw(st.integers(0, 3)) > 0  # three logs out of four have valid columns
+    users = draw(st.sampled_from([["a", "b", "c"], [1, 2, 3]] if good else [
+        [1.0, np.nan, 2.0], [None, "a", "b"], [1, "a", 2.5]]))
+    items = draw(st.sampled_from([[10, 20, 30], ["x", "y", "z"]] if good else [
+        [np.nan, 1.0, 2.0], [1, "x", 2]]))
+    times = draw(st.sampled_from(
+        [[1, 2, 3], [5, 5, 5], list(pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-02"]))]
+        if good else [[0, -1, 5], [np.nan, 1, 2], ["t", "u", "v"],
+                      list(pd.to_datetime(["2024-01-01", "2024-01-02", None]))]))
     rng = np.random.default_rng(draw(st.integers(0, 99)))
     pick = rng.integers(0, 3, size=(3, n))
     frame = pd.DataFrame({
         "user": [users[i] for i in pick[0]],
         "item": [items[i] for i in pick[1]],
         "time": [times[i] for i in pick[2]],
-        "w": rng.integers(-1, 3, n),
+        "w": rng.integers(0 if good else -1, 3, n),
     })
-    how = draw(st.sampled_from(["frame", "dict", "dup_cols", "missing_col", "not_a_log",
-                                "ragged", "structured"]))
+    how = draw(_mostly(st.sampled_from(["frame", "dict"]), st.sampled_from(
+        ["dup_cols", "missing_col", "not_a_log", "ragged"])))
     if how == "dict":
         return {c: frame[c].to_numpy() for c in frame.columns}
     if how == "dup_cols":
@@ -517,12 +630,17 @@ def logs(draw):
     return frame
 
 
-ENCODER_PARAMS = st.fixed_dictionaries({
-    "time_col": st.sampled_from([None, "time", "missing", "user"]),
-    "weight_col": st.sampled_from([None, "w", "missing"]),
-    "values": st.sampled_from(["order", "timestamp", "weight", "ones", "bogus", None]),
-    "user_col": st.sampled_from(["user", "item", 0]),
-})
+ENCODER_PARAMS = _mostly(
+    st.sampled_from([{}, {"time_col": "time"}, {"values": "ones"},
+                     {"time_col": "time", "values": "timestamp"},
+                     {"weight_col": "w", "values": "weight"}]),
+    st.fixed_dictionaries({
+        "time_col": st.sampled_from([None, "time", "missing", "user"]),
+        "weight_col": st.sampled_from([None, "w", "missing"]),
+        "values": st.sampled_from(["order", "timestamp", "weight", "ones", "bogus", None]),
+        "user_col": st.sampled_from(["user", "item", 0]),
+    }),
+)
 
 
 @SETTINGS
@@ -583,3 +701,17 @@ def test_plotting(history, metrics):
     check_call(history_frame, history)
     check_call(plot_history, history, metrics=metrics)
     plt.close("all")
+
+
+# ------------------------------------------------------------------------------ known bugs
+@pytest.mark.xfail(reason=KNOWN_BUGS["diverging_last_step"][1], strict=True)
+@pytest.mark.parametrize("Est", [SeqRecommender, AERecommender])
+def test_known_bug_diverging_last_step(Est):
+    X = _training_matrix()  # 8 users: one optimizer step per epoch
+    est = TINY["Seq" if Est is SeqRecommender else "AE"]().set_params(learning_rate_init=1e300)
+    try:
+        est.fit(X)
+    except FloatingPointError:
+        return  # the fix: a clear error
+    scores = est.predict_scores(X)
+    assert np.isfinite(scores).all(), "fit returned a model with non-finite scores"
