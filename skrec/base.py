@@ -303,6 +303,12 @@ class BaseRecommender(BaseEstimator):
         scores : ndarray of shape (n_users, k), dtype float32
             Their scores (``-inf`` for padding).
 
+        Raises
+        ------
+        FloatingPointError
+            If the model produces NaN scores (weights that are not finite): a NaN is never
+            ranked as if it were a score.
+
         See Also
         --------
         skrec.preprocessing.InteractionEncoder.recommend : The same from an event log, as a
@@ -317,11 +323,21 @@ class BaseRecommender(BaseEstimator):
         scores = np.empty((X.shape[0], k), dtype=np.float32)
         with torch.inference_mode():
             for rows, Xb in self._iter_batches(X, batch_size):
-                s = self._score_batch(Xb).float()
+                s = self._finite(self._score_batch(Xb).float())
                 ids[rows], scores[rows] = rank_top_k(
                     s, Xb, k, filter_seen=filter_seen, candidates=candidates, cold_scores=cold
                 )
         return ids, scores
+
+    def _finite(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores``, or a FloatingPointError when the model produced NaN (never ranked)."""
+        if torch.isnan(scores).any():
+            raise FloatingPointError(
+                f"{type(self).__name__} produced NaN scores: its learned weights are not finite "
+                "(did training diverge?). Refit it, e.g. with a lower learning_rate_init or "
+                "precision='fp32'."
+            )
+        return scores
 
     def _candidate_mask(self, items) -> torch.Tensor | None:
         if items is None:
@@ -450,7 +466,7 @@ class BaseRecommender(BaseEstimator):
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         with torch.inference_mode():
             for rows, Qb in self._iter_batches(Q, batch_size) if n else ():
-                s = self._item_similarity(Qb.indices).float()
+                s = self._finite(self._item_similarity(Qb.indices).float())
                 ids[rows], scores[rows] = rank_top_k(
                     s, Qb, k, filter_seen=filter_self, candidates=candidates
                 )
@@ -500,7 +516,7 @@ class BaseRecommender(BaseEstimator):
         cold_scores = self._cold_scores()
         with torch.inference_mode():
             for rows, Xb in self._iter_batches(X, batch_size):
-                s = self._score_batch(Xb).float()
+                s = self._finite(self._score_batch(Xb).float())
                 mask_scores(s, Xb, filter_seen=filter_seen, cold_scores=cold_scores)
                 out[rows] = s.cpu().numpy()
         return out

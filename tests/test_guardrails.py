@@ -267,3 +267,13 @@ def test_ratings_detection_thresholds():
         warn_if_not_ordered(big, "Est")
     with pytest.warns(UserWarning, match="ratings"):
         warn_if_not_ordered(halves, "Est")
+
+
+# ------------------------------------------------ a model with NaN weights never ranks
+def test_nan_scores_raise_instead_of_ranking(X):
+    est = EASERecommender(l2=10.0).fit(X)
+    est.coef_[:, 3] = np.nan  # as if training had diverged
+    for call in (lambda: est.recommend(X[:4]), lambda: est.predict(X[:4]),
+                 lambda: est.predict_scores(X[:4]), lambda: est.similar_items([0, 1])):
+        with pytest.raises(FloatingPointError, match="NaN scores"):
+            call()
