@@ -405,9 +405,9 @@ def evaluate(
     Parameters
     ----------
     estimators : dict of str to recommender, or list of recommenders
-        The models; names are the dict's keys, or the class names (with `` (2)``,
-        `` (3)``... for repeats). They are fitted **in place** when ``fit=True`` (use them
-        afterwards, e.g. for ``similar_items``).
+        The models; names are the dict's keys, or the class names (a repeated class name
+        gets a suffix: ``"EASERecommender (2)"``). They are fitted **in place** when
+        ``fit=True`` (use them afterwards, e.g. for ``similar_items``).
     X : {array-like, sparse matrix} of shape (n_users, n_items)
         Users' known interactions: the input to ``predict`` (and to ``fit`` unless
         ``X_fit`` is given).
