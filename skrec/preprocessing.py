@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_interactions
+from ._validation import check_interactions, check_k
 
 __all__ = ["InteractionEncoder"]
 
@@ -813,6 +813,10 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             users = _unique_sorted(cols["user"], "user")[0]
         X = self._transform(log, users, stacklevel=3)
         row_ids = _ids(_as_1d_ids(users, "users"), None, "users")
+        if row_ids.size == 0:  # nobody to serve: an empty table with the usual columns
+            empty = np.zeros((0, check_k(k)), dtype=np.int64)
+            return self._ranked_frame(row_ids, empty, empty.astype(np.float32), self.user_col,
+                                      self.item_col, as_frame)
         ids, scores = model.recommend(
             X, k, filter_seen=filter_seen, items=self._candidate_indices(items),
             batch_size=batch_size,

@@ -202,3 +202,10 @@ def test_non_string_item_column_name():
         warnings.simplefilter("error")
         out = enc.similar_items(model, [5], k=1, as_frame=False)
     assert list(out) == [1, "rank", "similar_item", "score"]
+
+
+def test_recommend_nobody_gives_an_empty_table(setup, log):
+    enc, _, model = setup
+    out = enc.recommend(model, log.iloc[:0], k=3)
+    assert out.columns.tolist() == ["customer", "rank", "product", "score"] and len(out) == 0
+    assert len(enc.recommend(model, log, users=[], k=3)) == 0
