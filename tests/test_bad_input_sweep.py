@@ -375,6 +375,22 @@ KNOWN_BUGS = {
         "are -inf and predict gives only -1 padding); fit should raise the trainer's "
         "FloatingPointError",
     ),
+    "pruning_amount": (
+        lambda name, call, kw: call == "pruning_amount" and name != "not a module" and not (
+            isinstance(kw["amount"], float | int) and not isinstance(kw["amount"], bool)
+            and 0 <= kw["amount"] < 1
+        ),
+        "pruning.py: the module-level structured_prune(module, amount) and "
+        "magnitude_prune(module, amount) do not validate amount as prune_ does: inf gives "
+        "OverflowError, 2 a RuntimeError from torch.kthvalue ('selected index k out of "
+        "range'), nan a ValueError from int() that does not name amount, and -1 is accepted",
+    ),
+    "pruning_non_module": (
+        lambda name, call, kw: call == "pruning_function" and name == "not a module",
+        "pruning.py: model_summary(obj) and magnitude_prune(obj, amount) on an object that "
+        "is not a torch module raise AttributeError ('object' has no attribute 'parameters' / "
+        "'modules') where pruning_groups and structured_prune raise a clear TypeError",
+    ),
 }
 
 
@@ -713,3 +729,59 @@ def test_known_bug_diverging_last_step(Est):
     est = TINY["Seq" if Est is SeqRecommender else "AE"]().set_params(learning_rate_init=1e300)
     with pytest.raises(FloatingPointError):  # today: fit returns, and only predict raises
         est.fit(X)
+
+
+# ------------------------------------------------------------------------------ module level
+@SETTINGS
+@given(amount=BAD_VALUES | st.floats(0, 0.99), seq_len=st.sampled_from([None, 0, 3, -1, 2.5, "x"]),
+       which=st.sampled_from(["Seq", "AE", "not a module"]),
+       targets_=st.sampled_from([None, ("heads",), ("hidden",), ("nope",), "ffn"]))
+def test_pruning_functions(fitted, amount, seq_len, which, targets_):
+    from skrec.pruning import magnitude_prune, model_summary, pruning_groups, structured_prune
+
+    module = copy.deepcopy(fitted[which].module_) if which != "not a module" else object()
+    check_call(pruning_groups, module)
+    if not _is_known_bug(which, "pruning_function"):
+        check_call(model_summary, module, seq_len=seq_len)
+    if not _is_known_bug(which, "pruning_amount", amount=amount):
+        check_call(structured_prune, copy.deepcopy(module), amount, targets=targets_)
+        if not _is_known_bug(which, "pruning_function"):
+            check_call(magnitude_prune, copy.deepcopy(module), amount)
+
+
+@SETTINGS
+@given(value=st.sampled_from(["cpu", "auto", None, "gpu", "cuda:x", 3, -1, 2.5, [], "fp32",
+                              "bf16", "fp8", "AUTO"]))
+def test_device_and_precision_resolution(value, tmp_path_factory):
+    import torch
+
+    from skrec.datasets import fetch_movielens, get_data_home
+    from skrec.training import resolve_device, resolve_precision
+
+    check_call(resolve_device, value)
+    check_call(resolve_precision, value, torch.device("cpu"))
+    home = tmp_path_factory.mktemp("data")
+    check_call(get_data_home, value if value not in ("cpu", "auto", None) else home,
+               allow=(OSError,))
+    check_call(fetch_movielens, value, data_home=home, download_if_missing=False,
+               allow=(FileNotFoundError,))
+
+
+@pytest.mark.xfail(reason=KNOWN_BUGS["pruning_non_module"][1], strict=True)
+@pytest.mark.parametrize("func", ["model_summary", "magnitude_prune"])
+def test_known_bug_pruning_functions_on_a_non_module(func):
+    import skrec.pruning
+
+    args = (object(),) if func == "model_summary" else (object(), 0.5)
+    with pytest.raises(TypeError):
+        getattr(skrec.pruning, func)(*args)
+
+
+@pytest.mark.xfail(reason=KNOWN_BUGS["pruning_amount"][1], strict=True)
+@pytest.mark.parametrize("amount", [np.inf, 2.0, np.nan, -1.0])
+@pytest.mark.parametrize("func", ["structured_prune", "magnitude_prune"])
+def test_known_bug_module_level_pruning_amount(fitted, func, amount):
+    import skrec.pruning
+
+    with pytest.raises(ValueError, match="amount"):
+        getattr(skrec.pruning, func)(copy.deepcopy(fitted["Seq"].module_), amount)

@@ -72,7 +72,7 @@ def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
     """
     if data_home is None:
         data_home = os.environ.get("SKREC_DATA", Path("~") / "skrec_data")
-    path = Path(data_home).expanduser()
+    path = _as_path(data_home, "data_home")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
