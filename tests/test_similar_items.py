@@ -47,7 +47,7 @@ def _reference(est, query):
         pop = est.item_popularity_ / est.item_popularity_.sum()
         return (est.transitions_[query].toarray() + s * pop) / (1 + s)
     if isinstance(est, SeqRecommender):
-        emb = est.module_.item_emb.weight[1:].detach().numpy()
+        emb = est.module_.output_weights()[0].detach().numpy()
     else:
         emb = est.module_.decoder[-1].weight.detach().numpy()
     emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
