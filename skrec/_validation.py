@@ -7,16 +7,37 @@ skrec calls :func:`check_interactions` or :func:`check_targets` and may then ass
 * sorted column indices, no duplicates and no explicitly stored zeros,
 * every stored value finite and strictly positive,
 * a fresh object: the caller's input is never modified.
+
+A (user, item) pair stored twice (possible in COO matrices and non-canonical CSR/CSC ones) keeps
+its **largest** value, i.e. its latest occurrence when the values are orders or timestamps:
+the same rule as :class:`~skrec.preprocessing.InteractionEncoder`, where the last event of a
+repeated pair wins. Summing them, scipy's default, would turn two timestamps into a fake, much
+later one.
+
+Tables (pandas or polars DataFrames and Series) and lists of tuples are refused with a
+``TypeError`` that points to :class:`~skrec.preprocessing.InteractionEncoder`: read as arrays,
+an event log would silently become a matrix of n_events "users" x n_columns "items".
 """
 
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["check_interactions", "check_item_features", "check_targets"]
+__all__ = [
+    "check_batch_size",
+    "check_interactions",
+    "check_item_features",
+    "check_k",
+    "check_targets",
+    "reject_tables",
+    "warn_if_not_ordered",
+]
+
+_TABLE_MODULES = ("pandas", "polars", "pyarrow")  # and anything with `columns`
 
 
 def _fail(name: str, problem: str) -> ValueError:
@@ -33,6 +54,95 @@ def _fail_dtype(name: str, dtype) -> ValueError:
     if np.issubdtype(dtype, np.complexfloating):
         return _fail(name, f"must hold real numbers: Complex data not supported (dtype {dtype}).")
     return _fail(name, f"must hold real numbers; got dtype {dtype}.")
+
+
+def _table_kind(obj) -> str | None:
+    """``"a pandas DataFrame"`` etc. when ``obj`` is a table or a list of records, else None."""
+    if obj is None or isinstance(obj, np.ndarray) or sp.issparse(obj):
+        return None
+    cls = type(obj)
+    root = cls.__module__.partition(".")[0]
+    if root in _TABLE_MODULES or hasattr(obj, "columns"):
+        return f"a {root} {cls.__name__}" if root in _TABLE_MODULES else f"a {cls.__name__}"
+    if isinstance(obj, list | tuple) and len(obj) and isinstance(obj[0], tuple):
+        return f"a {cls.__name__} of tuples"
+    return None
+
+
+def reject_tables(obj, name: str = "X", *, what: str = "matrix") -> None:
+    """Raise a ``TypeError`` pointing to ``InteractionEncoder`` if ``obj`` is a table.
+
+    pandas/polars DataFrames and Series (anything with ``columns``, or from a data-frame
+    library) and lists of tuples look like event logs (one row per event). Read as an array,
+    such a log would silently become a matrix with one "user" per event and one "item" per
+    column.
+
+    Parameters
+    ----------
+    obj : object
+        The user's input.
+    name : str, default="X"
+        Name used in the message.
+    what : {"matrix", "targets", "rankings"}, default="matrix"
+        What ``obj`` should have been, for the hint at the end of the message.
+
+    Raises
+    ------
+    TypeError
+        If ``obj`` is a DataFrame, a Series or a list of tuples.
+    """
+    kind = _table_kind(obj)
+    if kind is None:
+        return
+    if what == "rankings":
+        hint = (
+            "pass the (n_users, k) array of item indices returned by predict/recommend (a "
+            "DataFrame of recommendations holds original ids, not column indices)."
+        )
+    else:
+        hint = (
+            "if it already is a user x item matrix (rows = users, columns = items) in the "
+            "order of the estimator's rows and columns, pass .to_numpy() or a scipy.sparse "
+            "matrix."
+        )
+        if what == "targets":
+            hint = (
+                "if it already holds one column index per row of X, pass .to_numpy(); else "
+                "build y like X, with the same encoder."
+            )
+    raise TypeError(
+        f"{name} is {kind}; skrec reads a user x item matrix (rows = users, columns = items; "
+        "a stored value > 0 is an interaction and its order), not an event log. Build the "
+        "matrix from the log with skrec.preprocessing.InteractionEncoder, e.g. "
+        "`enc = InteractionEncoder(user_col='user', item_col='item', time_col='time'); "
+        f"X = enc.fit_transform(log)`; {hint}"
+    )
+
+
+def _sparse_keep_latest(X, name: str) -> sp.csr_matrix:
+    """CSR float64 copy of a sparse matrix; a repeated (row, column) keeps its largest value.
+
+    Negative, NaN and infinite values are reported before duplicates are merged, so a bad
+    entry cannot hide behind a good duplicate.
+    """
+    fmt = X.format
+    if fmt in ("lil", "dok", "dia") or (
+        fmt in ("csr", "csc", "bsr") and X.has_canonical_format
+    ):
+        return sp.csr_matrix(X, dtype=np.float64, copy=True)  # no duplicates to merge
+    coo = X.tocoo()
+    data = np.asarray(coo.data, dtype=np.float64)
+    if not np.isfinite(data).all():
+        raise _fail(name, "contains NaN or infinite values.")
+    if (data < 0).any():
+        raise _negative(name)
+    row = np.asarray(coo.row, dtype=np.int64)
+    col = np.asarray(coo.col, dtype=np.int64)
+    order = np.lexsort((data, col, row))  # within a (row, column), the largest value last
+    row, col, data = row[order], col[order], data[order]
+    last = np.ones(row.size, dtype=bool)
+    last[:-1] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
+    return sp.csr_matrix((data[last], (row[last], col[last])), shape=coo.shape)
 
 
 def check_interactions(
@@ -62,7 +172,10 @@ def check_interactions(
     Returns
     -------
     X_csr : scipy.sparse.csr_matrix of shape (n_users, n_items), dtype float64
-        A new matrix with sorted indices, summed duplicates and explicit zeros removed.
+        A new matrix with sorted indices and explicit zeros removed. A (user, item) pair
+        stored more than once keeps its largest value (the latest, for orders and
+        timestamps), like the last event of a repeated pair in
+        :class:`~skrec.preprocessing.InteractionEncoder`.
 
     Raises
     ------
@@ -70,7 +183,9 @@ def check_interactions(
         If ``X`` is not 2-D, has no rows or columns, is not numeric, has negative, NaN or
         infinite values, or has a number of items other than ``n_items``.
     TypeError
-        If ``X`` holds Python objects that are neither numbers nor strings (as scikit-learn).
+        If ``X`` holds Python objects that are neither numbers nor strings (as scikit-learn),
+        or is a table (pandas/polars DataFrame or Series) or a list of tuples: an event log,
+        to be encoded with :class:`~skrec.preprocessing.InteractionEncoder` first.
 
     Notes
     -----
@@ -82,6 +197,7 @@ def check_interactions(
         raise _fail(name, "is None; expected a user x item matrix of shape (n_users, n_items).")
     if isinstance(X, str | bytes):
         raise _fail(name, f"is a string ({X!r:.40}); expected a user x item matrix.")
+    reject_tables(X, name)
     if sp.issparse(X):
         if X.ndim != 2:
             raise _fail(name, f"must be 2-D (n_users, n_items); got {X.ndim}-D.")
@@ -90,7 +206,7 @@ def check_interactions(
             dtype, np.complexfloating
         ):
             raise _fail_dtype(name, dtype)
-        csr = sp.csr_matrix(X, dtype=np.float64, copy=True)
+        csr = _sparse_keep_latest(X, name)
     else:
         try:
             arr = np.asarray(X)
@@ -139,7 +255,7 @@ def check_interactions(
         raise _fail(name, "contains NaN or infinite values.")
     if (data < 0).any():
         raise _negative(name)
-    csr.sum_duplicates()
+    csr.sum_duplicates()  # a no-op: duplicates were merged (largest value kept) above
     csr.eliminate_zeros()
     csr.sort_indices()
     # Index arrays of int32 where they fit keep memory low; scipy may give int64.
@@ -168,6 +284,7 @@ def check_targets(y, *, n_rows: int, n_items: int, name: str = "y") -> sp.csr_ma
     """
     if y is None:
         raise _fail(name, "is None; expected held-out items.")
+    reject_tables(y, name, what="targets")
     if not sp.issparse(y):
         arr = np.asarray(y)
         if arr.ndim == 1 or (arr.ndim == 2 and arr.shape[1] == 1 and n_items != 1):
@@ -279,3 +396,88 @@ def check_item_features(features, *, n_items: int | None = None,
     if n_features is not None and cols != n_features:
         raise _fail(name, f"has {cols} columns; the model was fitted with {n_features}.")
     return out
+
+
+def check_batch_size(batch_size, name: str = "batch_size") -> int | None:
+    """Validate an inference batch size: ``None`` (automatic) or a positive integer.
+
+    Parameters
+    ----------
+    batch_size : int or None
+        Number of rows scored at once.
+    name : str, default="batch_size"
+        Name used in the error message.
+
+    Returns
+    -------
+    batch_size : int or None
+
+    Raises
+    ------
+    ValueError
+        If ``batch_size`` is not ``None`` and not a positive integer (``-1``, ``0``, ``2.5``,
+        ``"8"``, ``True``...).
+    """
+    if batch_size is None:
+        return None
+    if (
+        isinstance(batch_size, bool | np.bool_)
+        or not isinstance(batch_size, numbers.Integral)
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"{name} must be a positive integer (rows scored at once) or None to choose it "
+            f"automatically; got {batch_size!r}."
+        )
+    return int(batch_size)
+
+
+#: Largest value that "looks like a rating" (1-5 and 1-10 star scales, in halves).
+_RATING_MAX = 10.0
+#: Share of a matrix's interactions tied in value with another of the same user above which
+#: the values cannot be an order.
+_RATING_TIES = 0.25
+
+
+def warn_if_not_ordered(X: sp.csr_matrix, estimator: str) -> None:
+    """Warn when the values of ``X`` look like ratings or flags rather than an order.
+
+    Sequence models (and the Markov chain) read each row's values as the order of its
+    interactions (larger = later: timestamps, or positions 1..n). Ratings (1-5 stars) and
+    0/1 flags are small numbers with many ties within a user, so the "order" they give is
+    mostly the item index, which trains the model on a meaningless sequence.
+
+    Parameters
+    ----------
+    X : scipy.sparse.csr_matrix
+        Validated interactions (canonical CSR, as returned by :func:`check_interactions`).
+    estimator : str
+        Name of the estimator, for the message.
+
+    Warns
+    -----
+    UserWarning
+        If every value is a multiple of 0.5 no larger than 10 and at least a quarter of the
+        interactions share their value with another interaction of the same user.
+    """
+    data = X.data
+    if X.nnz < 2 or data.max() > _RATING_MAX:
+        return
+    halves = data * 2.0
+    if not np.array_equal(halves, np.round(halves)):
+        return
+    rows = np.repeat(np.arange(X.shape[0], dtype=np.int64), np.diff(X.indptr))
+    codes = rows * int(2 * _RATING_MAX + 1) + halves.astype(np.int64)
+    tied = 1.0 - np.unique(codes).size / X.nnz
+    if tied < _RATING_TIES:
+        return
+    warnings.warn(
+        f"{estimator} reads the values of X as the order of each user's interactions "
+        f"(larger = later), but they look like ratings or flags: numbers <= {data.max():g} "
+        f"with {tied:.0%} of the interactions tied with another of the same user. Ties are "
+        "broken by item index, which is no real order. Build X from the event log with "
+        "skrec.preprocessing.InteractionEncoder(time_col=..., values=\"order\") (or "
+        "values=\"timestamp\"), or pass timestamps or positions 1..n as the values.",
+        UserWarning,
+        stacklevel=4,  # warn_if_not_ordered <- _validate_fit_data <- fit <- the caller
+    )

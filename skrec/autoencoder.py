@@ -240,3 +240,8 @@ class AERecommender(PrunableMixin, NeuralRecommender):
 
     def _epoch_info(self) -> dict[str, float]:
         return {"beta": self.current_beta()} if self.variational else {}
+
+    # ------------------------------------------------------------------ similar_items
+    def _item_embeddings(self) -> torch.Tensor:
+        """Last decoder layer rows ``(n_items, width)``; ``similar_items`` ranks by cosine."""
+        return self.module_.decoder[-1].weight

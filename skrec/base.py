@@ -7,6 +7,13 @@ score (NDCG@k), scikit-learn tags and CPU-safe pickling. An estimator implements
 * ``_fit(X, y)`` -- learn from validated CSR matrices (``y`` is ``None`` or held-out items);
 * ``_score_batch(X)`` -- return a ``(n_rows, n_items)`` float tensor of scores for a CSR
   batch of users (any device); higher is better.
+
+and, for :meth:`~BaseRecommender.similar_items`, one of
+
+* ``_item_similarity(query)`` -- a ``(len(query), n_items)`` float tensor: how similar each
+  item is to each query item (higher = more similar);
+* ``_item_embeddings()`` -- a ``(n_items, d)`` tensor of item vectors; the similarity is then
+  their cosine.
 """
 
 from __future__ import annotations
@@ -17,10 +24,17 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.base import BaseEstimator
+from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from ._parallel import limit_torch_threads
-from ._validation import check_interactions, check_k, check_targets
+from ._validation import (
+    check_batch_size,
+    check_interactions,
+    check_k,
+    check_targets,
+    warn_if_not_ordered,
+)
 
 __all__ = ["BaseRecommender", "mask_scores", "rank_top_k"]
 
@@ -134,6 +148,18 @@ def interaction_counts(X: sp.csr_matrix, y: sp.csr_matrix | None = None) -> np.n
     return counts
 
 
+def _has_item_similarity(est) -> bool:
+    """Whether ``est`` defines an item-item similarity (the condition of ``similar_items``)."""
+    cls = type(est)
+    if cls._item_embeddings is None and cls._item_similarity is BaseRecommender._item_similarity:
+        raise AttributeError(
+            f"{cls.__name__} has no item-item similarity (it does not relate items to each "
+            "other); similar_items is available on EASERecommender, MarkovChainRecommender, "
+            "SeqRecommender and AERecommender."
+        )
+    return True
+
+
 class BaseRecommender(BaseEstimator):
     """Base class for skrec recommenders (not meant to be used directly).
 
@@ -142,6 +168,14 @@ class BaseRecommender(BaseEstimator):
     Every method reads a user's state from its row of ``X`` (fold-in), so users unseen at fit
     time are served without retraining.
     """
+
+    #: Whether the estimator reads the stored values as the order of each user's interactions
+    #: (sequence models). Fit then warns when the values look like ratings or 0/1 flags.
+    _values_are_order: bool = False
+
+    #: Item vectors for :meth:`similar_items` (cosine), in subclasses that have them: a method
+    #: returning a ``(n_items, d)`` tensor. ``None`` here.
+    _item_embeddings = None
 
     # ------------------------------------------------------------------ sklearn plumbing
     def __sklearn_tags__(self):
@@ -158,6 +192,8 @@ class BaseRecommender(BaseEstimator):
     # ------------------------------------------------------------------ validation
     def _validate_fit_data(self, X, y=None) -> tuple[sp.csr_matrix, sp.csr_matrix | None]:
         X = check_interactions(X)
+        if self._values_are_order:
+            warn_if_not_ordered(X, type(self).__name__)
         if y is not None:
             y = check_targets(y, n_rows=X.shape[0], n_items=X.shape[1])
         return X, y
@@ -259,7 +295,8 @@ class BaseRecommender(BaseEstimator):
             Restrict the recommendations to these item indices (or a boolean mask of length
             n_items).
         batch_size : int, default=None
-            Users scored at once; by default chosen so that a batch of scores stays small.
+            Users scored at once (a positive integer); by default chosen so that a batch of
+            scores stays small.
 
         Returns
         -------
@@ -267,8 +304,20 @@ class BaseRecommender(BaseEstimator):
             Item indices, best first, padded with ``-1`` when fewer than ``k`` candidates.
         scores : ndarray of shape (n_users, k), dtype float32
             Their scores (``-inf`` for padding).
+
+        Raises
+        ------
+        FloatingPointError
+            If the model produces NaN scores (weights that are not finite): a NaN is never
+            ranked as if it were a score.
+
+        See Also
+        --------
+        skrec.preprocessing.InteractionEncoder.recommend : The same from an event log, as a
+            DataFrame of original user and item ids.
         """
         k = check_k(k)
+        batch_size = check_batch_size(batch_size)
         X = self._validate_X(X)
         candidates = self._candidate_mask(items)
         cold = self._cold_scores()
@@ -276,11 +325,21 @@ class BaseRecommender(BaseEstimator):
         scores = np.empty((X.shape[0], k), dtype=np.float32)
         with limit_torch_threads(), torch.inference_mode():
             for rows, Xb in self._iter_batches(X, batch_size):
-                s = self._score_batch(Xb).float()
+                s = self._finite(self._score_batch(Xb).float())
                 ids[rows], scores[rows] = rank_top_k(
                     s, Xb, k, filter_seen=filter_seen, candidates=candidates, cold_scores=cold
                 )
         return ids, scores
+
+    def _finite(self, scores: torch.Tensor) -> torch.Tensor:
+        """``scores``, or a FloatingPointError when the model produced NaN (never ranked)."""
+        if torch.isnan(scores).any():
+            raise FloatingPointError(
+                f"{type(self).__name__} produced NaN scores: its learned weights are not finite "
+                "(did training diverge?). Refit it, e.g. with a lower learning_rate_init or "
+                "precision='fp32'."
+            )
+        return scores
 
     def _candidate_mask(self, items) -> torch.Tensor | None:
         if items is None:
@@ -300,6 +359,122 @@ class BaseRecommender(BaseEstimator):
         mask = np.zeros(n_items, dtype=bool)
         mask[arr] = True
         return torch.as_tensor(mask)
+
+    def _item_indices(self, item_ids, name: str = "item_ids") -> tuple[np.ndarray, bool]:
+        """Validate item (column) indices: an int or a 1-D array; return it and whether scalar."""
+        arr = np.asarray(item_ids)
+        scalar = arr.ndim == 0
+        arr = arr.reshape(-1) if scalar else arr
+        n_items = self.n_features_in_
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be an item index or a 1-D array of them; got shape "
+                             f"{arr.shape}.")
+        if arr.size == 0:
+            return np.zeros(0, dtype=np.int64), scalar
+        if arr.dtype == bool or not np.issubdtype(arr.dtype, np.integer):
+            raise ValueError(
+                f"{name} must hold integer item (column) indices; got dtype {arr.dtype}. Map "
+                "original ids with InteractionEncoder.transform_items, or use "
+                "InteractionEncoder.similar_items."
+            )
+        if arr.min() < 0 or arr.max() >= n_items:
+            raise ValueError(
+                f"{name} holds indices outside [0, {n_items}): "
+                f"{arr[(arr < 0) | (arr >= n_items)][:5].tolist()}."
+            )
+        return arr.astype(np.int64), scalar
+
+    def _item_similarity(self, query: np.ndarray) -> torch.Tensor:
+        """Similarity ``(len(query), n_items)`` of each query item to every item.
+
+        The default is the cosine similarity of the rows of :meth:`_item_embeddings`.
+        Estimators with another notion (item-item weights, transitions) override it.
+        """
+        emb = self._item_embeddings().detach().float()
+        emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        rows = emb[torch.as_tensor(query, device=emb.device)]
+        return rows @ emb.t()
+
+    @available_if(_has_item_similarity)
+    def similar_items(
+        self,
+        item_ids,
+        k: int = 10,
+        *,
+        filter_self: bool = True,
+        items=None,
+        batch_size: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` items most similar to each of ``item_ids`` (item-to-item recommendations).
+
+        "Similar" is what the model learned to relate: for :class:`~skrec.EASERecommender` the
+        item-item weights ``B[i, j]`` (how much having ``i`` raises ``j``'s score), for
+        :class:`~skrec.MarkovChainRecommender` the probability that ``j`` follows ``i``, and
+        for the neural models (:class:`~skrec.SeqRecommender`, :class:`~skrec.AERecommender`)
+        the cosine similarity of their item output embeddings. Not available on
+        :class:`~skrec.PopularityRecommender`, which does not relate items to each other.
+
+        Parameters
+        ----------
+        item_ids : int or array-like of int of shape (n_queries,)
+            Item (column) indices. For original ids, use
+            :meth:`skrec.preprocessing.InteractionEncoder.similar_items`, or map them first
+            with :meth:`~skrec.preprocessing.InteractionEncoder.transform_items`.
+        k : int, default=10
+            Number of similar items per query item.
+        filter_self : bool, default=True
+            Leave each query item out of its own list.
+        items : array-like of int or bool mask, default=None
+            Restrict the results to these item indices (or a boolean mask of length n_items),
+            as in :meth:`recommend`.
+        batch_size : int, default=None
+            Query items scored at once (a positive integer); automatic by default.
+
+        Returns
+        -------
+        ids : ndarray of shape (n_queries, k), dtype int64
+            Item indices, most similar first, padded with ``-1`` when fewer than ``k``
+            candidates remain. 1-D of shape ``(k,)`` when ``item_ids`` is a single index.
+        scores : ndarray of shape (n_queries, k), dtype float32
+            Their similarities (``-inf`` for padding); same shape as ``ids``.
+
+        Raises
+        ------
+        AttributeError
+            On estimators without an item-item similarity (``PopularityRecommender``).
+
+        Examples
+        --------
+        >>> from skrec import EASERecommender
+        >>> from skrec.datasets import make_interactions
+        >>> X = make_interactions(n_users=200, n_items=50, random_state=0)
+        >>> ease = EASERecommender(l2=100.0).fit(X)
+        >>> ids, scores = ease.similar_items([0, 7], k=5)
+        >>> ids.shape, bool((ids[:, 0] != [0, 7]).all())
+        ((2, 5), True)
+        """
+        check_is_fitted(self)
+        k = check_k(k)
+        batch_size = check_batch_size(batch_size)
+        query, scalar = self._item_indices(item_ids)
+        candidates = self._candidate_mask(items)
+        n = query.size
+        # One row per query holding its item: the ranking path then leaves the item itself out
+        # (filter_seen) and batches the queries like users.
+        Q = sp.csr_matrix(
+            (np.ones(n), query, np.arange(n + 1)), shape=(n, self.n_features_in_)
+        )
+        ids = np.full((n, k), -1, dtype=np.int64)
+        scores = np.full((n, k), -np.inf, dtype=np.float32)
+        with torch.inference_mode():
+            for rows, Qb in self._iter_batches(Q, batch_size) if n else ():
+                s = self._finite(self._item_similarity(Qb.indices).float())
+                ids[rows], scores[rows] = rank_top_k(
+                    s, Qb, k, filter_seen=filter_self, candidates=candidates
+                )
+        if scalar:
+            return ids[0], scores[0]
+        return ids, scores
 
     def predict(self, X, k: int = 10, *, filter_seen: bool = True) -> np.ndarray:
         """Top-``k`` item indices for each user (row) of ``X``, best first.
@@ -330,19 +505,20 @@ class BaseRecommender(BaseEstimator):
         filter_seen : bool, default=False
             Set the scores of already-seen items to ``-inf``.
         batch_size : int, default=None
-            Users scored at once.
+            Users scored at once (a positive integer); automatic by default.
 
         Returns
         -------
         scores : ndarray of shape (n_users, n_items), dtype float32
             Higher is better. Cold users (empty rows) get popularity scores.
         """
+        batch_size = check_batch_size(batch_size)
         X = self._validate_X(X)
         out = np.empty(X.shape, dtype=np.float32)
         cold_scores = self._cold_scores()
         with limit_torch_threads(), torch.inference_mode():
             for rows, Xb in self._iter_batches(X, batch_size):
-                s = self._score_batch(Xb).float()
+                s = self._finite(self._score_batch(Xb).float())
                 mask_scores(s, Xb, filter_seen=filter_seen, cold_scores=cold_scores)
                 out[rows] = s.cpu().numpy()
         return out

@@ -18,7 +18,8 @@ class PopularityRecommender(BaseRecommender):
 
     The reference every recommender must beat. Already-seen items are excluded as usual.
     Scores are ``n_items - rank`` of each item in the popularity order (ties broken by the
-    lower item index), so rankings are deterministic.
+    lower item index), so rankings are deterministic. It has no ``similar_items``: it does not
+    relate items to each other.
 
     Attributes
     ----------
@@ -33,9 +34,9 @@ class PopularityRecommender(BaseRecommender):
     >>> from skrec.baselines import PopularityRecommender
     >>> X = sp.csr_matrix([[1, 0, 2, 0], [0, 1, 1, 0], [1, 0, 0, 0]])
     >>> PopularityRecommender().fit(X).predict(X, k=2)
-    array([[ 1,  3],
-           [ 0,  3],
-           [ 2,  1]])
+    array([[1, 3],
+           [0, 3],
+           [2, 1]])
     """
 
     def __init__(self):
@@ -59,7 +60,9 @@ class EASERecommender(BaseRecommender):
     Parameters
     ----------
     l2 : float, default=500.0
-        L2 regularisation added to the diagonal of the Gram matrix.
+        L2 regularisation added to the diagonal of the Gram matrix. Too small a value on a
+        matrix with duplicate or rare items leaves the Gram matrix numerically singular:
+        ``fit`` then raises a ``ValueError`` asking for a larger ``l2``.
 
     Attributes
     ----------
@@ -107,7 +110,18 @@ class EASERecommender(BaseRecommender):
         # 4.5 GB instead of 13.5 GB). LAPACK fills one triangle; mirror it.
         # P is symmetric: its transpose is the same matrix in C order, which keeps the rows
         # of coef_ contiguous for the sparse-times-dense scoring product.
-        P = _spd_inverse_inplace(gram).T
+        largest = float(np.abs(gram).max())
+        try:
+            P = _spd_inverse_inplace(gram).T
+        except np.linalg.LinAlgError:
+            P = None
+        if P is None or not np.isfinite(P).all() or not (np.diag(P) > 0).all():
+            raise ValueError(
+                f"EASERecommender(l2={l2!r}): the regularised Gram matrix X^T X + l2 I is "
+                "singular to working precision, so the closed form has no solution. Raise "
+                f"l2 (the Gram matrix's largest entry is {largest:g}; values around 1-1000 "
+                "are usual, e.g. l2=100.0)."
+            ) from None
         P /= -np.diag(P).copy()
         P[np.diag_indices_from(P)] = 0.0
         self.coef_ = P.astype(np.float32)
@@ -115,6 +129,10 @@ class EASERecommender(BaseRecommender):
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
         Xb = X.astype(bool).astype(np.float32)
         return torch.from_numpy(np.asarray(Xb @ self.coef_))
+
+    def _item_similarity(self, query: np.ndarray) -> torch.Tensor:
+        # Row i of B: the score each item gets from a user who has item i only.
+        return torch.from_numpy(self.coef_[query])
 
 
 def _spd_inverse_inplace(A: np.ndarray) -> np.ndarray:
@@ -124,10 +142,14 @@ def _spd_inverse_inplace(A: np.ndarray) -> np.ndarray:
     # A symmetric C-ordered matrix is its own transpose, and A.T is Fortran-ordered: LAPACK
     # then works in A's memory without a copy.
     F = A.T if A.flags.c_contiguous else np.asfortranarray(A)
+    largest = float(np.diag(A).max(initial=0.0))
     c, info = lapack.dpotrf(F, lower=True, overwrite_a=True, clean=False)
+    if info == 0 and np.diag(c).min(initial=np.inf) ** 2 <= (
+            A.shape[0] * np.finfo(np.float64).eps * largest):
+        info = -1  # a pivot lost to rounding: singular to working precision
     if info == 0:
         c, info = lapack.dpotri(c, lower=True, overwrite_c=True)
-    if info != 0:  # pragma: no cover - l2 > 0 keeps the Gram matrix positive definite
+    if info != 0:  # not positive definite to working precision
         raise np.linalg.LinAlgError(f"EASE: the Gram matrix is not positive definite ({info}).")
     # dpotri filled the lower triangle: mirror it, one block of rows at a time (no n^2 index).
     n, step = c.shape[0], 512
@@ -144,13 +166,16 @@ class MarkovChainRecommender(BaseRecommender):
 
     Transitions are counted between consecutive interactions of each training row (order from
     the stored values, ties by item index). A user is scored from the transition row of their
-    latest item, with ``smoothing`` times the normalised popularity as a back-off for unseen
-    transitions. The natural reference for sequence models.
+    latest item, mixed with the normalised popularity as a back-off for unseen transitions:
+    ``score(j) = (P(next = j | last = i) + smoothing * popularity(j)) / (1 + smoothing)``, a
+    probability over the catalogue. The natural reference for sequence models; like them it
+    warns at fit when the values look like ratings rather than an order.
 
     Parameters
     ----------
     smoothing : float, default=0.01
-        Weight of the popularity back-off added to the normalised transition counts.
+        Weight of the popularity back-off relative to the transition probabilities: a finite
+        number >= 0 (0: transitions only; a large value: popularity only).
 
     Attributes
     ----------
@@ -170,15 +195,24 @@ class MarkovChainRecommender(BaseRecommender):
     (2, 3)
     """
 
+    _values_are_order = True
+
     def __init__(self, smoothing: float = 0.01):
         self.smoothing = smoothing
+
+    def _check_params(self) -> None:
+        s = self.smoothing
+        if (
+            isinstance(s, bool)
+            or not isinstance(s, numbers.Real)
+            or not np.isfinite(s)
+            or not s >= 0
+        ):
+            raise ValueError(f"smoothing must be a finite number >= 0; got {s!r}.")
 
     def _fit(self, X, y):
         from ._sequences import merge_in_order, ordered_sequences
 
-        s = self.smoothing
-        if isinstance(s, bool) or not isinstance(s, numbers.Real) or not s >= 0:
-            raise ValueError(f"smoothing must be a number >= 0; got {s!r}.")
         seqs = ordered_sequences(merge_in_order(X, y), X.shape[1])
         prev, nxt = seqs[:, :-1].ravel(), seqs[:, 1:].ravel()
         ok = (prev > 0) & (nxt > 0)
@@ -190,12 +224,21 @@ class MarkovChainRecommender(BaseRecommender):
         self.transitions_ = sp.diags(1.0 / np.maximum(totals, 1.0)) @ counts
         self.transitions_ = self.transitions_.tocsr().astype(np.float32)
 
+    def _next_item_probs(self, last: np.ndarray) -> torch.Tensor:
+        """``(len(last), n_items)`` next-item probabilities after items ``last`` (-1: none)."""
+        s = float(self.smoothing)
+        pop = self.item_popularity_ / max(self.item_popularity_.sum(), 1.0)
+        # Weights in float64 so that any finite smoothing stays finite: (T + s pop) / (1 + s).
+        scores = np.tile((s / (1.0 + s)) * pop, (last.shape[0], 1))
+        has = last >= 0
+        scores[has] += self.transitions_[last[has]].toarray().astype(np.float64) / (1.0 + s)
+        return torch.from_numpy(scores.astype(np.float32))
+
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
         from ._sequences import ordered_sequences
 
-        last = ordered_sequences(X, 1)[:, 0] - 1
-        pop = self.item_popularity_ / max(self.item_popularity_.sum(), 1.0)
-        scores = np.tile((self.smoothing * pop).astype(np.float32), (X.shape[0], 1))
-        has = last >= 0
-        scores[has] += self.transitions_[last[has]].toarray()
-        return torch.from_numpy(scores)
+        return self._next_item_probs(ordered_sequences(X, 1)[:, 0] - 1)
+
+    def _item_similarity(self, query: np.ndarray) -> torch.Tensor:
+        # What follows item i: the scores of a user whose latest item is i.
+        return self._next_item_probs(query)

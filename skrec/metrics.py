@@ -27,7 +27,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 
-from ._validation import check_k, check_targets
+from ._validation import check_k, check_targets, reject_tables
 
 __all__ = [
     "ndcg_at_k",
@@ -39,6 +39,7 @@ __all__ = [
     "RecScorer",
     "make_rec_scorer",
     "get_rec_scorer",
+    "make_scorers",
     "ndcg_scorer",
     "recall_scorer",
     "hit_rate_scorer",
@@ -55,6 +56,7 @@ def _check_rankings(y_pred, name: str = "y_pred") -> np.ndarray:
     """Return ``y_pred`` as a 2-D int64 array, or raise a ``ValueError`` naming the problem."""
     if y_pred is None:
         raise ValueError(f"{name} is None; expected a 2-D array of ranked item indices.")
+    reject_tables(y_pred, name, what="rankings")
     if sp.issparse(y_pred):
         raise ValueError(
             f"{name} must be a dense 2-D array of item indices (n_users, k), not a sparse matrix."
@@ -306,14 +308,33 @@ def coverage(y_pred, n_items: int, k: int | None = None) -> float:
 # Scorers
 # --------------------------------------------------------------------------------------------
 
+
+def _coverage_metric(y_true, y_pred, k: int = 10, *, average: bool = True) -> float:
+    """Coverage at ``k`` with the catalogue size read from ``y_true``'s columns (for scorers)."""
+    if sp.issparse(y_true) or (np.ndim(y_true) == 2 and np.shape(y_true)[1] > 1):
+        return coverage(y_pred, n_items=int(np.shape(y_true)[1]), k=k)
+    raise ValueError(
+        "coverage needs the catalogue size: pass y_true as a (n_users, n_items) matrix, or "
+        "score through a RecScorer, which reads it from the estimator."
+    )
+
+
 _METRICS: dict[str, Callable] = {
     "ndcg": ndcg_at_k,
     "recall": recall_at_k,
     "precision": precision_at_k,
     "hit_rate": hit_rate_at_k,
     "mrr": mrr_at_k,
+    "coverage": _coverage_metric,
 }
-_ALIASES = {"hr": "hit_rate", "hitrate": "hit_rate", "hit": "hit_rate", "ndcg_at_k": "ndcg"}
+_ALIASES = {
+    "hr": "hit_rate",
+    "hitrate": "hit_rate",
+    "hit": "hit_rate",
+    "ndcg_at_k": "ndcg",
+    "catalog_coverage": "coverage",
+    "catalogue_coverage": "coverage",
+}
 
 
 def _metric_name(metric) -> str | None:
@@ -340,14 +361,16 @@ class RecScorer:
 
     Calling ``scorer(estimator, X, y)`` returns ``metric(y, estimator.predict(X, k=k), k=k)``.
     Greater is better for every built-in metric. Build one with :func:`make_rec_scorer` or
-    :func:`get_rec_scorer`.
+    :func:`get_rec_scorer`, or several at once with :func:`make_scorers`.
 
     Parameters
     ----------
     metric : str or callable
-        A metric name (``"ndcg"``, ``"recall"``, ``"precision"``, ``"hit_rate"``, ``"mrr"``) or a
-        function ``metric(y_true, y_pred, k=k) -> float``. A custom function must be defined at
-        module level for the scorer to be picklable.
+        A metric name (``"ndcg"``, ``"recall"``, ``"precision"``, ``"hit_rate"``, ``"mrr"``,
+        ``"coverage"``) or a function ``metric(y_true, y_pred, k=k) -> float``. A custom
+        function must be defined at module level for the scorer to be picklable. Coverage is
+        the share of the estimator's catalogue (``n_features_in_``) in the top-``k`` lists of
+        the scored users, whatever ``y`` holds.
     k : int, default=10
         Cut-off passed both to ``estimator.predict`` and to the metric.
     """
@@ -384,6 +407,8 @@ class RecScorer:
             The metric averaged over users with at least one held-out item.
         """
         y_pred = estimator.predict(X, k=self.k)
+        if self.metric == "coverage":
+            return coverage(y_pred, n_items=estimator.n_features_in_, k=self.k)
         return float(self.metric_func(y, y_pred, k=self.k))
 
     def __repr__(self) -> str:
@@ -407,8 +432,9 @@ def make_rec_scorer(metric: str | Callable, k: int = 10) -> RecScorer:
     Parameters
     ----------
     metric : str or callable
-        ``"ndcg"``, ``"recall"``, ``"precision"``, ``"hit_rate"`` or ``"mrr"``, one of this
-        module's ``*_at_k`` functions, or any ``metric(y_true, y_pred, k=k) -> float``.
+        ``"ndcg"``, ``"recall"``, ``"precision"``, ``"hit_rate"``, ``"mrr"`` or ``"coverage"``,
+        one of this module's ``*_at_k`` functions, or any
+        ``metric(y_true, y_pred, k=k) -> float``.
     k : int, default=10
         Cut-off, passed to ``estimator.predict(X, k=k)`` and to the metric.
 
@@ -436,7 +462,8 @@ def get_rec_scorer(scoring: str | RecScorer) -> RecScorer:
     ----------
     scoring : str or RecScorer
         ``"name"`` or ``"name@k"`` where name is ``ndcg``, ``recall``, ``precision``,
-        ``hit_rate`` or ``mrr``; without ``@k``, k is 10. A :class:`RecScorer` is returned as is.
+        ``hit_rate``, ``mrr`` or ``coverage``; without ``@k``, k is 10. A :class:`RecScorer`
+        is returned as is.
 
     Returns
     -------
@@ -465,3 +492,69 @@ ndcg_scorer = RecScorer("ndcg", k=10)
 recall_scorer = RecScorer("recall", k=10)
 hit_rate_scorer = RecScorer("hit_rate", k=10)
 mrr_scorer = RecScorer("mrr", k=10)
+
+
+def make_scorers(metrics) -> dict[str, RecScorer]:
+    """Scorers for several metrics at once: ``scoring=`` of ``GridSearchCV`` and friends.
+
+    scikit-learn resolves a string ``scoring`` in its own registry of scorers, which has no
+    ranking metrics (``GridSearchCV(..., scoring="ndcg@10")`` fails), and offers no public way
+    to add to it. It does accept a dict of name -> scorer for multi-metric evaluation: this
+    function builds that dict from skrec's metric names. With several metrics, name the one
+    that picks the best candidate with ``refit=``.
+
+    Parameters
+    ----------
+    metrics : str or RecScorer, or sequence of them
+        Metric names ``"name@k"`` such as ``"ndcg@10"``, ``"recall@20"``, ``"mrr@10"`` or
+        ``"coverage@10"`` (see :func:`get_rec_scorer`).
+
+    Returns
+    -------
+    scorers : dict of str to RecScorer
+        One scorer per metric, keyed by the metric's name as given (a RecScorer's key is its
+        ``"name@k"``). ``GridSearchCV`` reports ``mean_test_<key>`` in ``cv_results_``.
+
+    Raises
+    ------
+    ValueError
+        If a name cannot be parsed, names an unknown metric, or appears twice.
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from skrec import EASERecommender
+    >>> from skrec.datasets import make_interactions
+    >>> from skrec.metrics import make_scorers
+    >>> from skrec.model_selection import leave_last_out_split
+    >>> X, y = leave_last_out_split(make_interactions(n_users=300, n_items=50, random_state=0))
+    >>> search = GridSearchCV(
+    ...     EASERecommender(), {"l2": [10.0, 100.0]},
+    ...     scoring=make_scorers(["ndcg@10", "recall@20"]), refit="ndcg@10", cv=2,
+    ... ).fit(X, y)
+    >>> sorted(k for k in search.cv_results_ if k.startswith("mean_test"))
+    ['mean_test_ndcg@10', 'mean_test_recall@20']
+    """
+    if isinstance(metrics, str | RecScorer):
+        metrics = [metrics]
+    try:
+        metrics = list(metrics)
+    except TypeError:
+        raise ValueError(
+            f"metrics must be a metric name such as 'ndcg@10' or a list of them; got {metrics!r}."
+        ) from None
+    if not metrics:
+        raise ValueError("metrics is empty; give at least one name, e.g. ['ndcg@10'].")
+    scorers: dict[str, RecScorer] = {}
+    for metric in metrics:
+        scorer = get_rec_scorer(metric)
+        key = metric.strip() if isinstance(metric, str) else f"{_key_name(scorer)}@{scorer.k}"
+        if key in scorers:
+            raise ValueError(f"metric {key!r} appears twice in metrics.")
+        scorers[key] = scorer
+    return scorers
+
+
+def _key_name(scorer: RecScorer) -> str:
+    metric = scorer.metric
+    return metric if isinstance(metric, str) else getattr(metric, "__name__", "metric")

@@ -1,9 +1,30 @@
 """Training curves for notebooks: the per-epoch ``history_`` as a table and as a plot.
 
 The neural recommenders (:class:`~skrec.SeqRecommender`, :class:`~skrec.AERecommender`) record
-one dictionary per epoch in ``history_`` (``loss``, ``val_ndcg@10`` with early stopping,
-``seconds``, ``targets_per_s``, ``steps``, ``peak_memory_mb``...). These helpers turn it into a
-:class:`pandas.DataFrame` and a matplotlib plot.
+one dictionary per epoch in ``history_``. These helpers turn it into a :class:`pandas.DataFrame`
+and a matplotlib plot. The keys:
+
+``epoch``
+    1, 2, ... (continues across ``warm_start`` fits and ``partial_fit``).
+``loss``
+    Mean training loss per target over the epoch (dropout on, weights changing during it).
+``val_loss``, ``val_ndcg@10``, ``val_<metric>@<k>``
+    With early stopping: the held-out validation users' loss and NDCG@10 after the epoch, and
+    the monitored ``validation_metric`` when it is a ranking metric. ``best_epoch_`` is the
+    epoch whose weights were restored.
+``seconds``, ``targets_per_s``, ``steps``
+    Wall-clock time of the training pass (validation excluded), training targets per second
+    (tokens/s for sequences, users/s for autoencoders), optimizer steps.
+``peak_memory_mb``
+    Peak memory so far, in MiB. **On a GPU**: ``torch.cuda.max_memory_allocated`` on the
+    training device, i.e. the largest amount held by torch tensors there since the start of
+    this ``fit`` (the counter is reset when training starts); the caching allocator reserves
+    somewhat more. **On a CPU**: the peak resident set size (``getrusage`` ``ru_maxrss``) of
+    the **whole Python process since it started**: it includes the data, other models and
+    everything else the process ever held, and never decreases, so it is an upper bound, not
+    the model's own footprint. Compare models on CPU in fresh processes.
+Others
+    Estimator-specific values, such as ``beta`` (the KL weight) for the Mult-VAE.
 
 pandas and matplotlib are optional: install them with ``pip install "skrec[pandas]"`` and
 ``pip install "skrec[plot]"``. Importing this module needs neither; each function imports what
@@ -113,33 +134,57 @@ def history_frame(est: Any) -> pd.DataFrame:
     return frame
 
 
+def _default_metrics(est: Any) -> list[str]:
+    """Training and validation loss, and the monitored ranking metric (else NDCG@10)."""
+    monitored = getattr(est, "validation_metric", "loss")
+    ranking = "val_ndcg@10"
+    if isinstance(monitored, str) and monitored != "loss":
+        try:
+            from .metrics import get_rec_scorer
+
+            scorer = get_rec_scorer(monitored)
+            ranking = f"val_{scorer.metric}@{scorer.k}"
+        except ValueError:
+            pass
+    return ["loss", "val_loss", ranking]
+
+
 def plot_history(
     est: Any,
-    metrics: Sequence[str] = ("loss", "val_ndcg@10"),
+    metrics: Sequence[str] | None = None,
     ax: Axes | None = None,
+    *,
+    mark_best: bool = True,
 ) -> Axes:
     """Plot training curves (per-epoch quantities of ``history_``) against the epoch.
 
-    The first metric is drawn on ``ax``'s left y-axis. The other metrics, usually on a
-    different scale (a loss that falls, a validation NDCG that rises), share a second y-axis
-    on the right (``ax.twinx()``). One legend lists them all.
+    Losses (keys ending in ``loss``: the training ``loss`` and the validation ``val_loss``)
+    share ``ax``'s left y-axis, so over-fitting shows as the two curves parting. The other
+    metrics, on another scale (a validation NDCG that rises), share a second y-axis on the
+    right (``ax.twinx()``). A dashed vertical line marks ``best_epoch_``, the epoch whose
+    weights early stopping restored. One legend lists them all.
 
     Parameters
     ----------
     est : estimator or list of dict
         A fitted neural recommender (anything with a ``history_`` attribute), or its
         ``history_`` list itself.
-    metrics : sequence of str, default=("loss", "val_ndcg@10")
-        Keys of the history records to plot. Keys that no epoch recorded are skipped (for
-        example ``"val_ndcg@10"`` for a model trained without early stopping); at least one
-        must be present. A single string is read as one metric.
+    metrics : str or sequence of str, default=None
+        Keys of the history records to plot. ``None``: ``loss``, ``val_loss`` and the
+        monitored ranking metric (``validation_metric``, e.g. ``val_recall@20``; with
+        ``validation_metric="loss"``, ``val_ndcg@10``). Keys that no epoch recorded are
+        skipped (the validation keys of a model trained without early stopping); at least one
+        must be present. When none of them is a loss, the first one takes the left axis.
     ax : matplotlib.axes.Axes, default=None
         Axes to draw on; a new figure is made when ``None``.
+    mark_best : bool, default=True
+        Draw the vertical line at ``est.best_epoch_`` (when ``est`` is an estimator whose
+        early stopping chose one).
 
     Returns
     -------
     ax : matplotlib.axes.Axes
-        The axes holding the first metric (the right-hand axes, if any, is ``ax`` 's twin).
+        The axes holding the left y-axis (the right-hand axes, if any, is ``ax`` 's twin).
 
     Raises
     ------
@@ -155,7 +200,9 @@ def plot_history(
     Notes
     -----
     The legend sits just above the axes, where it hides no curve of either y-axis; give a
-    title some room, e.g. ``ax.set_title("Mult-VAE", pad=25)``.
+    title some room, e.g. ``ax.set_title("Mult-VAE", pad=25)``. The module docstring of
+    :mod:`skrec.plotting` says what each key measures (``peak_memory_mb`` is the whole
+    process's peak RSS on a CPU, torch's peak allocation on a GPU).
 
     Examples
     --------
@@ -178,12 +225,14 @@ def plot_history(
             "plot_history needs matplotlib, which is not installed. Install it with "
             '`pip install matplotlib` (or `pip install "skrec[plot]"`).'
         ) from None
-    if isinstance(metrics, str):
+    records = _history_records(est)
+    if metrics is None:
+        metrics = _default_metrics(est)
+    elif isinstance(metrics, str):
         metrics = (metrics,)
     metrics = list(metrics)
     if not metrics:
         raise ValueError("metrics is empty; name at least one key of history_, e.g. 'loss'.")
-    records = _history_records(est)
     if not records:
         raise ValueError("The training history is empty: there is nothing to plot.")
     available = list(dict.fromkeys(key for r in records for key in r))
@@ -192,30 +241,36 @@ def plot_history(
         raise ValueError(
             f"None of the metrics {metrics} was recorded; the history has {available}."
         )
+    left = [m for m in present if str(m).endswith("loss")] or present[:1]
+    right = [m for m in present if m not in left]
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6.4, 4.0))
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(records)]
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2"])
     lines = []
-    twin = None
-    for i, metric in enumerate(present):
-        target = ax
-        if i > 0:
-            if twin is None:
-                twin = ax.twinx()
-            target = twin
+    twin = ax.twinx() if right else None
+    for i, metric in enumerate(left + right):
+        target = ax if metric in left else twin
         xs = [e for e, r in zip(epochs, records) if r.get(metric) is not None]
         ys = [float(r[metric]) for r in records if r.get(metric) is not None]
+        style = "--" if str(metric).startswith("val_") and metric in left else "-"
         (line,) = target.plot(
-            xs, ys, marker="o", markersize=3, color=colors[i % len(colors)], label=metric
+            xs, ys, marker="o", markersize=3, linestyle=style, color=colors[i % len(colors)],
+            label=metric,
         )
         lines.append(line)
+    best = getattr(est, "best_epoch_", None) if mark_best else None
+    if best is not None:
+        lines.append(
+            ax.axvline(best, color="0.4", linestyle=":", linewidth=1.2,
+                       label=f"best epoch ({best})")
+        )
     ax.set_xlabel("epoch")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel(present[0])
+    ax.set_ylabel("loss" if len(left) > 1 else left[0])
     if twin is not None:
-        twin.set_ylabel(", ".join(present[1:]))
+        twin.set_ylabel(", ".join(right))
     # Above the plot: a legend inside would hide the curves of one of the two y-axes.
     ax.legend(
         lines,

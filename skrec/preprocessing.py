@@ -19,7 +19,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_interactions
+from ._validation import check_interactions, check_k
 
 __all__ = ["InteractionEncoder"]
 
@@ -196,6 +196,73 @@ def _as_1d_ids(users: Any, what: str) -> np.ndarray:
     return arr
 
 
+def _encode_ids(vocab: np.ndarray, ids: Any, what: str, handle_unknown: str) -> np.ndarray:
+    """Positions of ``ids`` (any shape) in the sorted ``vocab``; -1 or an error if unknown."""
+    if handle_unknown not in ("error", "ignore"):
+        raise ValueError(f'handle_unknown must be "error" or "ignore"; got {handle_unknown!r}.')
+    if _table_like(ids):
+        ids = ids.to_numpy()
+    arr = np.asarray(ids)
+    flat = arr.reshape(-1)
+    pos, found = _lookup(vocab, flat, what)
+    if not found.all() and handle_unknown == "error":
+        bad = flat[~found]
+        raise ValueError(
+            f"{bad.size} {what} id(s) not seen at fit time, e.g. {bad[:5].tolist()}; use "
+            'handle_unknown="ignore" to map them to -1.'
+        )
+    out = np.where(found, pos, -1).astype(np.int64)
+    return out.reshape(arr.shape)
+
+
+def _decode_ids(vocab: np.ndarray, indices: Any, fill_value: Any, name: str) -> np.ndarray:
+    """``vocab[indices]`` with ``fill_value`` where ``indices == -1``."""
+    idx = np.asarray(indices)
+    if idx.dtype.kind == "f":
+        if not np.isfinite(idx).all() or (idx != np.round(idx)).any():
+            raise ValueError(f"{name} must be integers (positions in the vocabulary).")
+        idx = idx.astype(np.int64)
+    elif idx.dtype.kind not in "iu":
+        raise ValueError(f"{name} must be integers; got dtype {idx.dtype}.")
+    n = vocab.shape[0]
+    if idx.size and (idx.min() < -1 or idx.max() >= n):
+        raise ValueError(
+            f"{name} must lie in [-1, {n}); got values in [{int(idx.min())}, {int(idx.max())}]."
+        )
+    pad = idx < 0
+    out = vocab[np.where(pad, 0, idx)] if n else np.empty(idx.shape, dtype=vocab.dtype)
+    if not pad.any():
+        return out
+    fill = np.asarray(fill_value)
+    if fill_value is None or fill.ndim != 0 or fill.dtype.kind != out.dtype.kind:
+        out = out.astype(object)
+    else:
+        out = out.astype(np.result_type(out.dtype, fill.dtype))
+    out[pad] = fill_value
+    return out
+
+
+def _table_like(obj: Any) -> bool:
+    """A pandas/polars Series or Index (anything with ``to_numpy``), not a numpy array."""
+    return hasattr(obj, "to_numpy") and not isinstance(obj, np.ndarray)
+
+
+def _as_frame(out: dict, as_frame: bool | None):
+    """``out`` as a pandas DataFrame (when asked, or by default when pandas is available)."""
+    if as_frame is None or as_frame:
+        try:
+            import pandas as pd
+        except ImportError:
+            if as_frame:
+                raise ImportError(
+                    'as_frame=True needs pandas: pip install pandas (or pip install '
+                    '"skrec[pandas]").'
+                ) from None
+            return out
+        return pd.DataFrame(out)
+    return out
+
+
 class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
     """Encode an event log (one row per event) as a user x item CSR interaction matrix.
 
@@ -308,10 +375,20 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
 
     def _needed_columns(self) -> list:
         cols = [self.user_col, self.item_col]
+        roles = ["user_col", "item_col"]
         if self.values in ("order", "timestamp") and self.time_col is not None:
             cols.append(self.time_col)
+            roles.append("time_col")
         if self.values == "weight":
             cols.append(self.weight_col)
+            roles.append("weight_col")
+        for i in range(len(cols)):
+            for j in range(i):
+                if cols[i] == cols[j]:
+                    raise ValueError(
+                        f"{roles[j]} and {roles[i]} are both {cols[i]!r}; each role needs its "
+                        "own column."
+                    )
         return cols
 
     def _read(self, log: Any, *, allow_empty: bool) -> dict[str, np.ndarray | None]:
@@ -324,6 +401,13 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             raise ValueError(
                 f"log is missing column(s) {missing}; it has {available}. Set user_col, "
                 "item_col, time_col or weight_col to the names used in the log."
+            )
+        repeated = [c for c in needed if sum(1 for a in available if a == c) > 1]
+        if repeated:
+            raise ValueError(
+                f"log has duplicate column name(s) {repeated}: which one to read is ambiguous. "
+                "Rename or drop the duplicates first (e.g. log.loc[:, "
+                "~log.columns.duplicated()])."
             )
         users, users_na = _get_column(log, self.user_col)
         items, items_na = _get_column(log, self.item_col)
@@ -422,6 +506,10 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             message gives their count), or, when ``users`` is ``None``, because their user was
             not seen in :meth:`fit`.
         """
+        return self._transform(log, users, stacklevel=3)
+
+    def _transform(self, log: Any, users: Any, *, stacklevel: int) -> sp.csr_matrix:
+        """:meth:`transform`; its warnings point ``stacklevel`` frames up."""
         check_is_fitted(self, ("users_", "items_"))
         cols = self._read(log, allow_empty=True)
         user_ids, item_ids = cols["user"], cols["item"]
@@ -437,7 +525,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
                     "not seen at fit time were dropped; pass users=[...] to build rows for "
                     "new users.",
                     UserWarning,
-                    stacklevel=2,
+                    stacklevel=stacklevel,
                 )
         else:
             rows = _ids(_as_1d_ids(users, "users"), None, "users")
@@ -457,7 +545,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
                 f"{n_unknown_items} event(s) with {np.unique(item_ids[unknown_items]).size} "
                 "item(s) not seen at fit time were dropped.",
                 UserWarning,
-                stacklevel=2,
+                stacklevel=stacklevel,
             )
         keep = np.flatnonzero(row_known & item_known)
         return self._assemble(cols, keep, row_idx[keep], item_idx[keep], n_rows)
@@ -542,19 +630,41 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             Column indices into :attr:`items_` (``-1`` for unknown ids when ignored).
         """
         check_is_fitted(self, "items_")
-        if handle_unknown not in ("error", "ignore"):
-            raise ValueError(f'handle_unknown must be "error" or "ignore"; got {handle_unknown!r}.')
-        arr = np.asarray(ids.to_numpy() if hasattr(ids, "to_numpy") else ids)
-        flat = arr.reshape(-1)
-        pos, found = _lookup(self.items_, flat, "item")
-        if not found.all() and handle_unknown == "error":
-            bad = flat[~found]
-            raise ValueError(
-                f"{bad.size} item id(s) not seen at fit time, e.g. {bad[:5].tolist()}; use "
-                'handle_unknown="ignore" to map them to -1.'
-            )
-        out = np.where(found, pos, -1).astype(np.int64)
-        return out.reshape(arr.shape)
+        return _encode_ids(self.items_, ids, "item", handle_unknown)
+
+    def transform_users(self, ids: Any, *, handle_unknown: str = "error") -> np.ndarray:
+        """Map original user ids to row indices of :meth:`transform`'s default output.
+
+        Row ``i`` of ``transform(log)`` (and of ``fit_transform``) is user ``users_[i]``. Use
+        this to pick the rows of known users, e.g. ``X[enc.transform_users(["u1", "u7"])]``.
+        A plain ``np.searchsorted(enc.users_, ids)`` would silently map an unknown id to a
+        neighbour.
+
+        Parameters
+        ----------
+        ids : array-like of any shape
+            Original user ids.
+        handle_unknown : {"error", "ignore"}, default="error"
+            What to do with ids not seen in :meth:`fit`: raise a ``ValueError``, or map them to
+            ``-1``. (To build rows for new users from their events, use
+            ``transform(log, users=[...])``.)
+
+        Returns
+        -------
+        indices : ndarray of int64, same shape as ``ids``
+            Row indices into :attr:`users_` (``-1`` for unknown ids when ignored).
+
+        Examples
+        --------
+        >>> from skrec.preprocessing import InteractionEncoder
+        >>> enc = InteractionEncoder().fit({"user": ["b", "a", "c"], "item": [1, 2, 1]})
+        >>> enc.transform_users(["c", "a"])
+        array([2, 0])
+        >>> enc.transform_users(["a", "zz"], handle_unknown="ignore")
+        array([ 0, -1])
+        """
+        check_is_fitted(self, "users_")
+        return _encode_ids(self.users_, ids, "user", handle_unknown)
 
     def inverse_transform_items(self, indices: Any, fill_value: Any = None) -> np.ndarray:
         """Map column indices (such as ``predict``'s output) back to original item ids.
@@ -573,29 +683,220 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             Original item ids.
         """
         check_is_fitted(self, "items_")
-        idx = np.asarray(indices)
-        if idx.dtype.kind == "f":
-            if not np.isfinite(idx).all() or (idx != np.round(idx)).any():
-                raise ValueError("indices must be integers (item column indices).")
-            idx = idx.astype(np.int64)
-        elif idx.dtype.kind not in "iu":
-            raise ValueError(f"indices must be integers; got dtype {idx.dtype}.")
-        if idx.size and (idx.min() < -1 or idx.max() >= self.n_items_):
-            raise ValueError(
-                f"indices must lie in [-1, {self.n_items_}); got values in "
-                f"[{int(idx.min())}, {int(idx.max())}]."
+        return _decode_ids(self.items_, indices, fill_value, "indices")
+
+    def inverse_transform_users(self, indices: Any, fill_value: Any = None) -> np.ndarray:
+        """Map row indices of :meth:`transform`'s default output back to original user ids.
+
+        Parameters
+        ----------
+        indices : array-like of int, any shape
+            Row indices in ``[0, n_users_)``; ``-1`` marks "no user".
+        fill_value : object, default=None
+            Id to put where ``indices == -1`` (an object array when it does not fit the dtype
+            of :attr:`users_`).
+
+        Returns
+        -------
+        ids : ndarray, same shape as ``indices``
+            Original user ids.
+        """
+        check_is_fitted(self, "users_")
+        return _decode_ids(self.users_, indices, fill_value, "indices")
+
+    # -- serving in original ids --------------------------------------------------------------
+
+    def _check_model(self, model: Any) -> None:
+        check_is_fitted(self, ("users_", "items_"))
+        if not hasattr(model, "recommend"):
+            raise TypeError(
+                f"model must be a skrec recommender (with recommend); got {type(model).__name__}."
             )
-        pad = idx < 0
-        out = self.items_[np.where(pad, 0, idx)]
-        if not pad.any():
-            return out
-        fill = np.asarray(fill_value)
-        if fill_value is None or fill.ndim != 0 or fill.dtype.kind != out.dtype.kind:
-            out = out.astype(object)
-        else:
-            out = out.astype(np.result_type(out.dtype, fill.dtype))
-        out[pad] = fill_value
-        return out
+        check_is_fitted(model)
+        n_model = getattr(model, "n_features_in_", None)
+        if n_model != self.n_items_:
+            raise ValueError(
+                f"The model was fitted on {n_model} items but this encoder has {self.n_items_}: "
+                "fit the model on this encoder's matrix (model.fit(enc.fit_transform(log)))."
+            )
+
+    def _candidate_indices(self, items: Any) -> np.ndarray | None:
+        """Column indices of the candidate item ids; unknown ids are dropped with a warning."""
+        if items is None:
+            return None
+        idx = _encode_ids(self.items_, _as_1d_ids(items, "items"), "item", "ignore")
+        n_unknown = int((idx < 0).sum())
+        if n_unknown:
+            warnings.warn(
+                f"{n_unknown} candidate item id(s) in items were not seen at fit time and "
+                "cannot be recommended; they are ignored.",
+                UserWarning,
+                stacklevel=3,
+            )
+        return idx[idx >= 0]
+
+    def recommend(
+        self,
+        model: Any,
+        log: Any,
+        users: Any = None,
+        k: int = 10,
+        *,
+        filter_seen: bool = True,
+        items: Any = None,
+        batch_size: int | None = None,
+        as_frame: bool | None = None,
+    ):
+        """Recommend items to users of an event log, in original ids: one row per (user, rank).
+
+        Each user's row is built from their events in ``log`` (fold-in, as
+        ``transform(log, users=users)``), so the same call serves
+
+        - **known users**: pass their history (the training log, plus any newer events);
+        - **new users**, not seen at fit time, from whatever events ``log`` holds for them;
+        - **unknown users** with no event at all: they get the most popular items.
+
+        Parameters
+        ----------
+        model : fitted skrec recommender
+            Fitted on this encoder's matrix (same items, same column order).
+        log : pandas.DataFrame or mapping of str to array-like of shape (n_events,)
+            Events of the users to serve (may hold other users too, and may be empty). Events
+            of items not seen at fit time are dropped with a ``UserWarning``.
+        users : array-like of shape (n_users,), default=None
+            User ids to serve, in this order, known or not. Default: the distinct users of
+            ``log``, sorted.
+        k : int, default=10
+            Recommendations per user.
+        filter_seen : bool, default=True
+            Leave out the items of each user's events in ``log``.
+        items : array-like of item ids, default=None
+            Recommend only among these (original) item ids; ids not seen at fit time are
+            ignored with a ``UserWarning``.
+        batch_size : int, default=None
+            Users scored at once (see the model's ``recommend``).
+        as_frame : bool, default=None
+            Return a ``pandas.DataFrame`` (``True``) or a dict of numpy arrays (``False``).
+            ``None``: a DataFrame when pandas is importable, else a dict.
+
+        Returns
+        -------
+        recommendations : pandas.DataFrame or dict of str to ndarray
+            Columns ``user_col``, ``"rank"`` (1 = best), ``item_col`` and ``"score"``; users
+            in the order of ``users``, ranks increasing. A user gets fewer than ``k`` rows
+            when fewer candidates remain.
+
+        See Also
+        --------
+        similar_items : Item-to-item recommendations in original ids.
+        skrec.base.BaseRecommender.recommend : The same on matrices and indices.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> from skrec import EASERecommender
+        >>> from skrec.preprocessing import InteractionEncoder
+        >>> log = pd.DataFrame({"user": ["ann", "ann", "bob", "bob", "cy"],
+        ...                     "item": ["tea", "cake", "tea", "jam", "cake"],
+        ...                     "time": [1, 2, 1, 3, 5]})
+        >>> enc = InteractionEncoder(time_col="time")
+        >>> model = EASERecommender(l2=1.0).fit(enc.fit_transform(log))
+        >>> recs = enc.recommend(model, log, users=["ann", "newcomer"], k=2)
+        >>> recs.columns.tolist()
+        ['user', 'rank', 'item', 'score']
+        >>> recs[["user", "rank", "item"]].to_numpy().tolist()
+        [['ann', 1, 'jam'], ['newcomer', 1, 'cake'], ['newcomer', 2, 'tea']]
+        """
+        self._check_model(model)
+        if users is None:
+            cols = self._read(log, allow_empty=True)
+            users = _unique_sorted(cols["user"], "user")[0]
+        X = self._transform(log, users, stacklevel=3)
+        row_ids = _ids(_as_1d_ids(users, "users"), None, "users")
+        if row_ids.size == 0:  # nobody to serve: an empty table with the usual columns
+            empty = np.zeros((0, check_k(k)), dtype=np.int64)
+            return self._ranked_frame(row_ids, empty, empty.astype(np.float32), self.user_col,
+                                      self.item_col, as_frame)
+        ids, scores = model.recommend(
+            X, k, filter_seen=filter_seen, items=self._candidate_indices(items),
+            batch_size=batch_size,
+        )
+        return self._ranked_frame(row_ids, ids, scores, self.user_col, self.item_col, as_frame)
+
+    def similar_items(
+        self,
+        model: Any,
+        item_ids: Any,
+        k: int = 10,
+        *,
+        filter_self: bool = True,
+        items: Any = None,
+        batch_size: int | None = None,
+        as_frame: bool | None = None,
+    ):
+        """Items most similar to each of ``item_ids``, in original ids.
+
+        Maps the ids to columns, calls ``model.similar_items`` (see
+        :meth:`skrec.base.BaseRecommender.similar_items` for what "similar" means for each
+        model) and maps the results back.
+
+        Parameters
+        ----------
+        model : fitted skrec recommender
+            Fitted on this encoder's matrix; one with ``similar_items`` (not
+            ``PopularityRecommender``).
+        item_ids : array-like of item ids, or one id
+            Original ids of the query items; each must have been seen at fit time.
+        k : int, default=10
+            Similar items per query item.
+        filter_self : bool, default=True
+            Leave each query item out of its own list.
+        items : array-like of item ids, default=None
+            Return only these (original) item ids; ids not seen at fit time are ignored with
+            a ``UserWarning``.
+        batch_size : int, default=None
+            Query items scored at once.
+        as_frame : bool, default=None
+            Return a ``pandas.DataFrame`` (``True``) or a dict of numpy arrays (``False``).
+            ``None``: a DataFrame when pandas is importable, else a dict.
+
+        Returns
+        -------
+        similar : pandas.DataFrame or dict of str to ndarray
+            Columns ``item_col`` (the query), ``"rank"`` (1 = most similar),
+            ``"similar_" + item_col`` (``"similar_item"`` when ``item_col`` is not a string)
+            and ``"score"``.
+
+        Raises
+        ------
+        ValueError
+            If an id in ``item_ids`` was not seen at fit time.
+        AttributeError
+            If ``model`` has no item-item similarity (``PopularityRecommender``).
+        """
+        self._check_model(model)
+        query_ids = _as_1d_ids(item_ids, "item_ids")
+        query = self.transform_items(query_ids)
+        ids, scores = model.similar_items(
+            query, k, filter_self=filter_self, items=self._candidate_indices(items),
+            batch_size=batch_size,
+        )
+        name = self.item_col
+        other = f"similar_{name}" if isinstance(name, str) else "similar_item"
+        return self._ranked_frame(self.items_[query], ids, scores, name, other, as_frame)
+
+    def _ranked_frame(self, row_ids, ids, scores, row_col, item_col, as_frame):
+        """Long format of top-k results: one row per (row, rank), padding left out."""
+        n_rows, k = ids.shape
+        keep = ids >= 0
+        r, c = np.nonzero(keep)
+        out = {
+            row_col: row_ids[r],
+            "rank": (c + 1).astype(np.int64),
+            item_col: self.items_[ids[keep]],
+            "score": scores[keep],
+        }
+        return _as_frame(out, as_frame)
 
     def inverse_transform(self, X: Any, users: Any = None, as_frame: bool | None = None):
         """Turn an interaction matrix back into an event log.
@@ -646,15 +947,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         else:
             value_name = "value"
         out = {self.user_col: row_ids[r], self.item_col: self.items_[c], value_name: v}
-        if as_frame is None or as_frame:
-            try:
-                import pandas as pd
-            except ImportError:
-                if as_frame:
-                    raise ImportError("as_frame=True needs pandas (pip install pandas).") from None
-                return out
-            return pd.DataFrame(out)
-        return out
+        return _as_frame(out, as_frame)
 
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         """Names of the output columns: the item ids as strings.

@@ -306,3 +306,10 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         """
         check_is_fitted(self)
         return SequenceSession(self, history)
+
+    # ------------------------------------------------------------------ similar_items & fit checks
+    _values_are_order = True  # fit warns when the values of X look like ratings, not an order
+
+    def _item_embeddings(self) -> torch.Tensor:
+        """Item output embeddings ``(n_items, d)``; ``similar_items`` ranks by their cosine."""
+        return self.module_.output_weights()[0]

@@ -102,20 +102,43 @@ def test_history_frame_rejects_other_objects():
 
 
 # ------------------------------------------------------------------------------ plot_history
-def test_plot_history_draws_both_metrics(fitted):
+def test_plot_history_default_losses_on_one_axis_monitored_metric_and_best_epoch(fitted):
     ax = plot_history(fitted)
     assert isinstance(ax, matplotlib.axes.Axes)
     assert ax.get_xlabel() == "epoch"
     assert ax.get_ylabel() == "loss"
-    (loss_line,) = ax.get_lines()
+    loss_line, val_loss_line, best_line = ax.get_lines()
     assert list(loss_line.get_xdata()) == [1, 2, 3]
     assert list(loss_line.get_ydata()) == pytest.approx([r["loss"] for r in fitted.history_])
+    assert list(val_loss_line.get_ydata()) == pytest.approx(
+        [r["val_loss"] for r in fitted.history_]
+    )
+    assert fitted.best_epoch_ is not None
+    assert list(best_line.get_xdata()) == [fitted.best_epoch_] * 2  # a vertical line
     twins = [other for other in ax.figure.axes if other is not ax]
     assert len(twins) == 1
     (val_line,) = twins[0].get_lines()
     assert list(val_line.get_ydata()) == pytest.approx([r["val_ndcg@10"] for r in fitted.history_])
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels == ["loss", "val_ndcg@10"]
+    assert labels == ["loss", "val_loss", "val_ndcg@10", f"best epoch ({fitted.best_epoch_})"]
+
+
+def test_plot_history_shows_the_monitored_ranking_metric(interactions):
+    rec = SeqRecommender(d_model=8, n_layers=1, n_heads=1, d_ff=8, max_len=10, max_iter=2,
+                         validation_metric="recall@5", precision="fp32", random_state=0)
+    ax = plot_history(rec.fit(interactions))
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels[:3] == ["loss", "val_loss", "val_recall@5"]
+
+
+def test_plot_history_explicit_metrics_and_no_best_marker(fitted):
+    ax = plot_history(fitted, metrics=["val_ndcg@10", "loss"], mark_best=False)
+    assert ax.get_ylabel() == "loss"  # a loss takes the left axis whatever the order
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["loss", "val_ndcg@10"]
+    ax = plot_history(fitted.history_)  # a bare history: no best_epoch_ to mark
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "loss", "val_loss", "val_ndcg@10"
+    ]
 
 
 def test_plot_history_uses_the_given_axes(fitted):

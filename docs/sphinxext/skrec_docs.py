@@ -32,6 +32,7 @@ RESULTS = BENCHMARKS / "results"
 EXAMPLE_ORDER = (
     "quickstart.py",
     "plot_dataframe_to_recommendations.py",
+    "plot_original_ids_workflow.py",
     "plot_movielens_sequential.py",
     "plot_autoencoder_strong_generalization.py",
     "plot_grid_search_precision.py",

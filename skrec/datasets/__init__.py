@@ -2,7 +2,8 @@
 
 - :func:`make_interactions` generates user histories with planted topic (co-occurrence) and
   sequential structure: no download, the default for the quickstart and the tests.
-- :func:`load_movielens` reads the official MovieLens 100K / 1M files or archives.
+- :func:`load_movielens` reads the official MovieLens 100K / 1M files or archives, and
+  :func:`load_movielens_titles` their movie titles (item id -> title).
 - :func:`load_sequences` reads "user item" sequence files (one interaction per line, in order
   per user), the format of SASRec's preprocessed data sets such as Amazon Video Games.
 - :func:`fetch_movielens` downloads the official archive once (checked by SHA-256), caches it
@@ -14,7 +15,13 @@ Every loader returns matrices in skrec's layout: ``scipy.sparse.csr_matrix`` use
 values > 0 giving the order of each interaction (larger = later).
 """
 
-from ._movielens import MOVIELENS_ARCHIVES, fetch_movielens, get_data_home, load_movielens
+from ._movielens import (
+    MOVIELENS_ARCHIVES,
+    fetch_movielens,
+    get_data_home,
+    load_movielens,
+    load_movielens_titles,
+)
 from ._movielens_info import load_movielens_items, load_movielens_users
 from ._sequence_files import load_sequences
 from ._synthetic import make_interactions
@@ -25,6 +32,7 @@ __all__ = [
     "get_data_home",
     "load_movielens",
     "load_movielens_items",
+    "load_movielens_titles",
     "load_movielens_users",
     "load_sequences",
     "make_interactions",

@@ -19,7 +19,13 @@ from sklearn.utils import Bunch
 
 from ..preprocessing import InteractionEncoder
 
-__all__ = ["MOVIELENS_ARCHIVES", "fetch_movielens", "get_data_home", "load_movielens"]
+__all__ = [
+    "MOVIELENS_ARCHIVES",
+    "fetch_movielens",
+    "get_data_home",
+    "load_movielens",
+    "load_movielens_titles",
+]
 
 #: Official MovieLens archives: variant -> url, SHA-256 of the zip, file name in the cache.
 #: The checksums match those pinned by tensorflow_datasets (``url_checksums/movielens.txt``:
@@ -66,7 +72,7 @@ def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
     """
     if data_home is None:
         data_home = os.environ.get("SKREC_DATA", Path("~") / "skrec_data")
-    path = Path(data_home).expanduser()
+    path = _as_path(data_home, "data_home")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -170,6 +176,94 @@ def _read_source(path: Path) -> tuple[str, bytes, str | None, bytes | None]:
     raise FileNotFoundError(f"MovieLens path not found: {path}")
 
 
+def _as_path(path, what: str = "path") -> Path:
+    """``path`` as an expanded ``Path``, or a TypeError naming what was given."""
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(
+            f"{what} must be a file or folder path (str or os.PathLike); got "
+            f"{type(path).__name__}."
+        )
+    return Path(path).expanduser()
+
+
+def _read_titles(path: Path) -> tuple[str, bytes]:
+    """(file name, bytes) of the title file of a MovieLens folder, file or archive."""
+    if path.is_dir():
+        for folder in (path, path / "ml-100k", path / "ml-1m"):
+            for name in _TITLE_FILES:
+                if (folder / name).is_file():
+                    return name, (folder / name).read_bytes()
+    elif zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            members = sorted(
+                (PurePosixPath(n) for n in archive.namelist() if not n.endswith("/")),
+                key=lambda p: len(p.parts),
+            )
+            for name in _TITLE_FILES:
+                found = [m for m in members if m.name == name]
+                if found:
+                    return name, archive.read(str(found[0]))
+    elif path.is_file():
+        if path.name in _TITLE_FILES:
+            return path.name, path.read_bytes()
+        for name in _TITLE_FILES:  # a ratings file: look next to it
+            if (path.parent / name).is_file():
+                return name, (path.parent / name).read_bytes()
+    else:
+        raise FileNotFoundError(f"MovieLens path not found: {path}")
+    raise FileNotFoundError(
+        f"No MovieLens title file in {path}: expected items.tsv (header item, title, ...), "
+        "u.item (ML-100K) or movies.dat (ML-1M)."
+    )
+
+
+def load_movielens_titles(path: str | os.PathLike) -> dict[int, str]:
+    """Read the movie titles of MovieLens: original item id -> title.
+
+    Use it to show recommendations in original ids with their titles, e.g.
+    ``recs["title"] = recs["item"].map(load_movielens_titles(path))``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A folder holding a title file (or an ``ml-100k/``/``ml-1m/`` sub-folder holding one),
+        a title file itself, a ratings file with a title file next to it, or the official zip
+        archive. Title files, in order of preference: ``items.tsv`` (tab-separated with a
+        header naming the columns ``item`` and ``title``, UTF-8), the official ``u.item``
+        (ML-100K: ``|``-separated, Latin-1, the title first after the id) or ``movies.dat``
+        (ML-1M: ``::``-separated, Latin-1).
+
+    Returns
+    -------
+    titles : dict of int to str
+        Item id (as in the ratings file) -> title, as written in the file: the official files
+        end titles with the year, ``"Toy Story (1995)"``; ``items.tsv`` keeps the year in its
+        own column.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist or holds no title file.
+    ValueError
+        If the title file holds no title (``items.tsv`` without ``item`` and ``title``
+        columns, or an empty file).
+
+    See Also
+    --------
+    load_movielens : The ratings; its ``item_titles`` are the same titles aligned with the
+        matrix columns.
+    """
+    path = _as_path(path)
+    name, raw = _read_titles(path)
+    titles = _parse_titles(name, raw)
+    if not titles:
+        raise ValueError(
+            f"{path} ({name}) holds no titles: items.tsv needs a header with the columns "
+            "'item' and 'title'; u.item and movies.dat start each line with the id and title."
+        )
+    return titles
+
+
 def load_movielens(path: str | os.PathLike) -> Bunch:
     """Load MovieLens ratings from the official files as user x item matrices.
 
@@ -222,7 +316,7 @@ def load_movielens(path: str | os.PathLike) -> Bunch:
     (user, item) pair rated twice keeps its last rating time; MovieLens 100K and 1M have no
     such repeats.
     """
-    path = Path(path).expanduser()
+    path = _as_path(path)
     if not path.exists():
         raise FileNotFoundError(f"MovieLens path not found: {path}")
     ratings_name, raw, titles_name, titles_raw = _read_source(path)
