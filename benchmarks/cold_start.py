@@ -442,6 +442,16 @@ def run_skrec_ae(split: ColdStartSplit) -> tuple[np.ndarray, dict]:
         AERecommender(item_features=split.F_warm, random_state=split.seed), split)
 
 
+@runner("skrec AERecommender feature_dropout=0.5")
+def run_skrec_ae_fd(split: ColdStartSplit) -> tuple[np.ndarray, dict]:
+    """The ablation behind the ``feature_dropout`` default."""
+    from skrec import AERecommender
+
+    return _skrec_cold_scores(
+        AERecommender(item_features=split.F_warm, feature_dropout=0.5,
+                      random_state=split.seed), split)
+
+
 @runner("skrec SeqRecommender")
 def run_skrec_seq(split: ColdStartSplit) -> tuple[np.ndarray, dict]:
     from skrec import SeqRecommender
