@@ -70,6 +70,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     dropout : float, default=0.3
         Dropout on the embeddings and the residual branches (transformer), or on the input,
         between layers and on the output (GRU).
+    attention_dropout : float, default=0.0
+        Transformer only: dropout on the attention weights and on the feed-forward hidden
+        units of every block, as in SASRec's published recipe.
     loss : {"ce", "sampled", "gbce"}, default="ce"
         ``"ce"``: full softmax cross-entropy over the catalogue (computed in chunks so memory
         stays bounded); ``"sampled"``: sampled softmax with popularity negatives and logQ
@@ -148,6 +151,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     d_ff: int = 256
     max_len: int = 200
     dropout: float = 0.3
+    attention_dropout: float = 0.0
     loss: str = "ce"
     n_negatives: int = 256
     gbce_t: float = 0.75
@@ -205,9 +209,10 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         for name in ("d_model", "n_heads", "d_ff", "max_len", "n_negatives"):
             _check_int(name, getattr(self, name), 1)
         _check_int("n_layers", self.n_layers, 0)
-        _check_float("dropout", self.dropout, 0, 1)
-        if self.dropout >= 1:
-            raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
+        for name in ("dropout", "attention_dropout"):
+            _check_float(name, getattr(self, name), 0, 1)
+            if getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)!r}.")
         _check_float("gbce_t", self.gbce_t, 0, 1)
         _check_float("mask_prob", self.mask_prob, 0, 1, low_inclusive=False)
         _check_int("feature_hidden", self.feature_hidden, 1, allow_none=True)
@@ -240,6 +245,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         encoder = ENCODERS[self.encoder].from_params(
             d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
             max_len=self.max_len, dropout=self.dropout, causal=objective.causal,
+            inner_dropout=self.attention_dropout,
         )
         return SequenceModel(items, encoder, self.max_len)
 

@@ -276,6 +276,13 @@ def _make_optimizer(module, lr: float, weight_decay: float, device: torch.device
         return SparseAdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+def _parameters_finite(module: torch.nn.Module) -> bool:
+    """Whether every parameter of ``module`` is finite (one reduction per tensor)."""
+    with torch.no_grad():
+        return all(bool(torch.isfinite(p).all()) for p in module.parameters()
+                   if p.is_floating_point() and not p.is_sparse)
+
+
 def _make_batches(data: Any, batch_size: int, rng: np.random.RandomState) -> list[np.ndarray]:
     """Shuffled row batches; rows of similar length are grouped when the data has lengths.
 
@@ -677,6 +684,14 @@ class Trainer:
                 f"Every training step of epoch {est.n_iter_ + 1} had a non-finite loss "
                 f"(precision={self.precision!r}): the model learned nothing. Lower "
                 "learning_rate_init, set clip_grad_norm, or use precision='fp32' (or 'bf16')."
+            )
+        if n_steps and not _parameters_finite(self.module):
+            # the loss of a step was finite but its update was not (a huge learning rate or
+            # weight decay): the next step, or predict, would read NaN weights
+            raise FloatingPointError(
+                f"The weights became non-finite during epoch {est.n_iter_ + 1} (the losses "
+                "were finite, the updates were not). Lower learning_rate_init or "
+                "weight_decay, or set clip_grad_norm."
             )
         seconds = time.perf_counter() - t0
         est.n_iter_ += 1

@@ -352,46 +352,10 @@ BOOLS = st.booleans()
 
 
 # ------------------------------------------------------------------------------ known bugs
-def _diverging_last_step(name, call, kw) -> bool:
-    return (
-        call == "param"
-        and name in ("Seq", "AE")
-        and kw["param"] in ("learning_rate_init", "weight_decay")
-        and isinstance(kw["value"], float)
-        and np.isfinite(kw["value"])
-        and kw["value"] > 1e3
-    )
-
-
-#: Bugs in the trainer (skrec/training.py, being refactored for issue 13): name ->
-#: (predicate on the sweep's inputs, reason). Each has an xfail reproduction at the end.
-KNOWN_BUGS = {
-    "diverging_last_step": (
-        _diverging_last_step,
-        "training.py: when the last optimizer step of fit makes the weights non-finite (a "
-        "huge learning_rate_init or weight_decay; the loss of that step was still finite), "
-        "fit returns normally with NaN weights (predict_scores is NaN: the ranking path "
-        "now raises FloatingPointError at predict time; with a large finite step the scores "
-        "are -inf and predict gives only -1 padding); fit should raise the trainer's "
-        "FloatingPointError",
-    ),
-    "pruning_amount": (
-        lambda name, call, kw: call == "pruning_amount" and name != "not a module" and not (
-            isinstance(kw["amount"], float | int) and not isinstance(kw["amount"], bool)
-            and 0 <= kw["amount"] < 1
-        ),
-        "pruning.py: the module-level structured_prune(module, amount) and "
-        "magnitude_prune(module, amount) do not validate amount as prune_ does: inf gives "
-        "OverflowError, 2 a RuntimeError from torch.kthvalue ('selected index k out of "
-        "range'), nan a ValueError from int() that does not name amount, and -1 is accepted",
-    ),
-    "pruning_non_module": (
-        lambda name, call, kw: call == "pruning_function" and name == "not a module",
-        "pruning.py: model_summary(obj) and magnitude_prune(obj, amount) on an object that "
-        "is not a torch module raise AttributeError ('object' has no attribute 'parameters' / "
-        "'modules') where pruning_groups and structured_prune raise a clear TypeError",
-    ),
-}
+#: Bugs found by the sweep and not fixed yet: name -> (predicate on the sweep's inputs, reason).
+#: Each gets an xfail reproduction at the end; the sweep skips its inputs. Empty: every finding
+#: so far is fixed and has a regression test below.
+KNOWN_BUGS: dict = {}
 
 
 def _is_known_bug(name: str, call: str, **kw) -> bool:
@@ -722,12 +686,12 @@ def test_plotting(history, metrics):
 
 
 # ------------------------------------------------------------------------------ known bugs
-@pytest.mark.xfail(reason=KNOWN_BUGS["diverging_last_step"][1], strict=True)
 @pytest.mark.parametrize("Est", [SeqRecommender, AERecommender])
-def test_known_bug_diverging_last_step(Est):
+def test_fit_raises_when_the_last_step_diverges(Est):
+    """Fixed finding: a finite loss whose update makes the weights non-finite."""
     X = _training_matrix()  # 8 users: one optimizer step per epoch
     est = TINY["Seq" if Est is SeqRecommender else "AE"]().set_params(learning_rate_init=1e300)
-    with pytest.raises(FloatingPointError):  # today: fit returns, and only predict raises
+    with pytest.raises(FloatingPointError, match="weights became non-finite"):
         est.fit(X)
 
 
@@ -767,9 +731,8 @@ def test_device_and_precision_resolution(value, tmp_path_factory):
                allow=(FileNotFoundError,))
 
 
-@pytest.mark.xfail(reason=KNOWN_BUGS["pruning_non_module"][1], strict=True)
 @pytest.mark.parametrize("func", ["model_summary", "magnitude_prune"])
-def test_known_bug_pruning_functions_on_a_non_module(func):
+def test_pruning_functions_on_a_non_module(func):
     import skrec.pruning
 
     args = (object(),) if func == "model_summary" else (object(), 0.5)
@@ -777,10 +740,9 @@ def test_known_bug_pruning_functions_on_a_non_module(func):
         getattr(skrec.pruning, func)(*args)
 
 
-@pytest.mark.xfail(reason=KNOWN_BUGS["pruning_amount"][1], strict=True)
 @pytest.mark.parametrize("amount", [np.inf, 2.0, np.nan, -1.0])
 @pytest.mark.parametrize("func", ["structured_prune", "magnitude_prune"])
-def test_known_bug_module_level_pruning_amount(fitted, func, amount):
+def test_module_level_pruning_amount(fitted, func, amount):
     import skrec.pruning
 
     with pytest.raises(ValueError, match="amount"):

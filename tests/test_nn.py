@@ -163,3 +163,21 @@ def test_module_configs_rebuild_pruned_models_exactly():
     assert sorted(cfg["encoder"]["n_heads"]) == [0, 1] and cfg["items"]["d_model"] == 2
     with pytest.raises(ValueError, match="Unknown module type"):
         build_module({"type": "Nope"})
+
+
+def test_inner_dropout_drops_attention_and_feed_forward_units_in_training_only():
+    from skrec.nn import TransformerEncoder, build_module, module_config
+
+    torch.manual_seed(0)
+    enc = TransformerEncoder(16, 2, 2, 32, max_len=8, dropout=0.0, inner_dropout=0.5)
+    x, valid = torch.randn(3, 8, 16), torch.ones(3, 8, dtype=torch.bool)
+    enc.train()
+    assert not torch.allclose(enc(x, valid), enc(x, valid))  # random masks
+    enc.eval()
+    torch.testing.assert_close(enc(x, valid), enc(x, valid))
+    plain = TransformerEncoder(16, 2, 2, 32, max_len=8, dropout=0.0)
+    plain.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(plain.eval()(x, valid), enc(x, valid))  # no new weights
+    rebuilt = build_module(module_config(enc))
+    assert rebuilt.inner_dropout == 0.5 and rebuilt.blocks[0].ff_drop.p == 0.5
+    assert rebuilt.blocks[1].attn.dropout == 0.5

@@ -118,19 +118,22 @@ class TransformerBlock(nn.Module):
     d_ff : int
         Hidden units of the feed-forward network.
     dropout : float
-        Dropout probability.
+        Dropout probability on the residual branches.
+    inner_dropout : float, default=0.0
+        Dropout on the attention weights and on the feed-forward hidden units (SASRec's
+        recipe). Attention dropout takes the unfused attention kernel in training.
     """
 
-    def __init__(self, d_model: int, n_heads: int, head_dim: int, d_ff: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, head_dim: int, d_ff: int, dropout: float,
+                 inner_dropout: float = 0.0):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
-        # No dropout on the attention matrix: it forces the unfused (L x L) kernel and its
-        # random draws cost more than the rest of the block on CPU, for little regularisation.
-        self.attn = MultiHeadSelfAttention(d_model, n_heads, head_dim, 0.0)
+        self.attn = MultiHeadSelfAttention(d_model, n_heads, head_dim, inner_dropout)
         self.ln2 = nn.LayerNorm(d_model)
         self.ff1 = nn.Linear(d_model, d_ff)
         self.ff2 = nn.Linear(d_ff, d_model)
         self.drop = nn.Dropout(dropout)
+        self.ff_drop = nn.Dropout(inner_dropout)
 
     def forward(
         self,
@@ -152,7 +155,7 @@ class TransformerBlock(nn.Module):
         if last_only:
             x = x[:, -1:]
         x = x + self.drop(attn)
-        x = x + self.drop(self.ff2(F.gelu(self.ff1(self.ln2(x)))))
+        x = x + self.drop(self.ff2(self.ff_drop(F.gelu(self.ff1(self.ln2(x))))))
         return (x, kv) if return_kv else x
 
 
@@ -195,11 +198,13 @@ class TransformerEncoder(nn.Module):
     head_dim : int, default=None
         Width of each head; ``d_model // n_heads`` when ``None`` (then ``n_heads`` must be one
         number that divides ``d_model``).
+    inner_dropout : float, default=0.0
+        Dropout on the attention weights and the feed-forward hidden units of every block.
     """
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int | Sequence[int],
                  d_ff: int | Sequence[int], max_len: int, dropout: float, causal: bool = True,
-                 *, head_dim: int | None = None):
+                 *, head_dim: int | None = None, inner_dropout: float = 0.0):
         super().__init__()
         heads = _per_block("n_heads", n_heads, n_layers)
         widths = _per_block("d_ff", d_ff, n_layers)
@@ -210,11 +215,13 @@ class TransformerEncoder(nn.Module):
         self.max_len = int(max_len)
         self.causal = bool(causal)
         self.dropout = float(dropout)
+        self.inner_dropout = float(inner_dropout)
         self.head_dim = int(head_dim)
         self.pos_emb = nn.Embedding(max_len, d_model)
         self.emb_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
-            TransformerBlock(d_model, h, self.head_dim, f, dropout) for h, f in zip(heads, widths)
+            TransformerBlock(d_model, h, self.head_dim, f, dropout, self.inner_dropout)
+            for h, f in zip(heads, widths)
         )
         self.final_ln = nn.LayerNorm(d_model)
 
@@ -229,13 +236,16 @@ class TransformerEncoder(nn.Module):
             "dropout": self.dropout,
             "causal": self.causal,
             "head_dim": self.head_dim,
+            "inner_dropout": self.inner_dropout,
         }
 
     @classmethod
     def from_params(cls, *, d_model: int, n_layers: int, n_heads: int, d_ff: int,
-                    max_len: int, dropout: float, causal: bool, **_) -> TransformerEncoder:
+                    max_len: int, dropout: float, causal: bool, inner_dropout: float = 0.0,
+                    **_) -> TransformerEncoder:
         """Build from the shared encoder hyper-parameters of ``SeqRecommender``."""
-        return cls(d_model, n_layers, n_heads, d_ff, max_len, dropout, causal)
+        return cls(d_model, n_layers, n_heads, d_ff, max_len, dropout, causal,
+                   inner_dropout=inner_dropout)
 
     def reset_parameters(self, std: float = 0.02) -> None:
         """N(0, ``std``) weights, zero biases (LayerNorms keep their identity init)."""

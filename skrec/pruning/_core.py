@@ -203,6 +203,8 @@ def structured_prune(
         One record per group: ``name``, ``target``, ``base`` (unpruned size), ``before``,
         ``after``.
     """
+    _check_module(module)
+    amount = _check_amount(amount)
     groups = pruning_groups(module)
     base = _record_base(module, groups)
     adapter = get_adapter(module)
@@ -250,7 +252,11 @@ def magnitude_prune(module: nn.Module, amount: float) -> dict[int, torch.Tensor]
     masks : dict
         ``id(weight) -> bool mask`` (True = kept) of every weight tensor considered.
     """
+    _check_module(module)
+    amount = _check_amount(amount)
     params = _magnitude_params(module)
+    if not params:
+        return {}
     with torch.no_grad():
         flat = torch.cat([p.detach().abs().float().reshape(-1).cpu() for p in params])
         n_target = int(round(amount * flat.numel()))
@@ -294,6 +300,7 @@ def model_summary(module: nn.Module, *, seq_len: int | None = None) -> dict[str,
         a history of ``flops_seq_len`` items, attention computed over the full ``L x L``
         matrix as the masked kernel does) and ``architecture`` (current widths).
     """
+    _check_module(module)
     params = list(module.parameters())
     n = sum(p.numel() for p in params)
     nz = sum(int(torch.count_nonzero(p.detach())) for p in params)
@@ -318,6 +325,12 @@ def model_summary(module: nn.Module, *, seq_len: int | None = None) -> dict[str,
 # --------------------------------------------------------------------------------------------
 # Parameter checks
 # --------------------------------------------------------------------------------------------
+
+
+def _check_module(module) -> None:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"Expected a torch.nn.Module (e.g. an estimator's module_); got "
+                        f"{type(module).__name__}.")
 
 
 def _check_amount(amount) -> float:
