@@ -90,6 +90,8 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         epoch).
     n_iter_ : int
         Epochs run.
+    batch_size_ : int
+        The micro-batch size used (``batch_size``, or what ``"auto"`` chose).
     n_steps_ : int
         Optimizer steps run (drives the KL annealing).
     best_score_ : float or None

@@ -101,6 +101,8 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         ``seconds``, ``targets_per_s`` (tokens/s), ``steps``, ``peak_memory_mb``.
     n_iter_ : int
         Epochs run.
+    batch_size_ : int
+        The micro-batch size used (``batch_size``, or what ``"auto"`` chose).
     best_score_ : float or None
         With early stopping, the monitored value (``validation_metric``: the validation loss
         or the ranking metric, unsmoothed) of the restored (best) epoch.
@@ -158,7 +160,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     mask_prob: float = 0.2
     feature_hidden: int | None = None
     # training parameters whose defaults differ from NeuralRecommender's
-    batch_size: int = 32
+    batch_size: int | str = "auto"
     clip_grad_norm: float | None = 5.0
     validation_fraction: float = 0.2
     validation_metric: str = "loss"
@@ -166,8 +168,13 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     _param_docs = {
         "batch_size": (
-            "Users (sequences) per micro-batch. Small batches give more optimizer steps per "
-            "epoch, which matters on small user bases (ML-100K: 943 users)."
+            "Users (sequences) per micro-batch. ``\"auto\"`` (the default): about one "
+            "micro-batch per 50 training users, rounded to a power of two and clipped to "
+            "[32, 128]: 32 (the former default, chosen on ML-100K's 943 users) on small user "
+            "bases, where many optimizer steps per epoch matter; 128 from about 4,500 users, "
+            "where a fit with batch 128 (with dropout 0.2 and one head) reached the NDCG@10 "
+            "of batch 32 on a ~1M-interaction data set in a quarter of the optimizer steps. "
+            "The value used is ``batch_size_``."
         ),
         "early_stopping": (
             "Hold out the last item of ``validation_fraction`` of the users, evaluate them "

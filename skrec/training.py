@@ -655,7 +655,7 @@ class Trainer:
         t0 = time.perf_counter()
         # every rank draws the same batches of world_size x batch_size rows and keeps its share
         batches = self.dist.shard(
-            _make_batches(data, est.batch_size * self.world_size, generator)
+            _make_batches(data, est.batch_size_ * self.world_size, generator)
         )
         acc = est.accumulation_steps
         starts = range(0, len(batches), acc)
@@ -779,7 +779,8 @@ class Trainer:
         est = self.estimator
         probe = None
         if data.n_rows:
-            probe, _ = est._batch(data, np.arange(min(data.n_rows, est.batch_size)), self.device)
+            probe, _ = est._batch(data, np.arange(min(data.n_rows, est.batch_size_)),
+                                  self.device)
         self.dist.wrap(self.module, est._batch_loss, probe)
 
     def _unwrap_data_parallel(self) -> None:
@@ -799,7 +800,13 @@ class Trainer:
 #: estimator may replace a description through ``_param_docs``.
 TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
     "max_iter": ("int", "Maximum number of epochs."),
-    "batch_size": ("int", "Users per micro-batch."),
+    "batch_size": (
+        "int or \"auto\"",
+        "Users per micro-batch. ``\"auto\"``: about one micro-batch per 50 training users, "
+        "rounded to a power of two and clipped to [32, 128] (32 up to about 2,200 users, 128 "
+        "from about 4,500): small user bases need many optimizer steps per epoch, large ones "
+        "train as well with larger, faster batches. The value used is ``batch_size_``.",
+    ),
     "learning_rate_init": ("float", "AdamW learning rate."),
     "weight_decay": ("float", "AdamW decoupled weight decay."),
     "precision": (
@@ -970,7 +977,7 @@ class NeuralRecommender(BaseRecommender):
     """
 
     max_iter: int = 200
-    batch_size: int = 128
+    batch_size: int | str = 128
     learning_rate_init: float = 1e-3
     weight_decay: float = 0.0
     precision: str = "auto"
@@ -1044,7 +1051,8 @@ class NeuralRecommender(BaseRecommender):
     def _check_params(self) -> None:
         """Validate hyper-parameters (called at the start of fit, never in ``__init__``)."""
         _check_int("max_iter", self.max_iter, 1)
-        _check_int("batch_size", self.batch_size, 1)
+        if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
+            _check_int("batch_size", self.batch_size, 1)
         _check_int("accumulation_steps", self.accumulation_steps, 1)
         _check_int("n_iter_no_change", self.n_iter_no_change, 1)
         _check_float("learning_rate_init", self.learning_rate_init, 0, low_inclusive=False)
@@ -1279,6 +1287,8 @@ class NeuralRecommender(BaseRecommender):
                 self.n_steps_ = 0
             elif not hasattr(self, "n_steps_"):  # fitted before the step counter existed
                 self.n_steps_ = 0
+            if reset or not hasattr(self, "batch_size_"):  # continued training keeps it
+                self.batch_size_ = self._resolve_batch_size(X.shape[0])
             self._sync_features(reset)
             if dist.enabled:  # own dropout draws per rank (DDP gives every rank rank 0's weights)
                 torch.manual_seed(seed + 1 + dist.rank)
@@ -1300,6 +1310,18 @@ class NeuralRecommender(BaseRecommender):
                 validate_fn = lambda: self._validation_scores(*val, scorer, dist)  # noqa: E731
             trainer.fit(data, epochs, generator, validate_fn)
         return self
+
+    #: batch_size="auto": training users per micro-batch, and the range of the result.
+    _auto_users_per_batch = 50
+    _auto_batch_range = (32, 128)
+
+    def _resolve_batch_size(self, n_users: int) -> int:
+        """``batch_size``, or the ``"auto"`` rule for ``n_users`` training users."""
+        if not isinstance(self.batch_size, str):
+            return int(self.batch_size)
+        low, high = self._auto_batch_range
+        target = max(n_users / self._auto_users_per_batch, 1.0)
+        return int(min(max(2 ** round(np.log2(target)), low), high))
 
     def _data_parallel(self, X: sp.csr_matrix, device: torch.device) -> _Distributed:
         """The data-parallel helper of a training run (a no-op one in a single process).

@@ -426,3 +426,26 @@ def test_ctrl_c_stops_after_the_step_restores_the_best_weights_and_warns(small, 
     assert "val_loss" not in rec.history_[-1]  # the partial epoch is not validated
     assert rec.predict(X[:5]).shape == (5, 10)  # usable
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+@pytest.mark.parametrize("n_users, expected", [(1, 32), (943, 32), (2000, 32), (2300, 64),
+                                               (6040, 128), (31013, 128)])
+def test_auto_batch_size_rule(n_users, expected):
+    assert SeqRecommender()._resolve_batch_size(n_users) == expected
+    assert SeqRecommender(batch_size=7)._resolve_batch_size(n_users) == 7
+
+
+def test_auto_batch_size_is_resolved_at_fit_and_kept_by_continued_training():
+    from skrec.datasets import make_interactions
+
+    X = make_interactions(n_users=120, n_items=30, mean_length=6, random_state=0)
+    common = dict(d_model=8, n_heads=1, d_ff=8, max_len=6, max_iter=1, random_state=0,
+                  precision="fp32")
+    rec = SeqRecommender(**common).fit(X)
+    assert rec.batch_size == "auto" and rec.batch_size_ == 32
+    assert rec.history_[-1]["steps"] == 4  # 120 users in batches of 32
+    rec.set_params(batch_size=16).partial_fit(X[:10])
+    assert rec.batch_size_ == 32  # continued training keeps the model's batch size
+    assert SeqRecommender(**{**common, "batch_size": 16}).fit(X).batch_size_ == 16
+    with pytest.raises(ValueError, match="batch_size"):
+        SeqRecommender(**{**common, "batch_size": "big"}).fit(X)

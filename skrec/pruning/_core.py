@@ -629,7 +629,8 @@ class PrunableMixin:
         seed = np.random.RandomState(
             self.random_state if isinstance(self.random_state, numbers.Integral) else 0
         )
-        batches = _make_batches(data, self.batch_size, seed)
+        batches = _make_batches(data, getattr(self, "batch_size_", None)
+                                or self._resolve_batch_size(X.shape[0]), seed)
         if max_batches is not None:
             batches = batches[:max_batches]
         dist = _Distributed.from_environment(device)
