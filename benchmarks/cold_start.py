@@ -68,8 +68,10 @@ import torch
 from sklearn.compose import ColumnTransformer
 from sklearn.decomposition import PCA
 from sklearn.feature_extraction.text import CountVectorizer, TfidfVectorizer
+from sklearn.impute import SimpleImputer
 from sklearn.linear_model import Ridge
-from sklearn.preprocessing import normalize
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import KBinsDiscretizer, normalize
 
 from _common import RESULTS, markdown_table, ml100k_path, peak_rss_mb, save_json
 from skrec.datasets import load_movielens, load_movielens_items
@@ -233,6 +235,14 @@ def _tfidf() -> tuple[str, Any, str]:
     return ("title", TfidfVectorizer(sublinear_tf=True), "title")
 
 
+def _year() -> tuple[str, Any, list[str]]:
+    # release year in 8 quantile bins of the warm catalogue (one-hot); a missing year gets the
+    # median. The year of an item is known when it is added, like its genres.
+    return ("year", make_pipeline(SimpleImputer(strategy="median"),
+                                  KBinsDiscretizer(n_bins=8, encode="onehot",
+                                                   strategy="quantile")), ["year"])
+
+
 def _minilm() -> tuple[str, Any, str]:
     from skrec.text import TextEmbedder
 
@@ -245,6 +255,8 @@ FEATURE_SETS: dict[str, Callable[[], list]] = {
     "title-minilm": lambda: [_minilm()],
     "genres+title-tfidf": lambda: [_genres(), _tfidf()],
     "genres+title-minilm": lambda: [_genres(), _minilm()],
+    "genres+year": lambda: [_genres(), _year()],
+    "genres+year+title-minilm": lambda: [_genres(), _year(), _minilm()],
 }
 
 
