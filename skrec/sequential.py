@@ -70,9 +70,12 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     dropout : float, default=0.3
         Dropout on the embeddings and the residual branches (transformer), or on the input,
         between layers and on the output (GRU).
-    attention_dropout : float, default=0.0
+    attention_dropout : float or None, default=None
         Transformer only: dropout on the attention weights and on the feed-forward hidden
-        units of every block, as in SASRec's published recipe.
+        units of every block, as in SASRec's published recipe; ``None``: the same rate as
+        ``dropout``. On ML-100K it raised the mean NDCG@10 of 3 seeds from 0.0929 to 0.0964
+        over no such dropout (``0.0``, the former behaviour, which trains about 10 % faster
+        per epoch on a CPU: attention dropout needs the unfused attention kernel).
     loss : {"ce", "sampled", "gbce"}, default="ce"
         ``"ce"``: full softmax cross-entropy over the catalogue (computed in chunks so memory
         stays bounded); ``"sampled"``: sampled softmax with popularity negatives and logQ
@@ -153,7 +156,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     d_ff: int = 256
     max_len: int = 200
     dropout: float = 0.3
-    attention_dropout: float = 0.0
+    attention_dropout: float | None = None
     loss: str = "ce"
     n_negatives: int = 256
     gbce_t: float = 0.75
@@ -217,9 +220,12 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
             _check_int(name, getattr(self, name), 1)
         _check_int("n_layers", self.n_layers, 0)
         for name in ("dropout", "attention_dropout"):
-            _check_float(name, getattr(self, name), 0, 1)
-            if getattr(self, name) >= 1:
-                raise ValueError(f"{name} must be in [0, 1); got {getattr(self, name)!r}.")
+            value = getattr(self, name)
+            if name == "attention_dropout" and value is None:
+                continue
+            _check_float(name, value, 0, 1)
+            if value >= 1:
+                raise ValueError(f"{name} must be in [0, 1); got {value!r}.")
         _check_float("gbce_t", self.gbce_t, 0, 1)
         _check_float("mask_prob", self.mask_prob, 0, 1, low_inclusive=False)
         _check_int("feature_hidden", self.feature_hidden, 1, allow_none=True)
@@ -252,7 +258,8 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         encoder = ENCODERS[self.encoder].from_params(
             d_model=self.d_model, n_layers=self.n_layers, n_heads=self.n_heads, d_ff=self.d_ff,
             max_len=self.max_len, dropout=self.dropout, causal=objective.causal,
-            inner_dropout=self.attention_dropout,
+            inner_dropout=(self.dropout if self.attention_dropout is None
+                           else self.attention_dropout),
         )
         return SequenceModel(items, encoder, self.max_len)
 
