@@ -21,8 +21,11 @@ optimizer step on top of the computation). ``tokens_per_cpu_s`` divides the toke
 the CPU time of the processes (rank 0's, doubled for DDP): other load on the machine does not
 change it, so it shows the overhead of data parallelism itself.
 
+(This script is ``ddp.py``, not ``distributed.py``: a module of that name in ``benchmarks/``
+would shadow the ``distributed`` package of dask for every script run from this folder.)
+
 Timings need a quiet machine with at least two free cores. Run:
-``python benchmarks/distributed.py [--epochs 5] [--data PATH] [--quick]``
+``python benchmarks/ddp.py [--epochs 5] [--data PATH] [--quick]``
 (``--quick``: 2 epochs and a quarter of the synthetic users, for a smoke test).
 """
 
