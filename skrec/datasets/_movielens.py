@@ -82,26 +82,34 @@ def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def _parse_ratings(raw: bytes, source: str) -> np.ndarray:
-    """Parse ``user item rating timestamp`` rows (tab- or ``::``-separated) into (n, 4)."""
-    text = raw.replace(b"::", b"\t").replace(b"\r\n", b"\n")
+def _read_table(raw: bytes, source: str, sep: str | None, columns: tuple[str, ...],
+                what: str, rows: str) -> np.ndarray:
+    """Parse a numeric text table with ``len(columns)`` columns into an (n, k) float array.
+
+    ``what`` names the expected kind of file and ``rows`` what a row is, for the errors.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
         try:
             arr = np.loadtxt(
-                io.BytesIO(text), delimiter="\t", dtype=np.float64, ndmin=2, comments=None
+                io.BytesIO(raw), delimiter=sep, dtype=np.float64, ndmin=2, comments=None
             )
         except ValueError as exc:
-            raise ValueError(
-                f"{source} is not a MovieLens ratings file (user, item, rating, timestamp "
-                f"separated by tabs or '::'): {exc}"
-            ) from None
+            raise ValueError(f"{source} is not {what}: {exc}") from None
     if arr.shape[0] == 0:
-        raise ValueError(f"{source} holds no ratings.")
-    if arr.shape[1] != 4:
-        raise ValueError(
-            f"{source} has {arr.shape[1]} columns; expected 4 (user, item, rating, timestamp)."
-        )
+        raise ValueError(f"{source} holds no {rows}.")
+    if arr.shape[1] != len(columns):
+        raise ValueError(f"{source} has {arr.shape[1]} columns; expected {len(columns)} "
+                         f"({', '.join(columns)}).")
+    return arr
+
+
+def _parse_ratings(raw: bytes, source: str) -> np.ndarray:
+    """Parse ``user item rating timestamp`` rows (tab- or ``::``-separated) into (n, 4)."""
+    text = raw.replace(b"::", b"\t").replace(b"\r\n", b"\n")
+    arr = _read_table(text, source, "\t", ("user", "item", "rating", "timestamp"),
+                      "a MovieLens ratings file (user, item, rating, timestamp separated by "
+                      "tabs or '::')", "ratings")
     ids = arr[:, [0, 1, 3]]
     if not np.isfinite(arr).all() or (ids != np.round(ids)).any():
         raise ValueError(f"{source} has non-integer user, item or timestamp values.")

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import io
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 from sklearn.utils import Bunch
 
 from ..preprocessing import InteractionEncoder
+from ._movielens import _read_table
 
 __all__ = ["load_sequences"]
 
@@ -20,23 +19,9 @@ _SEQUENCES_FILE = "sequences.txt"
 
 def _parse_pairs(raw: bytes, source: str, sep: str | None) -> np.ndarray:
     """Parse ``user item`` lines into an (n, 2) int64 array."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-        try:
-            arr = np.loadtxt(
-                io.BytesIO(raw), delimiter=sep, dtype=np.float64, ndmin=2, comments=None
-            )
-        except ValueError as exc:
-            raise ValueError(
-                f"{source} is not a sequence file (one 'user item' pair of integer ids per "
-                f"line): {exc}"
-            ) from None
-    if arr.shape[0] == 0:
-        raise ValueError(f"{source} holds no interactions.")
-    if arr.shape[1] != 2:
-        raise ValueError(
-            f"{source} has {arr.shape[1]} columns; expected 2 (user, item) per line."
-        )
+    arr = _read_table(raw, source, sep, ("user", "item"),
+                      "a sequence file (one 'user item' pair of integer ids per line)",
+                      "interactions")
     if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
         raise ValueError(f"{source} has non-integer user or item ids.")
     return arr.astype(np.int64)
