@@ -95,8 +95,11 @@ class AERecommender(PrunableMixin, NeuralRecommender):
     n_steps_ : int
         Optimizer steps run (drives the KL annealing).
     best_score_ : float or None
-        With early stopping, the monitored value (``validation_metric``: the validation loss
+        With early stopping, the monitored value (``validation_metric_``: the validation loss
         or the ranking metric, unsmoothed) of the restored (best) epoch.
+    validation_metric_ : str
+        With early stopping, what was monitored (``validation_metric`` after resolving
+        ``"auto"``).
     best_epoch_ : int or None
         The epoch whose weights were restored by early stopping.
     device_ : torch.device

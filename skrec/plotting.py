@@ -136,7 +136,7 @@ def history_frame(est: Any) -> pd.DataFrame:
 
 def _default_metrics(est: Any) -> list[str]:
     """Training and validation loss, and the monitored ranking metric (else NDCG@10)."""
-    monitored = getattr(est, "validation_metric", "loss")
+    monitored = getattr(est, "validation_metric_", getattr(est, "validation_metric", "loss"))
     ranking = "val_ndcg@10"
     if isinstance(monitored, str) and monitored != "loss":
         try:

@@ -846,8 +846,11 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
         "str",
         "What early stopping monitors: ``\"loss\"`` (the cross-entropy of the held-out items "
         "under the softmax of the model's scores over each user's unseen items; lower is "
-        "better) or a ranking metric ``\"name@k\"`` such as ``\"ndcg@10\"`` or "
-        "``\"recall@20\"`` (see :func:`~skrec.metrics.get_rec_scorer`; higher is better).",
+        "better), a ranking metric ``\"name@k\"`` such as ``\"ndcg@10\"`` or "
+        "``\"recall@20\"`` (see :func:`~skrec.metrics.get_rec_scorer`; higher is better), "
+        "or ``\"auto\"``: ``\"ndcg@10\"`` from 1,000 validation users on, ``\"loss\"`` "
+        "below (where one epoch's NDCG@10 is too noisy to select on). The metric used is "
+        "``validation_metric_``.",
     ),
     "n_iter_no_change": ("int", "Patience of early stopping, in epochs."),
     "tol": ("float", "Minimum improvement of the monitored validation value."),
@@ -1103,18 +1106,30 @@ class NeuralRecommender(BaseRecommender):
                              f"got {value!r}.")
         return value
 
-    def _validation_scorer(self):
-        """The parsed ``validation_metric``: ``None`` for ``"loss"``, else a RecScorer."""
+    #: validation_metric="auto": NDCG@10 from this many validation users on, else the loss.
+    _auto_metric_min_users: ClassVar[int] = 1000
+
+    def _resolve_validation_metric(self, n_users: int) -> str:
+        """``validation_metric``, or the ``"auto"`` rule for ``n_users`` validation users:
+        ``"ndcg@10"`` when they are at least :attr:`_auto_metric_min_users`, else ``"loss"``."""
+        if self.validation_metric != "auto":
+            return self.validation_metric
+        return "ndcg@10" if n_users >= self._auto_metric_min_users else "loss"
+
+    def _validation_scorer(self, metric: str | None = None):
+        """The parsed ``metric`` (default: ``validation_metric``): ``None`` for ``"loss"``
+        (and, before it is resolved, ``"auto"``), else a RecScorer."""
         from .metrics import get_rec_scorer
 
-        metric = self.validation_metric
-        if metric == "loss":
+        metric = self.validation_metric if metric is None else metric
+        if metric in ("loss", "auto"):
             return None
         try:
             return get_rec_scorer(metric)
         except ValueError as exc:
             raise ValueError(
-                f"validation_metric must be 'loss' or a ranking metric such as 'ndcg@10'; "
+                f"validation_metric must be 'loss', 'auto' or a ranking metric such as "
+                f"'ndcg@10'; "
                 f"got {metric!r} ({exc})"
             ) from None
 
@@ -1252,8 +1267,8 @@ class NeuralRecommender(BaseRecommender):
             callbacks.append(ProgressBar(label or type(self).__name__, steps=self.verbose > 1))
         return callbacks + self._user_callbacks()
 
-    def _early_stopper(self) -> EarlyStopping:
-        scorer = self._validation_scorer()
+    def _early_stopper(self, metric: str) -> EarlyStopping:
+        scorer = self._validation_scorer(metric)
         return EarlyStopping(
             "val_loss" if scorer is None else _val_key(scorer),
             higher_is_better=scorer is not None,
@@ -1296,17 +1311,20 @@ class NeuralRecommender(BaseRecommender):
             self.device_ = device
             self.precision_ = precision
             X, val = self._hold_out_validation(X, rng) if validate else (X, None)
+            if val is not None:
+                self.validation_metric_ = self._resolve_validation_metric(val[0].shape[0])
             data = self._prepare(X)
             generator = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
             trainer = Trainer(
                 self, self.module_, device=device, precision=precision,
                 callbacks=self._callbacks(label),
-                early_stopping=self._early_stopper() if val is not None else None,
+                early_stopping=(self._early_stopper(self.validation_metric_)
+                                if val is not None else None),
                 distributed=dist,
             )
             validate_fn = None
             if val is not None:
-                scorer = self._validation_scorer()
+                scorer = self._validation_scorer(self.validation_metric_)
                 validate_fn = lambda: self._validation_scores(*val, scorer, dist)  # noqa: E731
             trainer.fit(data, epochs, generator, validate_fn)
         return self

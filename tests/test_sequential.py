@@ -231,6 +231,33 @@ def test_early_stopping_restores_the_weights_of_the_best_epoch(small):
         torch.testing.assert_close(a, b)
 
 
+def test_auto_validation_metric_follows_the_number_of_validation_users(small, monkeypatch):
+    X, _ = small
+    params = {**TINY, "max_iter": 4, "n_iter_no_change": 2, "learning_rate_init": 0.05}
+    assert SeqRecommender().validation_metric == "auto"
+    n_val = int(round(SeqRecommender().validation_fraction * X.shape[0]))
+    few = SeqRecommender(**params).fit(X)  # far fewer than 1,000 validation users: the loss
+    assert few.validation_metric_ == "loss"
+    assert few.best_score_ == few.history_[few.best_epoch_ - 1]["val_loss"]
+    monkeypatch.setattr(SeqRecommender, "_auto_metric_min_users", n_val)
+    many = SeqRecommender(**params).fit(X)  # as many as the rule asks for: NDCG@10
+    assert many.validation_metric_ == "ndcg@10"
+    assert many.best_score_ == many.history_[many.best_epoch_ - 1]["val_ndcg@10"]
+    fixed = SeqRecommender(**{**params, "validation_metric": "loss"}).fit(X)
+    assert fixed.validation_metric_ == "loss"  # an explicit metric is kept
+
+
+def test_auto_loss_follows_the_catalogue_size(small, monkeypatch):
+    X, _ = small
+    params = {**TINY, "max_iter": 1}
+    assert SeqRecommender().loss == "auto"
+    assert SeqRecommender(**params).fit(X).loss_ == "ce"  # a small catalogue: full softmax
+    monkeypatch.setattr(SeqRecommender, "_auto_sampled_min_items", X.shape[1])
+    rec = SeqRecommender(**params).fit(X)
+    assert rec.loss_ == "sampled" and rec._objective().loss == "sampled"
+    assert SeqRecommender(**{**params, "loss": "gbce"}).fit(X).loss_ == "gbce"
+
+
 def test_validation_metric_can_be_a_ranking_metric(small):
     X, _ = small
     rec = SeqRecommender(**{**TINY, "max_iter": 12, "n_iter_no_change": 3,
@@ -249,7 +276,7 @@ def test_validation_metric_can_be_a_ranking_metric(small):
     "params, match",
     [
         ({"d_model": 10, "n_heads": 3}, "divisible"),
-        ({"loss": "hinge"}, "loss must be one of"),
+        ({"loss": "hinge"}, "loss must be .auto. or one of"),
         ({"encoder": "lstm9"}, "encoder must be one of"),
         ({"objective": "nsp"}, "objective must be one of"),
         ({"precision": "fp8"}, "precision must be one of"),
