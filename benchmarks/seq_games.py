@@ -110,6 +110,8 @@ def main(argv=None):
                 "model": f"seq[{name}]", "seed": seed, **evaluate(est, X_train, y_test),
                 "train_s": seconds, "epochs": est.n_iter_, "best_epoch": est.best_epoch_ or "",
                 "precision": est.precision_, "params": params,
+                "resolved": {"batch_size_": est.batch_size_, "loss_": est.loss_,
+                             "validation_metric_": getattr(est, "validation_metric_", None)},
             })
             print(runs[-1], flush=True)
     threads = torch.get_num_threads()
