@@ -646,9 +646,15 @@ def main(argv=None):
                         help="tiny LightFM grid (a smoke run; results not saved)")
     parser.add_argument("--warm-check", action="store_true",
                         help="also run warm_item_check for every builder in WARM_BUILDERS")
+    parser.add_argument("--warm-models", nargs="+", default=list(WARM_BUILDERS),
+                        choices=list(WARM_BUILDERS), help="the models of --warm-check")
+    parser.add_argument("--warm-only", action="store_true",
+                        help="run only --warm-check (with --merge: keep the cold-start rows)")
     parser.add_argument("--merge", action="store_true",
                         help="merge into the existing results file instead of replacing it")
     args = parser.parse_args(argv)
+    if args.warm_only:
+        args.methods, args.features, args.warm_check = [], [], True
     QUICK = args.quick
 
     path = ml100k_path(args.data)
@@ -680,8 +686,8 @@ def main(argv=None):
         if not WARM_BUILDERS:
             print("warm check: no model registered in WARM_BUILDERS; nothing to run.")
         F = item_features("genres+title-tfidf", items, np.arange(X.shape[1]))
-        for name, build in WARM_BUILDERS.items():
-            warm_rows[name] = warm_item_check(build, X, F, args.seeds)
+        for name in args.warm_models:
+            warm_rows[name] = warm_item_check(WARM_BUILDERS[name], X, F, args.seeds)
             print(name, warm_rows[name], flush=True)
 
     if args.quick:
