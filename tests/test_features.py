@@ -189,21 +189,3 @@ def test_items_without_ids_are_left_out_of_the_training_softmax(kind, data):
         at_cold = logits[:, cold]
         assert bool((at_cold <= -1e3).all()) == training  # only while training
     module.eval()
-
-
-@pytest.mark.parametrize("feats", ["sparse", "dense"])
-def test_autoencoder_fused_and_factored_feature_scores_agree(feats, data, monkeypatch):
-    # training batches score with the fused output vectors (id row + f(x), one product);
-    # a few queries (serving) with the factored form: the same logits either way
-    est = _est("ae", item_features=_features(feats)).fit(data)
-    module = est.module_
-    z = torch.randn(64, module.latent_dim, generator=torch.Generator().manual_seed(0))
-    chosen = {n: module.features.factored_scores_cheaper(n) for n in (1, 64)}
-    assert chosen[1] or not chosen[64]  # factored for fewer queries if at all
-    out = {}
-    for factored in (True, False):
-        monkeypatch.setattr(type(module.features), "factored_scores_cheaper",
-                            lambda self, n, f=factored: f)
-        with torch.no_grad():
-            out[factored] = module.decode(z)
-    np.testing.assert_allclose(out[True].numpy(), out[False].numpy(), atol=1e-5)

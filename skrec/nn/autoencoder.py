@@ -256,16 +256,11 @@ class MultVAE(nn.Module):
         h = z
         for layer in self.decoder[:-1]:
             h = torch.tanh(layer(h))
-        last = self.decoder[-1]
+        logits = self.decoder[-1](h)
         if self.features is None:
-            return last(h)
+            return logits
         mask = self.id_mask if mask is None else mask
-        if self.features.factored_scores_cheaper(h.shape[0]):  # e.g. serving one user
-            logits = last(h) * mask + self.features.score(h)
-        else:  # one product with the fused output vectors: id row (or none) + f(x)
-            vectors, scalars = self.features()
-            logits = F.linear(h, last.weight * mask[:, None] + vectors,
-                              last.bias * mask + scalars)
+        logits = logits * mask + self.features.score(h)
         if self.training:  # items without an id have nothing to learn from: out of the softmax
             logits = logits.masked_fill(self.id_mask == 0, NO_ID_LOGIT)
         return logits

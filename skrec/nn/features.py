@@ -158,10 +158,6 @@ class FeatureProjection(nn.Module):
         # sparse products have no low-precision kernels: keep them (and their backward) fp32
         return torch.autocast(self.weight.device.type, enabled=False)
 
-    def _nnz(self) -> int:
-        """Stored values of the feature matrix (every cell when dense)."""
-        return int(self.col.numel()) if self.sparse else self.n_rows * self.n_features
-
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
         """``x @ X_features``: ``(B, n_rows)`` -> ``(B, n_features)``, e.g. a user's profile
         in feature space."""
@@ -170,15 +166,6 @@ class FeatureProjection(nn.Module):
             if self.sparse:
                 return torch.sparse.mm(self._sparse(True, values), x.float().t()).t()
             return x.float() @ values
-
-    def factored_scores_cheaper(self, n_queries: int) -> bool:
-        """Whether :meth:`score` (factored) costs less than scoring with the vectors of
-        :meth:`forward` for ``n_queries`` query vectors: true for few queries (serving one
-        user) or wide dense features, false for training batches over sparse features."""
-        if self.out is not None:  # the MLP has no factored form
-            return False
-        nnz, w = self._nnz(), self.out_dim
-        return n_queries * (w * self.n_features + nnz) < nnz * w
 
     def score(self, h: torch.Tensor) -> torch.Tensor:
         """``h @ vectors.T + scalars`` for query vectors ``h`` (B, out_dim): (B, n_rows).
