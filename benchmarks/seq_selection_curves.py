@@ -19,7 +19,7 @@ import argparse
 import json
 import time
 
-import numpy as np
+import torch
 
 from _common import RESULTS, games_path, markdown_table, ml100k_path, save_json
 from skrec import SeqRecommender
@@ -27,6 +27,10 @@ from skrec.callbacks import Callback
 from skrec.datasets import load_movielens, load_sequences
 from skrec.metrics import ndcg_at_k
 from skrec.model_selection import leave_last_out_split
+from skrec.training import EarlyStopping
+
+#: A module without weights: the replay keeps no best state.
+_NO_WEIGHTS = torch.nn.Module()
 
 #: name -> (monitored key, higher is better, patience, smoothing weight of the newest epoch)
 RULES = {
@@ -56,20 +60,17 @@ class TestCurve(Callback):
                                       "test_ndcg@10", "seconds") if k in record}, flush=True)
 
 
-def replay(history: list[dict], key: str, higher: bool, patience: int, smoothing: float,
-           tol: float = 1e-4) -> tuple[int, int, bool]:
-    """``(best epoch, last epoch, stopped)`` of the early-stopping rule on ``history``."""
-    best, smoothed, bad, best_epoch = -np.inf, None, 0, None
+def replay(history: list[dict], key: str, higher: bool, patience: int,
+           smoothing: float) -> tuple[int, int, bool]:
+    """``(best epoch, last epoch, stopped)`` of the early-stopping rule on ``history``: the
+    trainer's own :class:`~skrec.training.EarlyStopping`, with SeqRecommender's ``tol``."""
+    stopper = EarlyStopping(key, higher_is_better=higher, patience=patience,
+                            tol=SeqRecommender().tol, smoothing=smoothing)
     for record in history:
-        value = record[key] if higher else -record[key]
-        smoothed = value if smoothed is None else smoothing * value + (1 - smoothing) * smoothed
-        if smoothed > best + tol:
-            best, bad, best_epoch = smoothed, 0, record["epoch"]
-        else:
-            bad += 1
-        if bad >= patience:
-            return best_epoch, record["epoch"], True
-    return best_epoch, history[-1]["epoch"], False
+        stopper.update(record["epoch"], record, _NO_WEIGHTS)
+        if stopper.should_stop:
+            return stopper.best_epoch, record["epoch"], True
+    return stopper.best_epoch, history[-1]["epoch"], False
 
 
 def rule_table(runs: list[dict]) -> list[dict]:

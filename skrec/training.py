@@ -1128,9 +1128,8 @@ class NeuralRecommender(BaseRecommender):
             return get_rec_scorer(metric)
         except ValueError as exc:
             raise ValueError(
-                f"validation_metric must be 'loss', 'auto' or a ranking metric such as "
-                f"'ndcg@10'; "
-                f"got {metric!r} ({exc})"
+                "validation_metric must be 'loss', 'auto' or a ranking metric such as "
+                f"'ndcg@10'; got {metric!r} ({exc})"
             ) from None
 
     # -------------------------------------------------------------- device & precision
