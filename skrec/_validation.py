@@ -33,6 +33,7 @@ __all__ = [
     "check_item_features",
     "check_k",
     "check_targets",
+    "check_user_features",
     "reject_tables",
     "warn_if_not_ordered",
 ]
@@ -330,8 +331,33 @@ def check_k(k, name: str = "k") -> int:
     return int(k)
 
 
+def check_user_features(features, *, n_users: int, n_features: int | None = None,
+                        name: str = "user_features"):
+    """Validate the side features of the users of ``X`` (row ``i`` describes row ``i``).
+
+    Parameters
+    ----------
+    features : {array-like, sparse matrix} of shape (n_users, n_features)
+        One row per row of ``X``, in the same order (per-sample data, like ``X``).
+    n_users : int
+        Number of rows it must have (the rows of ``X``).
+    n_features : int, default=None
+        Number of columns it must have (the features seen at fit time).
+    name : str, default="user_features"
+        Name used in error messages.
+
+    Returns
+    -------
+    features : scipy.sparse.csr_matrix or ndarray, dtype float32
+        A float32 copy, as :func:`check_item_features` makes.
+    """
+    return check_item_features(features, n_items=n_users, n_features=n_features, name=name,
+                               _rows_of="users")
+
+
 def check_item_features(features, *, n_items: int | None = None,
-                        n_features: int | None = None, name: str = "item_features"):
+                        n_features: int | None = None, name: str = "item_features",
+                        _rows_of: str = "items"):
     """Validate a side-feature matrix (one row per item) and return a float32 copy.
 
     Parameters
@@ -382,7 +408,7 @@ def check_item_features(features, *, n_items: int | None = None,
         if np.issubdtype(arr.dtype, np.complexfloating):
             raise _fail_dtype(name, arr.dtype)
         if arr.ndim != 2:
-            raise _fail(name, f"must be 2-D (n_items, n_features); got shape {arr.shape}.")
+            raise _fail(name, f"must be 2-D (n_{_rows_of}, n_features); got shape {arr.shape}.")
         out = np.array(arr, dtype=np.float32, order="C", copy=True)
         values = out
     if not np.isfinite(values).all():
@@ -391,6 +417,9 @@ def check_item_features(features, *, n_items: int | None = None,
     if cols == 0:
         raise _fail(name, "has no columns.")
     if n_items is not None and rows != n_items:
+        if _rows_of == "users":
+            raise _fail(name, f"has {rows} rows, but X has {n_items} rows (users): give one "
+                              "feature row per row of X, in the same order.")
         raise _fail(name, f"has {rows} rows, but the catalogue has {n_items} items (columns "
                           "of X): give one feature row per item, in the columns' order.")
     if n_features is not None and cols != n_features:

@@ -203,7 +203,7 @@ class AERecommender(PrunableMixin, NeuralRecommender):
     def _validation_split(self, X: sp.csr_matrix, rng: np.random.RandomState):
         return random_holdout_split(X, test_size=0.2, random_state=rng)
 
-    def _prepare(self, X: sp.csr_matrix) -> _AEData:
+    def _prepare(self, X: sp.csr_matrix, user_features=None) -> _AEData:
         keep = np.flatnonzero(np.diff(X.indptr) > 0)  # empty rows carry no signal
         Xb = X[keep] if keep.size < X.shape[0] else X
         Xb = sp.csr_matrix(
@@ -233,7 +233,8 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         logits, mu, logvar = module(batch)
         return multinomial_elbo_loss(logits, batch, mu, logvar, beta=self.current_beta())
 
-    def _module_scores(self, module: MultVAE, X: sp.csr_matrix, device) -> torch.Tensor:
+    def _module_scores(self, module: MultVAE, X: sp.csr_matrix, device,
+                       user_features=None) -> torch.Tensor:
         return module.scores(_binary_rows(X, device))
 
     def _history_scores(self, module: MultVAE, seq: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,11 @@ score (NDCG@k), scikit-learn tags and CPU-safe pickling. An estimator implements
 * ``_score_batch(X)`` -- return a ``(n_rows, n_items)`` float tensor of scores for a CSR
   batch of users (any device); higher is better.
 
+Estimators that read side features of the users set ``_reads_user_features`` and take a third
+argument, ``_fit(X, y, user_features)`` and ``_score_batch(X, user_features)``: the public
+methods validate ``user_features`` (one row per row of ``X``) and pass the rows of each batch
+along with ``X``'s (``None`` when there are none).
+
 and, for :meth:`~BaseRecommender.similar_items`, one of
 
 * ``_item_similarity(query)`` -- a ``(len(query), n_items)`` float tensor: how similar each
@@ -33,6 +38,7 @@ from ._validation import (
     check_interactions,
     check_k,
     check_targets,
+    check_user_features,
     warn_if_not_ordered,
 )
 
@@ -177,6 +183,9 @@ class BaseRecommender(BaseEstimator):
     #: returning a ``(n_items, d)`` tensor. ``None`` here.
     _item_embeddings = None
 
+    #: Whether the estimator reads side features of the users (``user_features``).
+    _reads_user_features: bool = False
+
     # ------------------------------------------------------------------ sklearn plumbing
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -202,16 +211,47 @@ class BaseRecommender(BaseEstimator):
         check_is_fitted(self)
         return check_interactions(X, n_items=self.n_features_in_, estimator=type(self).__name__)
 
+    def _check_user_features(self, user_features, n_rows: int, *, fitting: bool = False):
+        """``user_features`` validated against ``n_rows`` rows of ``X`` (``None`` if absent).
+
+        At fit any width is accepted (and recorded in ``n_user_features_`` by the caller);
+        afterwards a model fitted with user features needs them, of the same width, and one
+        fitted without them refuses them.
+        """
+        name = type(self).__name__
+        if not self._reads_user_features:
+            if user_features is not None:
+                raise ValueError(f"{name} does not read user_features (AERecommender does).")
+            return None
+        n_fitted = None if fitting else getattr(self, "n_user_features_", 0)
+        if user_features is None:
+            if n_fitted:
+                raise ValueError(
+                    f"This {name} was fitted with user_features ({n_fitted} columns): pass "
+                    "user_features= with one row per row of X (under GridSearchCV, route "
+                    "them to score with set_score_request(user_features=True); see the "
+                    "Side features guide)."
+                )
+            return None
+        if n_fitted == 0:
+            raise ValueError(f"This {name} was fitted without user_features; refit it with "
+                             "them to use them.")
+        return check_user_features(user_features, n_users=n_rows, n_features=n_fitted)
+
     def _check_params(self) -> None:
         """Validate hyper-parameters; called first in :meth:`fit` (never in ``__init__``)."""
 
-    def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
-        """Record what every recommender learns: the catalogue size and item popularity."""
+    def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None,
+                       user_features=None) -> None:
+        """Record what every recommender learns: the catalogue size and item popularity (and
+        the width of the user features, in estimators that read them)."""
         self.n_features_in_ = X.shape[1]
         self.item_popularity_ = interaction_counts(X, y)
+        if self._reads_user_features:
+            self.n_user_features_ = 0 if user_features is None else user_features.shape[1]
 
     # ------------------------------------------------------------------ fitting
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, user_features=None):
         """Fit the recommender on user x item interactions.
 
         Parameters
@@ -223,6 +263,11 @@ class BaseRecommender(BaseEstimator):
             Held-out items of the same users (for example from
             :func:`skrec.model_selection.leave_last_out_split`); when given, training uses the
             union, i.e. each training user's whole history, with ``y``'s items after ``X``'s.
+        user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
+default=None
+            Side features of the users, row ``i`` for row ``i`` of ``X`` (per-sample, so
+            scikit-learn's splitters slice them with ``X``); estimators that read them
+            (AERecommender) then need them, of the same width, in every ranking method.
 
         Returns
         -------
@@ -231,9 +276,10 @@ class BaseRecommender(BaseEstimator):
         """
         self._check_params()
         X, y = self._validate_fit_data(X, y)
-        self._set_fit_state(X, y)
+        U = self._check_user_features(user_features, X.shape[0], fitting=True)
+        self._set_fit_state(X, y, U)
         with limit_torch_threads():  # a parallel worker's task uses the threads it was given
-            self._fit(X, y)
+            self._fit(X, y) if U is None else self._fit(X, y, U)
         return self
 
     def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:  # pragma: no cover
@@ -242,9 +288,20 @@ class BaseRecommender(BaseEstimator):
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def _batch_scores(self, X: sp.csr_matrix, user_features=None) -> torch.Tensor:
+        """``_score_batch`` of one batch, with its users' feature rows when there are any."""
+        if user_features is None:
+            return self._score_batch(X)
+        return self._score_batch(X, user_features)
+
     # ------------------------------------------------------------------ ranking
-    def _cold_scores(self) -> torch.Tensor:
-        """Scores for users with an empty row: ``n_items - popularity rank`` (ties by index)."""
+    def _cold_scores(self, user_features=None) -> torch.Tensor | None:
+        """Scores for users with an empty row: ``n_items - popularity rank`` (ties by index).
+
+        ``None`` when ``user_features`` are given: the model scores such users from them.
+        """
+        if user_features is not None:
+            return None
         order = np.argsort(-self.item_popularity_, kind="stable")
         scores = np.empty(order.size, dtype=np.float32)
         scores[order] = np.arange(order.size, 0, -1, dtype=np.float32)
@@ -253,23 +310,25 @@ class BaseRecommender(BaseEstimator):
     #: Cap on users scored at once (models with per-user activations set it).
     _max_inference_batch: int | None = None
 
-    def _iter_batches(self, X: sp.csr_matrix, batch_size: int | None):
-        """Yield ``(rows, X[rows])``: batches of users with similar numbers of interactions.
+    def _iter_batches(self, X: sp.csr_matrix, batch_size: int | None, user_features=None):
+        """Yield ``(rows, X[rows], user_features[rows])``: batches of users with similar
+        numbers of interactions (the last item is ``None`` without user features).
 
         Sorting by row length keeps the padding of sequence models small; results are written
         back at ``rows``, so the caller's order is unchanged.
         """
         n_rows = X.shape[0]
+        U = user_features
         bs = batch_size or min(
             _default_batch_size(self.n_features_in_), self._max_inference_batch or n_rows
         )
         if n_rows <= bs:
-            yield slice(None), X
+            yield slice(None), X, U
             return
         order = np.argsort(np.diff(X.indptr), kind="stable")
         for start in range(0, n_rows, bs):
             rows = order[start : start + bs]
-            yield rows, X[rows]
+            yield rows, X[rows], None if U is None else U[rows]
 
     def recommend(
         self,
@@ -279,6 +338,7 @@ class BaseRecommender(BaseEstimator):
         filter_seen: bool = True,
         items=None,
         batch_size: int | None = None,
+        user_features=None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Recommend the top ``k`` items for each user (row) of ``X``.
 
@@ -297,6 +357,11 @@ class BaseRecommender(BaseEstimator):
         batch_size : int, default=None
             Users scored at once (a positive integer); by default chosen so that a batch of
             scores stays small.
+        user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
+default=None
+            The users' side features, one row per row of ``X``: required by a model fitted
+            with them (which then also scores users with an empty row from them instead of
+            popularity).
 
         Returns
         -------
@@ -319,13 +384,14 @@ class BaseRecommender(BaseEstimator):
         k = check_k(k)
         batch_size = check_batch_size(batch_size)
         X = self._validate_X(X)
+        U = self._check_user_features(user_features, X.shape[0])
         candidates = self._candidate_mask(items)
-        cold = self._cold_scores()
+        cold = self._cold_scores(U)
         ids = np.empty((X.shape[0], k), dtype=np.int64)
         scores = np.empty((X.shape[0], k), dtype=np.float32)
         with limit_torch_threads(), torch.inference_mode():
-            for rows, Xb in self._iter_batches(X, batch_size):
-                s = self._finite(self._score_batch(Xb).float())
+            for rows, Xb, Ub in self._iter_batches(X, batch_size, U):
+                s = self._finite(self._batch_scores(Xb, Ub).float())
                 ids[rows], scores[rows] = rank_top_k(
                     s, Xb, k, filter_seen=filter_seen, candidates=candidates, cold_scores=cold
                 )
@@ -467,7 +533,7 @@ class BaseRecommender(BaseEstimator):
         ids = np.full((n, k), -1, dtype=np.int64)
         scores = np.full((n, k), -np.inf, dtype=np.float32)
         with torch.inference_mode():
-            for rows, Qb in self._iter_batches(Q, batch_size) if n else ():
+            for rows, Qb, _ in self._iter_batches(Q, batch_size) if n else ():
                 s = self._finite(self._item_similarity(Qb.indices).float())
                 ids[rows], scores[rows] = rank_top_k(
                     s, Qb, k, filter_seen=filter_self, candidates=candidates
@@ -476,7 +542,8 @@ class BaseRecommender(BaseEstimator):
             return ids[0], scores[0]
         return ids, scores
 
-    def predict(self, X, k: int = 10, *, filter_seen: bool = True) -> np.ndarray:
+    def predict(self, X, k: int = 10, *, filter_seen: bool = True,
+                user_features=None) -> np.ndarray:
         """Top-``k`` item indices for each user (row) of ``X``, best first.
 
         Parameters
@@ -487,15 +554,19 @@ class BaseRecommender(BaseEstimator):
             Number of items per user.
         filter_seen : bool, default=True
             Exclude the items in each user's row.
+        user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
+default=None
+            The users' side features, one row per row of ``X`` (models fitted with them).
 
         Returns
         -------
         ids : ndarray of shape (n_users, k), dtype int64
             Item indices, padded with ``-1`` when fewer than ``k`` candidates remain.
         """
-        return self.recommend(X, k, filter_seen=filter_seen)[0]
+        return self.recommend(X, k, filter_seen=filter_seen, user_features=user_features)[0]
 
-    def predict_scores(self, X, *, filter_seen: bool = False, batch_size: int | None = None):
+    def predict_scores(self, X, *, filter_seen: bool = False, batch_size: int | None = None,
+                       user_features=None):
         """Full score matrix: one score per user and item (for advanced use).
 
         Parameters
@@ -506,24 +577,29 @@ class BaseRecommender(BaseEstimator):
             Set the scores of already-seen items to ``-inf``.
         batch_size : int, default=None
             Users scored at once (a positive integer); automatic by default.
+        user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
+default=None
+            The users' side features, one row per row of ``X`` (models fitted with them).
 
         Returns
         -------
         scores : ndarray of shape (n_users, n_items), dtype float32
-            Higher is better. Cold users (empty rows) get popularity scores.
+            Higher is better. Cold users (empty rows) get popularity scores (or, with user
+            features, the model's scores from them).
         """
         batch_size = check_batch_size(batch_size)
         X = self._validate_X(X)
+        U = self._check_user_features(user_features, X.shape[0])
         out = np.empty(X.shape, dtype=np.float32)
-        cold_scores = self._cold_scores()
+        cold_scores = self._cold_scores(U)
         with limit_torch_threads(), torch.inference_mode():
-            for rows, Xb in self._iter_batches(X, batch_size):
-                s = self._finite(self._score_batch(Xb).float())
+            for rows, Xb, Ub in self._iter_batches(X, batch_size, U):
+                s = self._finite(self._batch_scores(Xb, Ub).float())
                 mask_scores(s, Xb, filter_seen=filter_seen, cold_scores=cold_scores)
                 out[rows] = s.cpu().numpy()
         return out
 
-    def score(self, X, y, k: int = 10) -> float:
+    def score(self, X, y, k: int = 10, *, user_features=None) -> float:
         """NDCG@k of the recommendations from ``X`` against the held-out items ``y``.
 
         Parameters
@@ -534,6 +610,9 @@ class BaseRecommender(BaseEstimator):
             Held-out items: a matrix (values > 0 are relevant) or one item index per user.
         k : int, default=10
             Cut-off.
+        user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
+default=None
+            The users' side features, one row per row of ``X`` (models fitted with them).
 
         Returns
         -------
@@ -544,7 +623,7 @@ class BaseRecommender(BaseEstimator):
 
         X = self._validate_X(X)
         y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
-        return float(ndcg_at_k(y, self.predict(X, k), k=k))
+        return float(ndcg_at_k(y, self.predict(X, k, user_features=user_features), k=k))
 
     # ------------------------------------------------------------------ persistence
     #: Private caches rebuilt on demand, left out of pickles.

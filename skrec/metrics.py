@@ -399,14 +399,17 @@ class RecScorer:
         y : {sparse matrix, array-like}
             The users' held-out items.
         **kwargs : dict
-            Ignored (accepted for compatibility with scikit-learn's scorer calls).
+            ``user_features`` (when given) goes to ``predict``; the rest is ignored
+            (accepted for compatibility with scikit-learn's scorer calls).
 
         Returns
         -------
         score : float
             The metric averaged over users with at least one held-out item.
         """
-        y_pred = estimator.predict(X, k=self.k)
+        users = kwargs.get("user_features")
+        y_pred = estimator.predict(X, k=self.k,
+                                   **({} if users is None else {"user_features": users}))
         if self.metric == "coverage":
             return coverage(y_pred, n_items=estimator.n_features_in_, k=self.k)
         return float(self.metric_func(y, y_pred, k=self.k))

@@ -293,7 +293,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     def _validation_split(self, X: sp.csr_matrix, rng):
         return leave_last_out_split(X)
 
-    def _prepare(self, X: sp.csr_matrix) -> SeqData:
+    def _prepare(self, X: sp.csr_matrix, user_features=None) -> SeqData:
         self.loss_ = self._resolved_loss()
         objective = self._objective()
         objective.check_module(self.module_)  # warm_start / partial_fit continue this model
@@ -305,7 +305,8 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     def _batch_loss(self, module: SequenceModel, batch) -> torch.Tensor:
         return self._objective().loss_sum(module, batch)
 
-    def _module_scores(self, module: SequenceModel, X: sp.csr_matrix, device):
+    def _module_scores(self, module: SequenceModel, X: sp.csr_matrix, device,
+                       user_features=None):
         objective = self._objective()
         objective.check_module(module)
         return objective.scores(module, X, device)

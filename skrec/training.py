@@ -964,10 +964,12 @@ class NeuralRecommender(BaseRecommender):
     * ``_build_module()`` -- a fresh ``torch.nn.Module`` (``n_features_in_`` is set);
     * ``_training_matrix(X, y)`` -- the CSR matrix to train on (``y`` merged in);
     * ``_validation_split(X, rng)`` -- ``(X_history, y_target)`` for validation users;
-    * ``_prepare(X)`` -- a data object with ``n_rows``; ``_batch(data, rows, device)`` ->
-      ``(batch, n_targets)``;
+    * ``_prepare(X, user_features)`` -- a data object with ``n_rows`` (``user_features``:
+      ``None``, or the rows of ``X``'s users when the estimator reads them);
+      ``_batch(data, rows, device)`` -> ``(batch, n_targets)``;
     * ``_batch_loss(module, batch)`` -- the **sum** of the per-target losses (fp32 scalar);
-    * ``_module_scores(module, X, device)`` -- scores ``(n_rows, n_items)`` for a CSR batch.
+    * ``_module_scores(module, X, device, user_features)`` -- scores ``(n_rows, n_items)``
+      for a CSR batch (and its users' feature rows, or ``None``).
 
     The trainer counts optimizer steps in ``n_steps_`` (reset with the weights, kept by
     ``warm_start`` and ``partial_fit``); ``_batch_loss`` may read it for schedules such as KL
@@ -1024,7 +1026,7 @@ class NeuralRecommender(BaseRecommender):
     def _validation_split(self, X: sp.csr_matrix, rng: np.random.RandomState):
         raise NotImplementedError  # pragma: no cover
 
-    def _prepare(self, X: sp.csr_matrix) -> Any:  # pragma: no cover
+    def _prepare(self, X: sp.csr_matrix, user_features=None) -> Any:  # pragma: no cover
         raise NotImplementedError
 
     def _batch(self, data: Any, rows: np.ndarray, device: torch.device):  # pragma: no cover
@@ -1033,7 +1035,8 @@ class NeuralRecommender(BaseRecommender):
     def _batch_loss(self, module: torch.nn.Module, batch: Any) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _module_scores(self, module, X: sp.csr_matrix, device) -> torch.Tensor:  # pragma: no cover
+    def _module_scores(self, module, X: sp.csr_matrix, device,
+                       user_features=None) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def _epoch_info(self) -> dict[str, Any]:
@@ -1206,23 +1209,32 @@ class NeuralRecommender(BaseRecommender):
         return self
 
     # -------------------------------------------------------------- public training API
-    def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
-        if (self.warm_start and hasattr(self, "module_")
-                and X.shape[1] != self.n_features_in_):
-            raise ValueError(
-                f"warm_start=True continues training the fitted model of "
-                f"{self.n_features_in_} items, but X has {X.shape[1]} columns. Fit with "
-                "warm_start=False to train a new model for this catalogue."
-            )
-        super()._set_fit_state(X, y)
+    def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None,
+                       user_features=None) -> None:
+        if self.warm_start and hasattr(self, "module_"):
+            if X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"warm_start=True continues training the fitted model of "
+                    f"{self.n_features_in_} items, but X has {X.shape[1]} columns. Fit with "
+                    "warm_start=False to train a new model for this catalogue."
+                )
+            width = 0 if user_features is None else user_features.shape[1]
+            if self._reads_user_features and width != getattr(self, "n_user_features_", 0):
+                raise ValueError(
+                    f"warm_start=True continues training a model fitted with "
+                    f"{getattr(self, 'n_user_features_', 0)} user feature columns, but "
+                    f"user_features has {width}. Fit with warm_start=False to change them."
+                )
+        super()._set_fit_state(X, y, user_features)
 
-    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
+    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None, user_features=None) -> None:
         reset = not (self.warm_start and hasattr(self, "module_"))
         device = resolve_device(self.device) if reset else self._device()
         _warn_if_emulated(resolve_precision(self.precision, device), device)
-        self._train(self._training_matrix(X, y), epochs=self.max_iter, reset=reset)
+        self._train(self._training_matrix(X, y), epochs=self.max_iter, reset=reset,
+                    user_features=user_features)
 
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X, y=None, *, user_features=None):
         """Train one more epoch on ``X`` (and ``y``), starting from the current weights.
 
         The item catalogue is fixed at the first fit: ``X`` must have the same number of
@@ -1235,6 +1247,10 @@ class NeuralRecommender(BaseRecommender):
             Interactions, as for :meth:`fit`.
         y : {sparse matrix, array-like}, default=None
             Held-out items of the same users, as for :meth:`fit`.
+        user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
+default=None
+            Side features of the users of ``X``, as for :meth:`fit` (the width is fixed at
+            the first fit too).
 
         Returns
         -------
@@ -1247,14 +1263,18 @@ class NeuralRecommender(BaseRecommender):
         _warn_if_emulated(resolve_precision(self.precision, device), device)
         if not fitted:
             X, y = self._validate_fit_data(X, y)
-            self._set_fit_state(X, y)
-            self._train(self._training_matrix(X, y), epochs=1, reset=True, validate=False)
+            U = self._check_user_features(user_features, X.shape[0], fitting=True)
+            self._set_fit_state(X, y, U)
+            self._train(self._training_matrix(X, y), epochs=1, reset=True, validate=False,
+                        user_features=U)
             return self
         X = self._validate_X(X)
         if y is not None:
             y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
+        U = self._check_user_features(user_features, X.shape[0])
         self.item_popularity_ = self.item_popularity_ + interaction_counts(X, y)
-        self._train(self._training_matrix(X, y), epochs=1, reset=False, validate=False)
+        self._train(self._training_matrix(X, y), epochs=1, reset=False, validate=False,
+                    user_features=U)
         return self
 
     # -------------------------------------------------------------- the run
@@ -1277,7 +1297,7 @@ class NeuralRecommender(BaseRecommender):
         )
 
     def _train(self, X: sp.csr_matrix, *, epochs: int, reset: bool, validate: bool = True,
-               label: str | None = None):
+               label: str | None = None, user_features=None):
         self._check_params()
         self.__dict__.pop("_inference_cache", None)  # the weights are about to change
         device = resolve_device(self.device) if reset else self._device()
@@ -1309,10 +1329,12 @@ class NeuralRecommender(BaseRecommender):
             self.module_.to(device)
             self.device_ = device
             self.precision_ = precision
-            X, val = self._hold_out_validation(X, rng) if validate else (X, None)
+            U = user_features
+            X, U, val = (self._hold_out_validation(X, rng, U) if validate
+                         else (X, U, None))
             if val is not None:
                 self.validation_metric_ = self._resolve_validation_metric(val[0].shape[0])
-            data = self._prepare(X)
+            data = self._prepare(X, U)
             generator = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
             trainer = Trainer(
                 self, self.module_, device=device, precision=precision,
@@ -1359,29 +1381,37 @@ class NeuralRecommender(BaseRecommender):
             )
         return dist
 
-    def _hold_out_validation(self, X: sp.csr_matrix, rng: np.random.RandomState):
+    def _hold_out_validation(self, X: sp.csr_matrix, rng: np.random.RandomState,
+                             user_features=None):
         """Split off the validation targets of ``validation_fraction`` of the users.
 
         Returns the training matrix (the validation users keep their history, only their
-        targets are hidden) and ``(X_history, y_target)`` of the validation users, or
-        ``None`` when early stopping is off or there is nothing to validate on.
+        targets are hidden), its users' feature rows (``None`` without user features), and
+        ``(X_history, y_target, user_features)`` of the validation users, or ``None`` when
+        early stopping is off or there is nothing to validate on.
         """
+        U = user_features
         if not self.early_stopping:
-            return X, None
+            return X, U, None
         n_val = int(round(self.validation_fraction * X.shape[0]))
         n_val = min(max(n_val, 1), X.shape[0] - 1) if X.shape[0] > 1 else 0
         if not n_val:
-            return X, None
+            return X, U, None
         perm = rng.permutation(X.shape[0])
         val_rows = np.sort(perm[:n_val])
         X_hist, y_val = self._validation_split(X[val_rows], rng)
         keep = np.ones(X.shape[0], dtype=bool)
         keep[val_rows] = False
         X = sp.vstack([X[keep], X_hist], format="csr")
-        return X, ((X_hist, y_val) if y_val.nnz else None)
+        U_val = None
+        if U is not None:  # the same rows, in the same order
+            U_val = U[val_rows]
+            U = (sp.vstack([U[keep], U_val], format="csr") if sp.issparse(U)
+                 else np.concatenate([U[keep], U_val]))
+        return X, U, ((X_hist, y_val, U_val) if y_val.nnz else None)
 
-    def _validation_scores(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix, scorer,
-                           dist: _Distributed | None = None) -> dict:
+    def _validation_scores(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix,
+                           user_features, scorer, dist: _Distributed | None = None) -> dict:
         """``val_loss``, ``val_ndcg@10`` (and the monitored metric) of the validation users.
 
         ``val_loss`` is the mean cross-entropy of the held-out items under the softmax of the
@@ -1393,18 +1423,20 @@ class NeuralRecommender(BaseRecommender):
         """
         from .metrics import ndcg_at_k
 
+        U = user_features
         k = 10 if scorer is None else max(10, scorer.k)
         if dist is not None and dist.enabled:
             part = dist.shard_rows(X_hist.shape[0])
             parts = dist.all_gather_object(
-                self._validation_ranking(X_hist[part], y_val[part], k),
+                self._validation_ranking(X_hist[part], y_val[part], k,
+                                         None if U is None else U[part]),
                 "the gathering of the validation rankings",
             )
             ids = np.concatenate([p[0] for p in parts])
             nll_sum = sum(p[1] for p in parts)
             n_targets = sum(p[2] for p in parts)
         else:
-            ids, nll_sum, n_targets = self._validation_ranking(X_hist, y_val, k)
+            ids, nll_sum, n_targets = self._validation_ranking(X_hist, y_val, k, U)
         out = {
             "val_loss": nll_sum / n_targets if n_targets else float("nan"),
             "val_ndcg@10": float(ndcg_at_k(y_val, ids[:, :10], k=10)),
@@ -1414,19 +1446,19 @@ class NeuralRecommender(BaseRecommender):
                                                              k=scorer.k))
         return out
 
-    def _validation_ranking(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix,
-                            k: int) -> tuple[np.ndarray, float, int]:
+    def _validation_ranking(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix, k: int,
+                            user_features=None) -> tuple[np.ndarray, float, int]:
         """Top-``k`` ids of the validation users, and the summed NLL and count of their
         held-out items (see :meth:`_validation_scores`)."""
         ids = np.empty((X_hist.shape[0], k), dtype=np.int64)
         if X_hist.shape[0] == 0:  # a rank's share of very few validation users
             return ids, 0.0, 0
-        cold = self._cold_scores()
+        cold = self._cold_scores(user_features)
         nll_sum, n_targets = 0.0, 0
         with torch.inference_mode():
-            for rows, Xb in self._iter_batches(X_hist, None):
+            for rows, Xb, Ub in self._iter_batches(X_hist, None, user_features):
                 yb = y_val if isinstance(rows, slice) else y_val[rows]
-                scores = mask_scores(self._score_batch(Xb).float(), Xb, filter_seen=True)
+                scores = mask_scores(self._batch_scores(Xb, Ub).float(), Xb, filter_seen=True)
                 # Held-out items, one (row, item) pair each, of users with a history.
                 target_rows = np.repeat(np.arange(yb.shape[0]), np.diff(yb.indptr))
                 keep = (np.diff(Xb.indptr) > 0)[target_rows]
@@ -1444,7 +1476,7 @@ class NeuralRecommender(BaseRecommender):
     #: Private caches that pickling drops (see BaseRecommender.__getstate__).
     _transient_attributes = ("_inference_cache",)
 
-    def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
+    def _score_batch(self, X: sp.csr_matrix, user_features=None) -> torch.Tensor:
         module = self.module_
         device = self._device()
         precision = self._check_inference_precision()
@@ -1464,7 +1496,7 @@ class NeuralRecommender(BaseRecommender):
             module = self._inference_module(module, device, precision)
         autocast_precision = "fp32" if precision == "int8" else precision
         with torch.inference_mode(), self._autocast(device, autocast_precision):
-            return self._module_scores(module, X, device).float()
+            return self._module_scores(module, X, device, user_features).float()
 
     def _inference_module(self, module: torch.nn.Module, device: torch.device,
                           precision: str) -> torch.nn.Module:

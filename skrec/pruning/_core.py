@@ -432,16 +432,16 @@ class PrunableMixin:
         super()._check_params()
         _parse_prune_param(getattr(self, "prune", None))
 
-    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:
+    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None, user_features=None) -> None:
         if not (self.warm_start and hasattr(self, "module_")):
             self.__dict__.pop("pruning_report_", None)  # a fresh module is unpruned
-        super()._fit(X, y)
+        super()._fit(X, y, user_features)
         spec = _parse_prune_param(getattr(self, "prune", None))
         if spec is not None:
             spec = dict(spec)
             amount = spec.pop("amount")
             self._prune(amount, X_train=self._training_matrix(X, y), skip_if_unchanged=True,
-                        **spec)
+                        user_features=user_features, **spec)
 
     # ----------------------------------------------------------------- public API
     def prune_(
@@ -451,6 +451,7 @@ class PrunableMixin:
         *,
         X=None,
         y=None,
+        user_features=None,
         targets: Sequence[str] | None = None,
         importance: str = "auto",
         fine_tune_epochs: int = 10,
@@ -481,6 +482,9 @@ class PrunableMixin:
             (with ``importance="auto"``) and the pruned model is fine-tuned on it.
         y : {sparse matrix, array-like}, default=None
             Held-out items of the same users, merged into ``X`` as in ``fit``.
+        user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
+default=None
+            Side features of the users of ``X``, for a model fitted with them.
         targets : sequence of str, default=None
             Kinds of units to remove (structured only). Transformer: any of ``"heads"``,
             ``"ffn"``, ``"embedding"``; GRU: ``"hidden"``, ``"embedding"``; autoencoder:
@@ -543,16 +547,20 @@ class PrunableMixin:
         check_is_fitted(self)
         if not hasattr(self, "module_"):  # pragma: no cover - fitted estimators have one
             check_is_fitted(self, "module_")
-        X_train = None
+        X_train, U = None, None
         if X is not None:
             X = self._validate_X(X)
             if y is not None:
                 y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
+            U = self._check_user_features(user_features, X.shape[0])
             X_train = self._training_matrix(X, y)
+        elif user_features is not None:
+            raise ValueError("prune_ reads user_features with the X it fine-tunes on; "
+                             "pass X too.")
         with limit_torch_threads():  # the Taylor pass, in a parallel worker's thread budget
             return self._prune(amount, method=method, X_train=X_train, targets=targets,
                                importance=importance, fine_tune_epochs=fine_tune_epochs,
-                               importance_batches=importance_batches)
+                               importance_batches=importance_batches, user_features=U)
 
     # ----------------------------------------------------------------- implementation
     def _prune(
@@ -566,6 +574,7 @@ class PrunableMixin:
         fine_tune_epochs: int = 10,
         importance_batches: int | None = None,
         skip_if_unchanged: bool = False,
+        user_features=None,
     ):
         module = self.module_
         amount, targets = _check_prune_args(
@@ -581,7 +590,7 @@ class PrunableMixin:
                 importance = "taylor" if X_train is not None else "weight"
             grads = None
             if importance == "taylor":
-                grads = self._taylor_scores(X_train, importance_batches)
+                grads = self._taylor_scores(X_train, importance_batches, user_features)
             groups = structured_prune(module, amount, targets=targets, grad_importance=grads)
             changed = any(g["after"] != g["before"] for g in groups)
         else:
@@ -592,7 +601,7 @@ class PrunableMixin:
         pruned = model_summary(module)
         epochs_run, history_start = 0, len(getattr(self, "history_", []))
         if X_train is not None and fine_tune_epochs > 0 and (changed or not skip_if_unchanged):
-            epochs_run = self._fine_tune(X_train, fine_tune_epochs, masks)
+            epochs_run = self._fine_tune(X_train, fine_tune_epochs, masks, user_features)
         self.pruning_report_ = {
             "method": method,
             "amount": amount,
@@ -611,7 +620,8 @@ class PrunableMixin:
         }
         return self
 
-    def _taylor_scores(self, X: sp.csr_matrix, max_batches: int | None) -> dict[int, torch.Tensor]:
+    def _taylor_scores(self, X: sp.csr_matrix, max_batches: int | None,
+                       user_features=None) -> dict[int, torch.Tensor]:
         """Accumulate ``|w * dL/dw|`` over batches of ``X`` through the estimator's loss.
 
         Each batch goes through the trainer's own micro-step (forward, summed loss, backward
@@ -625,7 +635,7 @@ class PrunableMixin:
                           precision=getattr(self, "precision_", "fp32"), loss_scaling=False)
         params = [p for p in module.parameters() if p.requires_grad]
         acc = {id(p): torch.zeros_like(p, dtype=torch.float32) for p in params}
-        data = self._prepare(X)
+        data = self._prepare(X, user_features)
         seed = np.random.RandomState(
             self.random_state if isinstance(self.random_state, numbers.Integral) else 0
         )
@@ -659,7 +669,8 @@ class PrunableMixin:
             dist.sum_tensors_(list(acc.values()), "the all-reduce of the Taylor importance")
         return acc
 
-    def _fine_tune(self, X: sp.csr_matrix, epochs: int, masks: dict[int, torch.Tensor] | None):
+    def _fine_tune(self, X: sp.csr_matrix, epochs: int, masks: dict[int, torch.Tensor] | None,
+                   user_features=None):
         """Continue training with the shared trainer; masked weights stay zero."""
         module = self.module_
         hooks = []
@@ -672,7 +683,7 @@ class PrunableMixin:
         self.best_score_ = None  # the pre-pruning best describes another model
         self.best_epoch_ = None
         try:
-            self._train(X, epochs=epochs, reset=False,
+            self._train(X, epochs=epochs, reset=False, user_features=user_features,
                         label=f"{type(self).__name__} fine-tuning")
         finally:
             for h in hooks:
