@@ -34,9 +34,18 @@ def _binary_rows(X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     return out
 
 
+def _feature_rows(features, device: torch.device) -> torch.Tensor | None:
+    """Dense float32 tensor of a batch of feature rows (sparse or dense), or ``None``."""
+    if features is None:
+        return None
+    dense = features.toarray() if sp.issparse(features) else np.asarray(features)
+    return torch.as_tensor(dense, dtype=torch.float32, device=device)
+
+
 @dataclass
 class _AEData:
     X: sp.csr_matrix  # non-empty training rows only
+    U: sp.csr_matrix | np.ndarray | None = None  # their users' side features
 
     @property
     def n_rows(self) -> int:
@@ -108,6 +117,8 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         Precision used after resolving ``"auto"``.
     n_features_in_ : int
         Number of items.
+    n_user_features_ : int
+        Width of the ``user_features`` given to ``fit`` (0 without them).
     item_popularity_ : ndarray of shape (n_features_in_,)
         Training interactions per item (cold users get the most popular).
     pruning_report_ : dict
@@ -141,6 +152,9 @@ class AERecommender(PrunableMixin, NeuralRecommender):
     anneal_steps: int = 2000
     # training parameters whose defaults differ from NeuralRecommender's
     n_iter_no_change: int = 20
+
+    # the encoder reads the users' side features next to their items
+    _reads_user_features = True
 
     _param_docs = {
         "early_stopping": (
@@ -198,6 +212,7 @@ class AERecommender(PrunableMixin, NeuralRecommender):
             # the last decoder layer reads the first hidden width (mirrored) or the code
             features=self._feature_projection(hidden[0] if hidden else self.latent_dim),
             id_dropout=self.id_dropout,
+            n_user_features=getattr(self, "n_user_features_", 0),
         )
 
     def _validation_split(self, X: sp.csr_matrix, rng: np.random.RandomState):
@@ -205,14 +220,18 @@ class AERecommender(PrunableMixin, NeuralRecommender):
 
     def _prepare(self, X: sp.csr_matrix, user_features=None) -> _AEData:
         keep = np.flatnonzero(np.diff(X.indptr) > 0)  # empty rows carry no signal
-        Xb = X[keep] if keep.size < X.shape[0] else X
+        subset = keep.size < X.shape[0]
+        Xb = X[keep] if subset else X
         Xb = sp.csr_matrix(
             (np.ones(Xb.nnz, dtype=np.float32), Xb.indices, Xb.indptr), shape=Xb.shape
         )
-        return _AEData(Xb)
+        U = user_features
+        return _AEData(Xb, U[keep] if U is not None and subset else U)
 
     def _batch(self, data: _AEData, rows: np.ndarray, device: torch.device):
-        return _binary_rows(data.X[np.sort(rows)], device), len(rows)
+        rows = np.sort(rows)
+        users = None if data.U is None else _feature_rows(data.U[rows], device)
+        return (_binary_rows(data.X[rows], device), users), len(rows)
 
     def current_beta(self) -> float:
         """KL weight used at the current optimizer step (0 for the Mult-DAE).
@@ -229,13 +248,14 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         step = getattr(self, "n_steps_", 0)
         return float(self.beta) * min(1.0, step / self.anneal_steps)
 
-    def _batch_loss(self, module: MultVAE, batch: torch.Tensor) -> torch.Tensor:
-        logits, mu, logvar = module(batch)
-        return multinomial_elbo_loss(logits, batch, mu, logvar, beta=self.current_beta())
+    def _batch_loss(self, module: MultVAE, batch) -> torch.Tensor:
+        x, users = batch
+        logits, mu, logvar = module(x, users)
+        return multinomial_elbo_loss(logits, x, mu, logvar, beta=self.current_beta())
 
     def _module_scores(self, module: MultVAE, X: sp.csr_matrix, device,
                        user_features=None) -> torch.Tensor:
-        return module.scores(_binary_rows(X, device))
+        return module.scores(_binary_rows(X, device), _feature_rows(user_features, device))
 
     def _history_scores(self, module: MultVAE, seq: torch.Tensor) -> torch.Tensor:
         # The same binary rows as _binary_rows, from padded item indices (column 0 = padding).

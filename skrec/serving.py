@@ -145,6 +145,9 @@ def scoring_graph(estimator, *, k: int | None = 10) -> ScoringGraph:
     if not hasattr(type(estimator), "_history_scores"):
         raise TypeError(f"{type(estimator).__name__} has no exportable scoring graph; "
                         "SeqRecommender and AERecommender have one.")
+    if getattr(estimator, "n_user_features_", 0):
+        raise TypeError(f"This {type(estimator).__name__} was fitted with user_features; the "
+                        "scoring graph reads histories only. Serve it with recommend().")
     graph = ScoringGraph(estimator, k=k)
     probe = torch.zeros((1, 1), dtype=torch.int64)
     try:

@@ -285,7 +285,7 @@ def test_large_sparse_matrix_is_streamed_never_densified(monkeypatch):
 
     def watched(self, data, rows, device):
         batch, n = original(self, data, rows, device)
-        largest.append(batch.shape[0])
+        largest.append(batch[0].shape[0])  # (items, user features)
         return batch, n
 
     monkeypatch.setattr(AERecommender, "_batch", watched)

@@ -64,6 +64,11 @@ class MultVAE(nn.Module):
         With features, the fraction of items whose id logits are hidden at each training step
         (on the output side only: the input keeps every id), so that the features learn to
         score items alone.
+    n_user_features : int, default=0
+        Width of the users' side features, read by the first layer next to the items (and
+        the item-feature profile): the last ``n_user_features`` input columns. Every pass
+        then needs them (``u`` of :meth:`forward`, :meth:`encode` and :meth:`scores`); a user
+        without items is encoded from them alone.
 
     Attributes
     ----------
@@ -89,6 +94,7 @@ class MultVAE(nn.Module):
         decoder_sizes: Sequence[int] | None = None,
         features: FeatureProjection | None = None,
         id_dropout: float = 0.0,
+        n_user_features: int = 0,
     ):
         super().__init__()
         hidden = [int(h) for h in hidden_sizes]
@@ -100,7 +106,9 @@ class MultVAE(nn.Module):
         self.dropout = float(dropout)
         self.variational = bool(variational)
         self.id_dropout = float(id_dropout)
-        n_in = self.n_items + (features.n_features if features is not None else 0)
+        self.n_user_features = int(n_user_features)
+        n_in = (self.n_items + (features.n_features if features is not None else 0)
+                + self.n_user_features)
         dims = [n_in, *hidden]
         self.encoder = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
         self.mu = nn.Linear(dims[-1], self.latent_dim)
@@ -134,6 +142,7 @@ class MultVAE(nn.Module):
             "decoder_sizes": [int(layer.out_features) for layer in self.decoder[:-1]],
             "features": None if self.features is None else module_config(self.features),
             "id_dropout": self.id_dropout,
+            "n_user_features": self.n_user_features,
         }
 
     @classmethod
@@ -210,13 +219,15 @@ class MultVAE(nn.Module):
         return x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
     def encode(
-        self, x: torch.Tensor, *, dropout: bool | None = None,
+        self, x: torch.Tensor, u: torch.Tensor | None = None, *, dropout: bool | None = None,
         mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Code mean and log-variance (``None`` for the DAE) of binary rows ``x``.
 
         Input dropout is applied when ``dropout`` is True (by default: in training mode).
         With features, ``mask`` (default: the id mask) hides the id columns of some items.
+        ``u``: the users' side features ``(B, n_user_features)`` (required when the module
+        has ``n_user_features``, ignored otherwise).
         """
         h = self.normalize(x)
         if dropout is None:
@@ -228,6 +239,12 @@ class MultVAE(nn.Module):
             # the user's profile in feature space: the mean feature row of their items
             profile = self.features.matmul(h) / h.sum(1, keepdim=True).clamp_min(1e-12)
             h = torch.cat([h * mask, profile], dim=1)
+        if self.n_user_features:
+            if u is None or u.shape != (h.shape[0], self.n_user_features):
+                got = None if u is None else tuple(u.shape)
+                raise ValueError(f"This model reads {self.n_user_features} user features per "
+                                 f"row; got {got} for {h.shape[0]} rows.")
+            h = torch.cat([h, u.to(h.dtype)], dim=1)
         for layer in self.encoder:
             h = torch.tanh(layer(h))
         mu = self.mu(h)
@@ -270,24 +287,26 @@ class MultVAE(nn.Module):
         return torch.randn_like(std)
 
     def forward(
-        self, x: torch.Tensor
+        self, x: torch.Tensor, u: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Logits, code mean and log-variance for binary rows ``x`` of shape (B, n_items).
+        """Logits, code mean and log-variance for binary rows ``x`` of shape (B, n_items)
+        (and the users' side features ``u``, if the module reads them).
 
         In training mode the Mult-VAE decodes a sample ``mu + exp(logvar / 2) * eps``; in
         evaluation mode it decodes the mean.
         """
         mask = self._mask()
-        mu, logvar = self.encode(x)  # the input keeps every id: only the output drops them
+        mu, logvar = self.encode(x, u)  # the input keeps every id: only the output drops them
         z = mu
         if logvar is not None and self.training:
             std = torch.exp(0.5 * logvar.float())
             z = mu.float() + std * self._noise(std)
         return self.decode(z, mask), mu, logvar
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """Deterministic logits (posterior mean, no dropout) for binary rows ``x``."""
-        mu, _ = self.encode(x, dropout=False)
+    def scores(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
+        """Deterministic logits (posterior mean, no dropout) for binary rows ``x`` (and the
+        users' side features ``u``, if the module reads them)."""
+        mu, _ = self.encode(x, u, dropout=False)
         return self.decode(mu)
 
 
