@@ -71,7 +71,7 @@ class Graph:
     def predict(self, X, k=10):
         X = self.est._validate_X(X)
         out = np.empty((X.shape[0], k), dtype=np.int64)
-        for rows, Xb in self.est._iter_batches(X, None):
+        for rows, Xb, _ in self.est._iter_batches(X, None):
             history, exclude = graph_inputs(self.est, Xb)
             out[rows] = self.run(history, exclude)[:, :k]
         return out
