@@ -38,10 +38,11 @@ Methods, side by side in one run (the model registry below):
 
 ``warm_item_check`` (``--warm-check``) is the second check of the feature work: leave-last-out
 NDCG@10 on ML-100K of a model with item features against the same model without, for the
-builders registered in ``WARM_BUILDERS``.
+builders registered in ``WARM_BUILDERS``, with the feature set ``--warm-features`` (default
+``genres+title-tfidf``).
 
 Run: ``python benchmarks/cold_start.py [--data PATH] [--seeds 3] [--methods ...]
-[--features ...] [--quick] [--warm-check] [--merge]``. Prints markdown tables and writes
+[--features ...] [--quick] [--warm-check] [--warm-features SET] [--merge]``. Prints markdown tables and writes
 ``benchmarks/results/cold_start.json``; with ``--merge`` the rows of this run replace those of
 the same (seed, method, features) in the existing file and the others are kept, so a new model
 can be added without re-running the others (the splits and tie-breaks are seeded). Timings
@@ -648,6 +649,10 @@ def main(argv=None):
                         help="also run warm_item_check for every builder in WARM_BUILDERS")
     parser.add_argument("--warm-models", nargs="+", default=list(WARM_BUILDERS),
                         choices=list(WARM_BUILDERS), help="the models of --warm-check")
+    parser.add_argument("--warm-features", default="genres+title-tfidf",
+                        choices=list(FEATURE_SETS),
+                        help="the feature set of --warm-check (results of another set than "
+                             "the default are keyed 'model [set]')")
     parser.add_argument("--warm-only", action="store_true",
                         help="run only --warm-check (with --merge: keep the cold-start rows)")
     parser.add_argument("--merge", action="store_true",
@@ -685,10 +690,11 @@ def main(argv=None):
     if args.warm_check:
         if not WARM_BUILDERS:
             print("warm check: no model registered in WARM_BUILDERS; nothing to run.")
-        F = item_features("genres+title-tfidf", items, np.arange(X.shape[1]))
+        F = item_features(args.warm_features, items, np.arange(X.shape[1]))
+        suffix = "" if args.warm_features == "genres+title-tfidf" else f" [{args.warm_features}]"
         for name in args.warm_models:
-            warm_rows[name] = warm_item_check(WARM_BUILDERS[name], X, F, args.seeds)
-            print(name, warm_rows[name], flush=True)
+            warm_rows[name + suffix] = warm_item_check(WARM_BUILDERS[name], X, F, args.seeds)
+            print(name + suffix, warm_rows[name + suffix], flush=True)
 
     if args.quick:
         print("quick run: results not saved")
