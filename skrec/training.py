@@ -58,6 +58,7 @@ __all__ = [
     "EarlyStopping",
     "NeuralRecommender",
     "Trainer",
+    "WeightAverage",
     "resolve_device",
     "resolve_precision",
 ]

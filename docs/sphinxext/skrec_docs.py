@@ -370,8 +370,8 @@ API_SECTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     (
         "skrec.training",
         "Training utilities",
-        "The shared training loop (trainer, early stopping) and device and precision "
-        "resolution. See :ref:`training`.",
+        "The shared training loop (trainer, early stopping, weight averaging) and device and "
+        "precision resolution. See :ref:`training`.",
         ("NeuralRecommender",),
     ),
     (
