@@ -417,7 +417,6 @@ class EarlyStopping:
         return True
 
 
-
 class WeightAverage:
     """Exponential moving average of a module's weights, taken after every epoch.
 
