@@ -42,10 +42,11 @@ builders registered in ``WARM_BUILDERS``, with the feature set ``--warm-features
 ``genres+title-tfidf``).
 
 Run: ``python benchmarks/cold_start.py [--data PATH] [--seeds 3] [--methods ...]
-[--features ...] [--quick] [--warm-check] [--warm-features SET] [--merge]``. Prints markdown tables and writes
-``benchmarks/results/cold_start.json``; with ``--merge`` the rows of this run replace those of
-the same (seed, method, features) in the existing file and the others are kept, so a new model
-can be added without re-running the others (the splits and tie-breaks are seeded). Timings
+[--features ...] [--quick] [--warm-check] [--warm-features SET] [--merge]``. Prints markdown
+tables and writes ``benchmarks/results/cold_start.json``; with ``--merge`` the rows of this run
+replace those of the same (seed, method, features) in the existing file and the others are
+kept, so a new model can be added without re-running the others (the splits and tie-breaks are
+seeded). Timings
 are seconds on this machine (use ``OMP_NUM_THREADS=1``; LightFM runs with ``num_threads=1``).
 """
 
