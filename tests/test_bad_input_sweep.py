@@ -26,6 +26,7 @@ reproduction each, tested as ``xfail`` at the end, and kept out of the sweep by 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import traceback
@@ -725,8 +726,9 @@ def test_device_and_precision_resolution(value, tmp_path_factory):
     check_call(resolve_device, value)
     check_call(resolve_precision, value, torch.device("cpu"))
     home = tmp_path_factory.mktemp("data")
-    check_call(get_data_home, value if value not in ("cpu", "auto", None) else home,
-               allow=(OSError,))
+    with contextlib.chdir(home):  # a relative value ("gpu") is a folder it creates
+        check_call(get_data_home, value if value not in ("cpu", "auto", None) else home,
+                   allow=(OSError,))
     check_call(fetch_movielens, value, data_home=home, download_if_missing=False,
                allow=(FileNotFoundError,))
 
