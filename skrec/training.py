@@ -303,11 +303,26 @@ def _make_batches(data: Any, batch_size: int, rng: np.random.RandomState) -> lis
     return batches
 
 
-def _feature_parts(feats) -> Any:
-    """What :meth:`FeatureProjection.set_features` takes: CSR parts, or the dense array."""
-    if sp.issparse(feats):
+def _stores_sparse(feats) -> bool:
+    """Whether a validated feature matrix is kept sparse in the model.
+
+    Sparse matrices denser than 1/16 (one-hot and multi-hot attributes with few columns) are
+    stored dense when that takes at most 2**24 values: their dense products cost less than
+    the sparse kernels' per-call overhead, and their backward is many times faster.
+    """
+    if not sp.issparse(feats):
+        return False
+    size = feats.shape[0] * feats.shape[1]
+    return feats.nnz * 16 < size or size > 2**24
+
+
+def _feature_parts(feats, sparse: bool) -> Any:
+    """What :meth:`FeatureProjection.set_features` takes: CSR parts (``sparse``), or the
+    dense array."""
+    if sparse:
+        feats = sp.csr_matrix(feats)
         return feats.indptr.astype(np.int64), feats.indices.astype(np.int64), feats.data
-    return feats
+    return feats.toarray() if sp.issparse(feats) else feats
 
 
 def _val_key(scorer) -> str:
@@ -1224,11 +1239,11 @@ class NeuralRecommender(BaseRecommender):
         if self.item_features is None:
             return None
         feats = check_item_features(self.item_features, n_items=self.n_features_in_)
+        sparse = _stores_sparse(feats)
         proj = FeatureProjection(feats.shape[0], feats.shape[1], out_dim, hidden=hidden,
-                                 scalar=True, sparse=sp.issparse(feats),
-                                 nnz=feats.nnz if sp.issparse(feats) else 0,
+                                 scalar=True, sparse=sparse, nnz=feats.nnz if sparse else 0,
                                  dropout=self.feature_dropout)
-        proj.set_features(_feature_parts(feats))
+        proj.set_features(_feature_parts(feats, sparse))
         self.n_item_features_ = feats.shape[1]
         return proj
 
@@ -1271,7 +1286,7 @@ class NeuralRecommender(BaseRecommender):
                              "features a new item cannot be represented.")
         feats = check_item_features(item_features, n_features=self.n_item_features_)
         if feats.shape[0]:
-            self.module_.add_items(_feature_parts(feats))
+            self.module_.add_items(_feature_parts(feats, features.sparse))
             self.n_features_in_ += feats.shape[0]
             self.item_popularity_ = np.concatenate(
                 [self.item_popularity_, np.zeros(feats.shape[0])]

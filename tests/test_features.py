@@ -26,8 +26,12 @@ N_ITEMS, N_COLD = 30, 5
 
 def _features(kind: str, n: int = N_ITEMS, seed: int = 0):
     rng = np.random.RandomState(seed)
-    if kind == "sparse":  # multi-hot attributes
+    if kind == "sparse":  # multi-hot attributes (dense enough to be stored dense)
         return sp.csr_matrix((rng.rand(n, 12) < 0.25).astype(np.float64))
+    if kind == "very-sparse":  # e.g. TF-IDF of titles: two of 64 words per item
+        cols = rng.randint(0, 64, (n, 2))
+        return sp.csr_matrix((rng.rand(2 * n) + 0.5, (np.repeat(np.arange(n), 2),
+                                                      cols.ravel())), shape=(n, 64))
     return rng.randn(n, 6)  # dense vectors (e.g. text embeddings)
 
 
@@ -47,7 +51,7 @@ def _est(kind, **params):
 
 
 @pytest.mark.parametrize("kind", ["seq", "ae"])
-@pytest.mark.parametrize("feats", ["sparse", "dense"])
+@pytest.mark.parametrize("feats", ["very-sparse", "sparse", "dense"])
 def test_cold_items_are_scored_from_their_features(kind, feats, data):
     F = _features(feats)
     before = F.copy()
@@ -164,6 +168,51 @@ def test_features_train_in_low_precision(kind, precision, data):
     est = _est(kind, item_features=_features("sparse"), precision=precision, max_iter=1)
     est.fit(data)
     assert np.isfinite(est.history_[0]["loss"]) and np.isfinite(est.predict_scores(data[:3])).all()
+
+
+@pytest.mark.parametrize("kind", ["seq", "ae"])
+def test_sparse_storage_is_chosen_by_density_and_computes_the_same(kind, data):
+    """Sparse features denser than 1/16 are stored dense, sparser ones stay sparse; either
+    storage trains and scores the same model as the dense matrix, up to float rounding and
+    a constant per user (the softmax ignores it, so Adam moves it on rounding noise)."""
+    for feats, sparse in (("sparse", False), ("very-sparse", True)):
+        F = _features(feats)
+        as_sparse = _est(kind, item_features=F).fit(data)
+        as_dense = _est(kind, item_features=F.toarray()).fit(data)
+        assert as_sparse.module_.features.sparse is sparse
+        assert not as_dense.module_.features.sparse
+        a, b = as_sparse.predict_scores(data[:20]), as_dense.predict_scores(data[:20])
+        np.testing.assert_allclose(a - a.mean(1, keepdims=True), b - b.mean(1, keepdims=True),
+                                   rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("feats", ["very-sparse", "dense"])
+def test_autoencoder_feature_products_match_their_definition(feats, data):
+    """The autoencoder's first layer reads ``[h, profile]`` with the profile the mean feature
+    row of the user's items, in either order of products, and its output layer scores
+    ``(ids * mask) + feature vectors``: checked against the formulas, on one batch."""
+    est = _est("ae", item_features=_features(feats), hidden_sizes=()).fit(data)
+    m = est.module_.eval()
+    x = torch.as_tensor(data[:6].toarray() > 0, dtype=torch.float32)
+    F = torch.as_tensor(_features(feats).toarray() if feats != "dense" else _features(feats),
+                        dtype=torch.float32)
+    h = m.normalize(x)
+    profile = (h @ F) / h.sum(1, keepdim=True)
+    W, b = m.mu.weight.detach(), m.mu.bias.detach()
+    expected = torch.cat([h, profile], 1) @ W.t() + b
+    with torch.no_grad():
+        for first in (True, False):
+            m._profile_first = lambda batch, width, first=first: first
+            mu, _ = m.encode(x)
+            torch.testing.assert_close(mu, expected, rtol=1e-4, atol=1e-5)
+        del m._profile_first
+        vectors, scalars = m.features()
+        last = m.decoder[-1]
+        mask = torch.ones(N_ITEMS)
+        mask[:3] = 0.0
+        logits = m.decode(mu, mask)
+        ref = (mu @ last.weight.t() + last.bias) * mask + mu @ vectors.t() + scalars
+        torch.testing.assert_close(logits, ref, rtol=1e-4, atol=1e-5)
 
 
 def test_mlp_feature_map_and_bad_id_dropout(data):

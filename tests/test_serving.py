@@ -119,7 +119,10 @@ def test_export_of_a_model_that_reads_one_item(X):
 def test_models_with_item_features_export_and_serve_in_reduced_precision(X, kind, feats):
     rng = np.random.RandomState(0)
     F = rng.rand(X.shape[1], 6)
-    F = sp.csr_matrix(F * (F > 0.6)) if feats == "sparse" else F
+    # sparse: one of 40 columns per item (multi-hot this sparse stays sparse in the model)
+    F = sp.csr_matrix((rng.rand(X.shape[1]), (np.arange(X.shape[1]),
+                                              rng.randint(0, 40, X.shape[1])))
+                      ) if feats == "sparse" else F
     est = (SeqRecommender(**SEQ, item_features=F) if kind == "seq"
            else AERecommender(**AE, item_features=F)).fit(X)
     ref = est.predict_scores(X)
@@ -127,6 +130,7 @@ def test_models_with_item_features_export_and_serve_in_reduced_precision(X, kind
         scores = pickle.loads(pickle.dumps(est)).set_params(
             inference_precision=precision).predict_scores(X)
         assert np.abs(scores - ref).max() <= QUANT_TOL[precision][0] * np.abs(ref).max()
+    assert est.module_.features.sparse == (feats == "sparse")
     if kind == "ae" and feats == "sparse":  # a sparse product in the graph: a clear refusal
         with pytest.raises(ValueError, match="dense item_features"):
             export_program(est)

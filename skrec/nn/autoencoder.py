@@ -220,12 +220,10 @@ class MultVAE(nn.Module):
 
     def encode(
         self, x: torch.Tensor, u: torch.Tensor | None = None, *, dropout: bool | None = None,
-        mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Code mean and log-variance (``None`` for the DAE) of binary rows ``x``.
 
         Input dropout is applied when ``dropout`` is True (by default: in training mode).
-        With features, ``mask`` (default: the id mask) hides the id columns of some items.
         ``u``: the users' side features ``(B, n_user_features)`` (required when the module
         has ``n_user_features``, ignored otherwise).
         """
@@ -234,23 +232,62 @@ class MultVAE(nn.Module):
             dropout = self.training
         if dropout and self.dropout > 0:
             h = self._input_dropout(h)
-        if self.features is not None:
-            mask = self.id_mask if mask is None else mask
-            # the user's profile in feature space: the mean feature row of their items
-            profile = self.features.matmul(h) / h.sum(1, keepdim=True).clamp_min(1e-12)
-            h = torch.cat([h * mask, profile], dim=1)
+        if self.n_user_features and (u is None or u.shape != (h.shape[0], self.n_user_features)):
+            got = None if u is None else tuple(u.shape)
+            raise ValueError(f"This model reads {self.n_user_features} user features per "
+                             f"row; got {got} for {h.shape[0]} rows.")
+        cache: dict[str, torch.Tensor] = {}
+        if len(self.encoder):
+            h = torch.tanh(self._read_input(self.encoder[0], h, u, cache))
+            for layer in self.encoder[1:]:
+                h = torch.tanh(layer(h))
+            mu = self.mu(h)
+            logvar = None if self.logvar is None else self.logvar(h)
+        else:
+            mu = self._read_input(self.mu, h, u, cache)
+            logvar = None if self.logvar is None else self._read_input(self.logvar, h, u, cache)
+        return (torch.tanh(mu), None) if logvar is None else (mu, logvar)
+
+    def _read_input(self, layer: nn.Module, h: torch.Tensor, u: torch.Tensor | None,
+                    cache: dict[str, torch.Tensor]) -> torch.Tensor:
+        """A first layer applied to the input ``[h, profile, u]``: the normalised items
+        ``h``, then (with item features) the user's profile in feature space, the mean feature
+        row of their items ``(h @ X_features) / h.sum(1)``, then the user features ``u``.
+
+        The input columns of items without an id hold zeros (:meth:`set_id_mask`, and no
+        training row contains such an item), so ``h`` needs no id mask. The profile's part is
+        computed in whichever order costs less: ``profile @ W_f^T`` (the profile is shared by
+        the first layers, in ``cache``), or ``h @ (X_features @ W_f^T)``, one more product over
+        the catalogue, when the features are many and sparse.
+        """
+        if self.features is None and not self.n_user_features:
+            return layer(h)
+        weight, bias = _linear_parts(layer)
+        nf = 0 if self.features is None else self.features.n_features
+        # one split: its backward is one concatenation (slices would each fill a zero copy)
+        items, feats, users = weight.split([self.n_items, nf, self.n_user_features], dim=1)
+        out = F.linear(h.to(items.dtype), items, bias)
+        if nf:
+            if "scale" not in cache:
+                cache["scale"] = 1.0 / h.sum(1, keepdim=True).clamp_min(1e-12)
+            if self._profile_first(h.shape[0], weight.shape[0]):
+                if "profile" not in cache:
+                    cache["profile"] = self.features.matmul(h) * cache["scale"]
+                out = out + F.linear(cache["profile"].to(feats.dtype), feats)
+            else:
+                g = self.features.rows_times(feats.t())  # (n_items, width)
+                out = out + F.linear(h.to(g.dtype), g.t()) * cache["scale"].to(g.dtype)
         if self.n_user_features:
-            if u is None or u.shape != (h.shape[0], self.n_user_features):
-                got = None if u is None else tuple(u.shape)
-                raise ValueError(f"This model reads {self.n_user_features} user features per "
-                                 f"row; got {got} for {h.shape[0]} rows.")
-            h = torch.cat([h, u.to(h.dtype)], dim=1)
-        for layer in self.encoder:
-            h = torch.tanh(layer(h))
-        mu = self.mu(h)
-        if self.logvar is None:
-            return torch.tanh(mu), None
-        return mu, self.logvar(h)
+            out = out + F.linear(u.to(out.dtype), users)
+        return out
+
+    def _profile_first(self, batch: int, width: int) -> bool:
+        """Whether ``profile @ W_f^T`` costs less than ``h @ (X_features @ W_f^T)`` for a
+        batch of ``batch`` rows and a layer of ``width`` units (multiply-adds: the product by
+        the feature matrix, then by the weights)."""
+        feats, n = self.features, self.n_items
+        nnz = feats.col.numel() if feats.sparse else n * feats.n_features
+        return batch * (nnz + feats.n_features * width) <= nnz * width + batch * n * width
 
     def _input_dropout(self, h: torch.Tensor) -> torch.Tensor:
         """Inverted dropout of the stored (non-zero) input entries only.
@@ -273,11 +310,17 @@ class MultVAE(nn.Module):
         h = z
         for layer in self.decoder[:-1]:
             h = torch.tanh(layer(h))
-        logits = self.decoder[-1](h)
+        last = self.decoder[-1]
         if self.features is None:
-            return logits
+            return last(h)
         mask = self.id_mask if mask is None else mask
-        logits = logits * mask + self.features.score(h)
+        # one product over the catalogue: an item's output row is its (masked) id row plus its
+        # feature vector, and its bias the (masked) id bias plus its feature scalar
+        weight, bias = _linear_parts(last)
+        vectors, scalars = self.features()
+        mask = mask.to(weight.dtype)
+        logits = F.linear(h, weight * mask[:, None] + vectors.to(weight.dtype),
+                          bias * mask + scalars.to(weight.dtype))
         if self.training:  # items without an id have nothing to learn from: out of the softmax
             logits = logits.masked_fill(self.id_mask == 0, NO_ID_LOGIT)
         return logits
@@ -308,6 +351,15 @@ class MultVAE(nn.Module):
         users' side features ``u``, if the module reads them)."""
         mu, _ = self.encode(x, u, dropout=False)
         return self.decode(mu)
+
+
+def _linear_parts(layer: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Weight and bias of a linear layer as tensors (dequantized in an int8 inference copy,
+    whose dynamically quantized layers hand them out by method)."""
+    weight, bias = layer.weight, layer.bias
+    if callable(weight):
+        return weight().dequantize(), bias()
+    return weight, bias
 
 
 def multinomial_elbo_loss(

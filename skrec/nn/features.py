@@ -143,65 +143,48 @@ class FeatureProjection(nn.Module):
             values = F.dropout(values, self.dropout)
         return values
 
-    def _sparse(self, transpose: bool = False, values: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        """The feature matrix (or its transpose) as a sparse COO tensor."""
+    def _sparse(self, values: torch.Tensor) -> torch.Tensor:
+        """The transposed feature matrix ``(n_features, n_rows)`` as a sparse COO tensor."""
         rows = torch.repeat_interleave(
             torch.arange(self.n_rows, device=self.crow.device), self.crow.diff()
         )
-        idx = torch.stack([self.col, rows] if transpose else [rows, self.col])
-        shape = (self.n_features, self.n_rows) if transpose else (self.n_rows, self.n_features)
-        return torch.sparse_coo_tensor(idx, self.val if values is None else values, shape,
-                                       is_coalesced=not transpose, check_invariants=False)
+        return torch.sparse_coo_tensor(torch.stack([self.col, rows]), values,
+                                       (self.n_features, self.n_rows), check_invariants=False)
 
     def _no_autocast(self):
         # sparse products have no low-precision kernels: keep them (and their backward) fp32
         return torch.autocast(self.weight.device.type, enabled=False)
 
     def matmul(self, x: torch.Tensor) -> torch.Tensor:
-        """``x @ X_features``: ``(B, n_rows)`` -> ``(B, n_features)``, e.g. a user's profile
-        in feature space."""
+        """``x @ X_features``: ``(B, n_rows)`` -> ``(B, n_features)`` in fp32, e.g. a user's
+        profile in feature space (feature dropout applies in training)."""
         with self._no_autocast():
             values = self._values()
             if self.sparse:
-                return torch.sparse.mm(self._sparse(True, values), x.float().t()).t()
+                return torch.sparse.mm(self._sparse(values), x.float().t()).t()
             return x.float() @ values
 
-    def score(self, h: torch.Tensor) -> torch.Tensor:
-        """``h @ vectors.T + scalars`` for query vectors ``h`` (B, out_dim): (B, n_rows).
+    def rows_times(self, matrix: torch.Tensor) -> torch.Tensor:
+        """``X_features @ matrix`` for a ``(n_features, k)`` matrix: ``(n_rows, k)``.
 
-        For the linear map this is computed in factored form, ``((h W1^T) X^T) + ...``, which
-        costs the non-zeros of the feature matrix instead of ``n_rows x out_dim``.
+        Computed in fp32 and returned in ``matrix``'s dtype; a sparse feature matrix costs its
+        non-zeros times ``k``. Feature dropout applies in training, as in :meth:`forward`.
         """
-        if self.out is not None:  # the MLP has no factored form
-            vectors, scalars = self()
-            out = h @ vectors.t()
-            return out if scalars is None else out + scalars
         with self._no_autocast():
-            h = h.float()
-            values = self._values()
-            feats = self._sparse(values=values) if self.sparse else values
-            mm = torch.sparse.mm if self.sparse else torch.mm
-            hw = h @ self.weight.float().t()  # (B, n_features)
-            out = mm(feats, hw.t()).t() + (h @ self.bias.float())[:, None]
-            if self.scalar is not None:
-                s = mm(feats, self.scalar.weight.float().t())
-                out = out + s.squeeze(1) + self.scalar.bias.float()
-        return out
+            out = self._rows_times(self._values(), matrix.float())
+        return out.to(matrix.dtype)
 
-    def _first(self, values: torch.Tensor) -> torch.Tensor:
+    def _rows_times(self, values: torch.Tensor, matrix: torch.Tensor) -> torch.Tensor:
         if self.sparse:
             # one bag per row (offsets): rows with no feature get zeros
-            h = F.embedding_bag(self.col, self.weight, self.crow[:-1],
-                                per_sample_weights=values.to(self.weight.dtype), mode="sum")
-        else:
-            h = values.to(self.weight.dtype) @ self.weight
-        return h + self.bias
+            return F.embedding_bag(self.col, matrix.contiguous(), self.crow[:-1],
+                                   per_sample_weights=values.to(matrix.dtype), mode="sum")
+        return values.to(matrix.dtype) @ matrix
 
     def forward(self) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``(vectors (n_rows, out_dim), scalars (n_rows,) or None)`` of every row."""
         values = self._values()
-        h = self._first(values)
+        h = self._rows_times(values, self.weight) + self.bias
         if self.out is not None:
             h = F.gelu(h)
             vectors = self.out(h)
@@ -211,11 +194,8 @@ class FeatureProjection(nn.Module):
             return vectors, None
         if self.out is not None:
             return vectors, self.scalar(h).squeeze(-1)
-        # linear map: the scalar is a linear function of the raw features
-        if self.sparse:
-            s = F.embedding_bag(self.col, self.scalar.weight.t().contiguous(),
-                                self.crow[:-1], per_sample_weights=values, mode="sum")
-        else:
-            with self._no_autocast():
-                s = values @ self.scalar.weight.float().t()
+        # linear map: the scalar is a linear function of the raw features (in fp32)
+        with self._no_autocast():
+            s = self._rows_times(values, self.scalar.weight.float().t())
         return vectors, s.squeeze(-1) + self.scalar.bias
+
