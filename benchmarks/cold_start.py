@@ -59,6 +59,7 @@ import itertools
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -322,6 +323,15 @@ def runner(name: str, *, uses_features: bool = True) -> Callable[[Runner], Runne
 def run_random(split: ColdStartSplit) -> tuple[np.ndarray, dict]:
     rng = np.random.RandomState(split.seed)
     return rng.rand(len(split.users), len(split.cold_items)), {}
+
+
+@runner("oracle: test popularity", uses_features=False)
+def run_oracle_popularity(split: ColdStartSplit) -> tuple[np.ndarray, dict]:
+    """Not a method: the cold items ranked by their popularity among the test targets, which
+    no model may see. The ceiling of any ranking that is the same for every user (such as
+    feature-popularity), and a yardstick for how much a goal asks of the features."""
+    pop = np.asarray((split.y != 0).sum(axis=0), dtype=np.float64).ravel()[split.cold_items]
+    return np.broadcast_to(pop, (len(split.users), len(pop))), {}
 
 
 @runner("content-kNN")
@@ -658,6 +668,9 @@ def main(argv=None):
                         help="run only --warm-check (with --merge: keep the cold-start rows)")
     parser.add_argument("--merge", action="store_true",
                         help="merge into the existing results file instead of replacing it")
+    parser.add_argument("--note", default="",
+                        help="what this run was for; kept with its command line and timings in "
+                             "the results file's 'runs' list (merged runs add to it)")
     args = parser.parse_args(argv)
     if args.warm_only:
         args.methods, args.features, args.warm_check = [], [], True
@@ -723,11 +736,17 @@ def main(argv=None):
                      "lightfm_epoch_checkpoints": list(LIGHTFM_EPOCHS),
                      "sd": "population standard deviation over seeds (ddof=0)"},
         "lightfm_version": lightfm_version,
-        "total_seconds": time.perf_counter() - t_start,
-        "peak_rss_mb": peak_rss_mb(),
-        "torch_threads": torch.get_num_threads(),
-        "load_average_end": os.getloadavg()[0],
-        "machine": platform.processor() or platform.machine(),
+        # one record per run that wrote this file (a merged run adds to the earlier ones)
+        "runs": previous.get("runs", []) + [{
+            "argv": list(argv) if argv is not None else sys.argv[1:],
+            "note": args.note,
+            "date": time.strftime("%Y-%m-%d"),
+            "total_seconds": time.perf_counter() - t_start,
+            "peak_rss_mb": peak_rss_mb(),
+            "torch_threads": torch.get_num_threads(),
+            "load_average_end": os.getloadavg()[0],
+            "machine": platform.processor() or platform.machine(),
+        }],
     })
     print(f"wrote {out}")
 

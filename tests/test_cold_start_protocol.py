@@ -77,11 +77,14 @@ def test_baseline_runners_on_planted_features(cs, X):
         lambda warm: F
     )
     scores = {}
-    for name in ("random", "content-kNN", "feature-popularity"):
+    for name in ("random", "content-kNN", "feature-popularity", "oracle: test popularity"):
         s, info = cs.RUNNERS[name].fn(split)
         assert s.shape == (len(split.users), len(split.cold_items))
         scores[name] = cs.evaluate(split, s)["NDCG@20"]
     assert scores["feature-popularity"] > scores["random"]
+    # the oracle ranks by the targets' popularity, which these features reveal exactly: the
+    # feature popularity's list is the same one
+    assert scores["oracle: test popularity"] == pytest.approx(scores["feature-popularity"])
 
 
 def test_feature_sets_fit_on_warm_items_only(cs):
