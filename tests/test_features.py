@@ -88,10 +88,13 @@ def test_features_change_the_model_and_train(kind, data):
 
 
 @pytest.mark.parametrize("kind", ["seq", "ae"])
-def test_add_items_grows_the_catalogue_without_training(kind, data):
-    F = _features("dense")
+@pytest.mark.parametrize("feats", ["very-sparse", "sparse", "dense"])
+def test_add_items_grows_the_catalogue_without_training(kind, feats, data):
+    F = _features(feats)
     est = _est(kind, item_features=F).fit(data)
-    new = _features("dense", n=4, seed=1)
+    new = _features(feats, n=4, seed=1)
+    if feats == "sparse":  # rows of any format join the model's storage (dense here)
+        new = new.toarray()
     state = {k: v.clone() for k, v in est.module_.state_dict().items()}
     est.add_items(new)
     assert est.n_features_in_ == N_ITEMS + 4 and est.item_popularity_.shape == (N_ITEMS + 4,)

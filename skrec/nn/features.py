@@ -198,4 +198,3 @@ class FeatureProjection(nn.Module):
         with self._no_autocast():
             s = self._rows_times(values, self.scalar.weight.float().t())
         return vectors, s.squeeze(-1) + self.scalar.bias
-
