@@ -164,7 +164,7 @@ class AERecommender(PrunableMixin, NeuralRecommender):
             "learn to score items on their own, as they must for new items; the input keeps "
             "every id. On MovieLens-100K (3 seeds; ``benchmarks/cold_start.py``) 0.1 ranked "
             "cold items as well as 0.5 with genres and release year (NDCG@20 0.346 vs 0.345) "
-            "and better with the MiniLM title vectors added (0.324 vs 0.299), and cost the "
+            "and better with the MiniLM title vectors added (0.326 vs 0.299), and cost the "
             "items the model knows less: leave-last-out NDCG@10 +2.5 % over the id-only model "
             "with genres and year (0.5: -10.4 %), +4.4 % with MiniLM titles (0.5: -1.4 %), "
             "+3.5 % with genres and title TF-IDF (0.5: +4.4 %)."
