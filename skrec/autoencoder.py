@@ -152,23 +152,11 @@ class AERecommender(PrunableMixin, NeuralRecommender):
     anneal_steps: int = 2000
     # training parameters whose defaults differ from NeuralRecommender's
     n_iter_no_change: int = 20
-    id_dropout: float = 0.1
 
     # the encoder reads the users' side features next to their items
     _reads_user_features = True
 
     _param_docs = {
-        "id_dropout": (
-            "With ``item_features``, the fraction of items whose id logit (the id row and "
-            "bias of the output layer) is hidden at each training step, so that the features "
-            "learn to score items on their own, as they must for new items; the input keeps "
-            "every id. On MovieLens-100K (3 seeds; ``benchmarks/cold_start.py``) 0.1 ranked "
-            "cold items as well as 0.5 with genres and release year (NDCG@20 0.346 vs 0.345) "
-            "and better with the MiniLM title vectors added (0.326 vs 0.299), and cost the "
-            "items the model knows less: leave-last-out NDCG@10 +2.5 % over the id-only model "
-            "with genres and year (0.5: -10.4 %), +4.4 % with MiniLM titles (0.5: -1.4 %), "
-            "+3.5 % with genres and title TF-IDF (0.5: +4.4 %)."
-        ),
         "early_stopping": (
             "Hold out 20 % of the items of ``validation_fraction`` of the users (at random, "
             "the other 80 % stay in training as their fold-in), evaluate them after every "
