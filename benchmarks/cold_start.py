@@ -46,8 +46,8 @@ Run: ``python benchmarks/cold_start.py [--data PATH] [--seeds 3] [--methods ...]
 tables and writes ``benchmarks/results/cold_start.json``; with ``--merge`` the rows of this run
 replace those of the same (seed, method, features) in the existing file and the others are
 kept, so a new model can be added without re-running the others (the splits and tie-breaks are
-seeded). Timings
-are seconds on this machine (use ``OMP_NUM_THREADS=1``; LightFM runs with ``num_threads=1``).
+seeded), and ``--note TEXT`` records what the run was for. Timings are seconds on this machine
+(use ``OMP_NUM_THREADS=1``; LightFM runs with ``num_threads=1``).
 """
 
 from __future__ import annotations

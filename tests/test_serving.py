@@ -119,7 +119,7 @@ def test_export_of_a_model_that_reads_one_item(X):
 def test_models_with_item_features_export_and_serve_in_reduced_precision(X, kind, feats):
     rng = np.random.RandomState(0)
     F = rng.rand(X.shape[1], 6)
-    # sparse: one of 40 columns per item (multi-hot this sparse stays sparse in the model)
+    # sparse: one non-zero of up to 40 columns per item (this sparse stays sparse in the model)
     F = sp.csr_matrix((rng.rand(X.shape[1]), (np.arange(X.shape[1]),
                                               rng.randint(0, 40, X.shape[1])))
                       ) if feats == "sparse" else F
