@@ -21,7 +21,7 @@ from skrec.baselines import PopularityRecommender
 from skrec.datasets import make_interactions
 from skrec.metrics import ndcg_at_k
 from skrec.model_selection import random_holdout_split, user_holdout_split
-from skrec.nn import MultVAE, multinomial_elbo_loss
+from skrec.nn import FeatureProjection, MultVAE, multinomial_elbo_loss
 
 TINY = dict(hidden_sizes=(16,), latent_dim=8, max_iter=2, batch_size=16, random_state=0,
             device="cpu", precision="fp32")
@@ -74,6 +74,32 @@ def test_scores_are_deterministic_and_ignore_dropout():
     torch.testing.assert_close(vae.scores(x), vae.decode(mu))
     # L2 normalisation: a row's scale does not matter
     torch.testing.assert_close(vae.scores(2 * x), vae.scores(x))
+
+
+def test_output_layer_reads_a_linear_or_mlp_feature_map():
+    """Each item's logit is ``h . (id row * mask + f(x_i)) + id bias * mask + b(x_i)``, with
+    ``f`` linear or a small MLP; a map without the scalar term is refused."""
+    torch.manual_seed(0)
+    feats = torch.randn(20, 6)
+    for hidden in (None, 5):
+        proj = FeatureProjection(20, 6, 4, hidden=hidden, scalar=True)
+        proj.set_features(feats)
+        vae = MultVAE(20, hidden_sizes=(), latent_dim=4, features=proj).eval()
+        z = torch.randn(3, 4)
+        mask = (torch.arange(20) % 3 > 0).float()
+        h = feats @ proj.weight + proj.bias
+        if hidden is None:
+            vectors, scalars = h, (feats @ proj.scalar.weight.t()).squeeze(1) + proj.scalar.bias
+        else:
+            g = torch.nn.functional.gelu(h)
+            vectors, scalars = proj.out(g), proj.scalar(g).squeeze(1)
+        last = vae.decoder[-1]
+        ref = (z @ last.weight.t() + last.bias) * mask + z @ vectors.t() + scalars
+        with torch.no_grad():
+            torch.testing.assert_close(vae.decode(z, mask), ref, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="scalar=True"):
+        MultVAE(20, hidden_sizes=(), latent_dim=4,
+                features=FeatureProjection(20, 6, 4, hidden=5, scalar=False))
 
 
 # ---------------------------------------------------------------- contract

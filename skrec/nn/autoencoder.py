@@ -54,12 +54,13 @@ class MultVAE(nn.Module):
         Widths of the decoder's hidden layers; ``reversed(hidden_sizes)`` when ``None`` (a
         pruned model may have different ones).
     features : FeatureProjection or None, default=None
-        Side features of the items (linear map, ``out_dim`` = the width of the last decoder
-        layer's input, with ``scalar=True``). On the input side the user's profile in feature
-        space, ``x @ X_features``, feeds the first layer next to the items (so an item's input
-        vector is its column plus ``W1 x_i``); on the output side each item's logit gets
-        ``h . f(x_i) + b(x_i)``. Items without an id (see :meth:`set_id_mask`) are
-        represented by their features alone.
+        Side features of the items (a linear map or a small MLP, ``out_dim`` = the width of
+        the last decoder layer's input, with ``scalar=True``). On the input side the user's
+        profile in feature space, ``x @ X_features``, feeds the first layer next to the items
+        (so an item's input vector is its column plus ``W1 x_i``, ``W1`` the first layer's
+        feature columns); on the output side each item's logit gets ``h . f(x_i) + b(x_i)``.
+        Items without an id (see :meth:`set_id_mask`) are represented by their features
+        alone.
     id_dropout : float, default=0.0
         With features, the fraction of items whose id logits are hidden at each training step
         (on the output side only: the input keeps every id), so that the features learn to
@@ -126,8 +127,9 @@ class MultVAE(nn.Module):
                     f"features give {features.n_rows} x {features.out_dim} vectors for "
                     f"{self.n_items} items read from a width of {out_dims[-2]}."
                 )
-            if features.out is not None or features.scalar is None:
-                raise ValueError("MultVAE features need a linear map with scalar=True.")
+            if features.scalar is None:
+                raise ValueError("MultVAE features need scalar=True (each item's output bias "
+                                 "gets a term from its features).")
             # 1 where the item's id (its input column, its output row) is used, else 0
             self.register_buffer("id_mask", torch.ones(self.n_items))
 
