@@ -94,9 +94,6 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         ``objective="masked"`` only: the fraction of each training sequence's items that are
         masked (``round(mask_prob * length)``, at least one, drawn anew at every epoch); 0.2
         as in BERT4Rec on MovieLens-1M (Sun et al., 2019) and its replications. In (0, 1].
-    feature_hidden : int or None, default=None
-        With ``item_features``: the width of a hidden layer (GELU) in the map from features
-        to item vectors; ``None`` for the linear map ``W1 x + b1``.
     {training_parameters}
 
     Attributes
@@ -170,7 +167,6 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     n_negatives: int = 1024
     gbce_t: float = 0.75
     mask_prob: float = 0.2
-    feature_hidden: int | None = None
     # training parameters whose defaults differ from NeuralRecommender's
     batch_size: int | str = "auto"
     clip_grad_norm: float | None = 5.0
@@ -256,7 +252,6 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
                 raise ValueError(f"{name} must be in [0, 1); got {value!r}.")
         _check_float("gbce_t", self.gbce_t, 0, 1)
         _check_float("mask_prob", self.mask_prob, 0, 1, low_inclusive=False)
-        _check_int("feature_hidden", self.feature_hidden, 1, allow_none=True)
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {tuple(ENCODERS)}; got {self.encoder!r}.")
         if self.objective not in OBJECTIVES:
@@ -289,7 +284,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         objective = self._objective()
         items = ItemEmbedding(
             self.n_features_in_, self.d_model, n_special=objective.n_special,
-            features=self._feature_projection(self.d_model, hidden=self.feature_hidden),
+            features=self._feature_projection(self.d_model),
             id_dropout=self.id_dropout,
         )
         encoder = ENCODERS[self.encoder].from_params(

@@ -955,6 +955,12 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
         "training step, so that no single feature (a rare title word, which identifies one "
         "item as well as an id does) carries an item alone.",
     ),
+    "feature_hidden": (
+        "int or None",
+        "With ``item_features``: the width of a hidden layer (GELU) in the map from features "
+        "to item vectors, ``f(x) = W2 gelu(W1 x + b1) + b2``; ``None`` for the linear map "
+        "``W1 x + b1``.",
+    ),
     "id_dropout": (
         "float",
         "With ``item_features``, the fraction of items whose id embedding and id bias are "
@@ -1086,6 +1092,7 @@ class NeuralRecommender(BaseRecommender):
     item_features: Any = None
     id_dropout: float = 0.1
     feature_dropout: float = 0.0
+    feature_hidden: int | None = None
     callbacks: list[Callback] | None = None
     weight_averaging: float | None = None
 
@@ -1169,6 +1176,7 @@ class NeuralRecommender(BaseRecommender):
             _check_float(name, value, 0, 1)
             if value >= 1:
                 raise ValueError(f"{name} must be in [0, 1); got {value!r}.")
+        _check_int("feature_hidden", self.feature_hidden, 1, allow_none=True)
         self._validation_scorer()
         self._user_callbacks()
 
@@ -1236,14 +1244,15 @@ class NeuralRecommender(BaseRecommender):
         return autocast(device, precision)
 
     # -------------------------------------------------------------- side features
-    def _feature_projection(self, out_dim: int, *, hidden: int | None = None
-                            ) -> FeatureProjection | None:
-        """A projection of the validated ``item_features`` (``None`` without features)."""
+    def _feature_projection(self, out_dim: int) -> FeatureProjection | None:
+        """A projection of the validated ``item_features`` to ``out_dim`` (linear, or with
+        ``feature_hidden`` units), or ``None`` without features."""
         if self.item_features is None:
             return None
         feats = check_item_features(self.item_features, n_items=self.n_features_in_)
         sparse = _stores_sparse(feats)
-        proj = FeatureProjection(feats.shape[0], feats.shape[1], out_dim, hidden=hidden,
+        proj = FeatureProjection(feats.shape[0], feats.shape[1], out_dim,
+                                 hidden=self.feature_hidden,
                                  scalar=True, sparse=sparse, nnz=feats.nnz if sparse else 0,
                                  dropout=self.feature_dropout)
         proj.set_features(_feature_parts(feats, sparse))

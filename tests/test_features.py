@@ -151,9 +151,11 @@ def test_grid_search_never_slices_the_item_features():
 
 
 @pytest.mark.parametrize("kind", ["seq", "ae"])
-def test_pickling_warm_start_pruning_and_configs_keep_the_features(kind, data):
+@pytest.mark.parametrize("hidden", [None, 8])
+def test_pickling_warm_start_pruning_and_configs_keep_the_features(kind, hidden, data):
     F = _features("sparse")
-    est = _est(kind, item_features=F, warm_start=True).fit(data)
+    est = _est(kind, item_features=F, feature_hidden=hidden, warm_start=True).fit(data)
+    assert (est.module_.features.out is None) == (hidden is None)
     back = pickle.loads(pickle.dumps(est))
     np.testing.assert_array_equal(back.predict(data[:10]), est.predict(data[:10]))
     est.fit(data)  # warm start continues the featured model
@@ -221,11 +223,25 @@ def test_autoencoder_feature_products_match_their_definition(feats, data):
         torch.testing.assert_close(logits, ref, rtol=1e-4, atol=1e-5)
 
 
-def test_mlp_feature_map_and_bad_id_dropout(data):
-    est = _est("seq", item_features=_features("dense"), feature_hidden=8).fit(data)
-    assert est.module_.features.out is not None
+@pytest.mark.parametrize("kind", ["seq", "ae"])
+def test_mlp_feature_map_scores_cold_items_and_bad_parameters(kind, data):
+    F = _features("dense")
+    est = _est(kind, item_features=F, feature_hidden=8).fit(data)
+    proj = est.module_.features
+    assert proj.out is not None and proj.weight.shape == (F.shape[1], 8)
+    cold = np.arange(N_ITEMS - N_COLD, N_ITEMS)
+    before = est.predict_scores(data[:10])[:, cold]
+    assert np.isfinite(before).all() and np.ptp(before, axis=1).min() > 0
+    F2 = F.copy()
+    F2[cold] = F2[cold[::-1]]  # swap the cold items' feature rows: their scores swap
+    est.module_.features.set_features(torch.as_tensor(F2, dtype=torch.float32))
+    np.testing.assert_allclose(est.predict_scores(data[:10])[:, cold], before[:, ::-1],
+                               rtol=1e-5, atol=1e-5)
+    for bad in (0, 2.5, "8"):
+        with pytest.raises(ValueError, match="feature_hidden"):
+            _est(kind, item_features=F, feature_hidden=bad).fit(data)
     with pytest.raises(ValueError, match="id_dropout"):
-        _est("seq", item_features=_features("dense"), id_dropout=1.0).fit(data)
+        _est(kind, item_features=F, id_dropout=1.0).fit(data)
 
 
 @pytest.mark.parametrize("kind", ["seq", "ae"])

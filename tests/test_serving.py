@@ -115,7 +115,7 @@ def test_export_of_a_model_that_reads_one_item(X):
 
 
 @pytest.mark.parametrize("kind", ["seq", "ae"])
-@pytest.mark.parametrize("feats", ["sparse", "dense"])
+@pytest.mark.parametrize("feats", ["sparse", "dense", "dense-mlp"])
 def test_models_with_item_features_export_and_serve_in_reduced_precision(X, kind, feats):
     rng = np.random.RandomState(0)
     F = rng.rand(X.shape[1], 6)
@@ -123,8 +123,9 @@ def test_models_with_item_features_export_and_serve_in_reduced_precision(X, kind
     F = sp.csr_matrix((rng.rand(X.shape[1]), (np.arange(X.shape[1]),
                                               rng.randint(0, 40, X.shape[1])))
                       ) if feats == "sparse" else F
-    est = (SeqRecommender(**SEQ, item_features=F) if kind == "seq"
-           else AERecommender(**AE, item_features=F)).fit(X)
+    hidden = 8 if feats == "dense-mlp" else None
+    est = (SeqRecommender(**SEQ, item_features=F, feature_hidden=hidden) if kind == "seq"
+           else AERecommender(**AE, item_features=F, feature_hidden=hidden)).fit(X)
     ref = est.predict_scores(X)
     for precision in ("bf16", "int8"):  # the feature projection stays fp32 in the copies
         scores = pickle.loads(pickle.dumps(est)).set_params(
