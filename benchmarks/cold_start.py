@@ -689,16 +689,10 @@ def main(argv=None):
         throughput = text_embedder_throughput(items["title"].tolist())
         print(f"TextEmbedder: {throughput}", flush=True)
     rows = run(X, items, args.seeds, args.methods, args.features)
-    previous = {}
-    if args.merge and not args.quick and (RESULTS / "cold_start.json").is_file():
-        previous = json.loads((RESULTS / "cold_start.json").read_text())
-        done = {(r["seed"], r["method"], r["features"]) for r in rows}
-        rows = [r for r in previous.get("rows", [])
-                if (r["seed"], r["method"], r["features"]) not in done] + rows
-    summary = summarise(rows)
     cols = ["method", "features", f"Recall@{K}", f"NDCG@{K}", "NDCG vs LightFM (same features)",
             "seconds", "chosen"]
-    print(markdown_table(summary, cols))
+    if rows:
+        print(markdown_table(summarise(rows), cols))
 
     warm_rows = {}
     if args.warm_check:
@@ -713,6 +707,17 @@ def main(argv=None):
     if args.quick:
         print("quick run: results not saved")
         return
+    # read the results file only now, just before writing it: a merged run started at the same
+    # time (the cold-start rows on one core, a warm check on the other) has written by then
+    previous = {}
+    if args.merge and (RESULTS / "cold_start.json").is_file():
+        previous = json.loads((RESULTS / "cold_start.json").read_text())
+        done = {(r["seed"], r["method"], r["features"]) for r in rows}
+        rows = [r for r in previous.get("rows", [])
+                if (r["seed"], r["method"], r["features"]) not in done] + rows
+    summary = summarise(rows)
+    if args.merge:
+        print(markdown_table(summary, cols))
     try:
         import lightfm
         lightfm_version = lightfm.__version__

@@ -114,3 +114,31 @@ def test_warm_item_check_compares_with_and_without_features(cs, X):
     for r in rows:  # the same model both times: no gain
         assert r["NDCG@10[ids]"] == pytest.approx(r["NDCG@10[ids+features]"])
         assert r["NDCG gain"] == pytest.approx(0.0) and r["fit overhead per epoch"] > 0
+
+
+def test_a_merged_run_keeps_the_rows_another_run_wrote_meanwhile(cs, monkeypatch, tmp_path):
+    """``--merge`` reads the results file just before writing it: a run that wrote it while
+    this one ran (the two halves of the benchmark are run side by side, one per core) keeps its
+    rows and its run record."""
+    import json
+
+    if not (cs.ml100k_path(None) / "u.data").is_file():
+        pytest.skip("ML-100K is not in ../shared/data")
+    monkeypatch.setattr(cs, "RESULTS", tmp_path)
+    monkeypatch.setattr(sys.modules["_common"], "RESULTS", tmp_path)
+    other = {"seed": 0, "method": "feature-popularity", "features": "genres", "n_features": 19,
+             "Recall@20": 0.2, "NDCG@20": 0.2, "seconds_incl_tuning": 0.1, "alpha": 1.0}
+
+    def warm_check_while_another_run_writes(build, X, F, seeds):
+        (tmp_path / "cold_start.json").write_text(json.dumps(
+            {"rows": [other], "runs": [{"note": "the other run"}]}))
+        return [{"seed": 0, "NDCG gain": 0.0}]
+
+    monkeypatch.setattr(cs, "warm_item_check", warm_check_while_another_run_writes)
+    cs.main(["--methods", "random", "--features", "genres", "--seeds", "1", "--warm-check",
+             "--warm-models", "AERecommender", "--merge", "--note", "this run"])
+    out = json.loads((tmp_path / "cold_start.json").read_text())
+    assert [(r["method"], r["features"]) for r in out["rows"]] == [
+        ("feature-popularity", "genres"), ("random", "-")]
+    assert [r["note"] for r in out["runs"]] == ["the other run", "this run"]
+    assert set(out["warm_check"]) == {"AERecommender"}
