@@ -476,6 +476,16 @@ def run_skrec_ae_fd(split: ColdStartSplit) -> tuple[np.ndarray, dict]:
                       random_state=split.seed), split)
 
 
+@runner("skrec AERecommender feature_hidden=64")
+def run_skrec_ae_mlp(split: ColdStartSplit) -> tuple[np.ndarray, dict]:
+    """The small MLP feature map (64 GELU units) against the default linear map."""
+    from skrec import AERecommender
+
+    return _skrec_cold_scores(
+        AERecommender(item_features=split.F_warm, feature_hidden=64,
+                      random_state=split.seed), split)
+
+
 @runner("skrec SeqRecommender")
 def run_skrec_seq(split: ColdStartSplit) -> tuple[np.ndarray, dict]:
     from skrec import SeqRecommender
@@ -504,9 +514,16 @@ def _warm_ae(features, seed):
     return AERecommender(item_features=features, random_state=seed)
 
 
+def _warm_ae_mlp(features, seed):
+    from skrec import AERecommender
+
+    return AERecommender(item_features=features, feature_hidden=64, random_state=seed)
+
+
 WARM_BUILDERS: dict[str, Callable[[Features | None, int], Any]] = {
     "SeqRecommender": _warm_seq,
     "AERecommender": _warm_ae,
+    "AERecommender feature_hidden=64": _warm_ae_mlp,
 }
 
 
