@@ -66,14 +66,14 @@ def _estimator(path: str, **params):
     if path not in PATHS:
         raise ValueError(f"path must be one of {PATHS}; got {path!r}.")
     if path == "lazy":
-        import skrec.training
+        import skrec.training.trainer
         from skrec.nn import SparseAdamW
 
         class LazyAdamW(SparseAdamW):
             def _catch_up(self, *args, **kwargs):  # rows never catch up: lazy Adam
                 return None
 
-        skrec.training.SparseAdamW = LazyAdamW
+        skrec.training.trainer.SparseAdamW = LazyAdamW
 
     class Rec(SeqRecommender):
         _sparse_item_grads = path != "dense"

@@ -12,7 +12,8 @@ import torch
 from .model_selection import random_holdout_split
 from .nn.autoencoder import MultVAE, multinomial_elbo_loss
 from .pruning import PrunableMixin
-from .training import NeuralRecommender, _check_float, _check_int
+from .training import NeuralRecommender
+from .training.params import check_float, check_int
 
 __all__ = ["AERecommender"]
 
@@ -190,13 +191,13 @@ class AERecommender(PrunableMixin, NeuralRecommender):
                 f"hidden_sizes must be a tuple of positive integers; got {self.hidden_sizes!r}."
             ) from None
         for h in hidden:
-            _check_int("hidden_sizes entries", h, 1)
-        _check_int("latent_dim", self.latent_dim, 1)
-        _check_int("anneal_steps", self.anneal_steps, 0)
-        _check_float("dropout", self.dropout, 0, 1)
+            check_int("hidden_sizes entries", h, 1)
+        check_int("latent_dim", self.latent_dim, 1)
+        check_int("anneal_steps", self.anneal_steps, 0)
+        check_float("dropout", self.dropout, 0, 1)
         if self.dropout >= 1:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout!r}.")
-        _check_float("beta", self.beta, 0)
+        check_float("beta", self.beta, 0)
 
     def _hidden(self) -> tuple[int, ...]:
         h = self.hidden_sizes

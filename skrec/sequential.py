@@ -20,7 +20,8 @@ from .objectives import OBJECTIVES, Objective, SeqData
 from .objectives.base import LOSSES
 from .pruning import PrunableMixin
 from .session import SequenceSession
-from .training import NeuralRecommender, _check_float, _check_int
+from .training import NeuralRecommender
+from .training.params import check_float, check_int
 
 __all__ = ["SeqRecommender"]
 
@@ -241,17 +242,17 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     def _check_params(self) -> None:
         super()._check_params()
         for name in ("d_model", "n_heads", "d_ff", "max_len", "n_negatives"):
-            _check_int(name, getattr(self, name), 1)
-        _check_int("n_layers", self.n_layers, 0)
+            check_int(name, getattr(self, name), 1)
+        check_int("n_layers", self.n_layers, 0)
         for name in ("dropout", "attention_dropout"):
             value = getattr(self, name)
             if name == "attention_dropout" and value is None:
                 continue
-            _check_float(name, value, 0, 1)
+            check_float(name, value, 0, 1)
             if value >= 1:
                 raise ValueError(f"{name} must be in [0, 1); got {value!r}.")
-        _check_float("gbce_t", self.gbce_t, 0, 1)
-        _check_float("mask_prob", self.mask_prob, 0, 1, low_inclusive=False)
+        check_float("gbce_t", self.gbce_t, 0, 1)
+        check_float("mask_prob", self.mask_prob, 0, 1, low_inclusive=False)
         if self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {tuple(ENCODERS)}; got {self.encoder!r}.")
         if self.objective not in OBJECTIVES:

@@ -505,7 +505,7 @@ class TextEmbedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstima
             )
 
     def _device(self) -> str:
-        from .training import resolve_device
+        from .training.precision import resolve_device
 
         return str(resolve_device(self.device))
 

@@ -371,7 +371,7 @@ def test_verbose_shows_progress_bars_with_the_validation_values(small, capsys):
 
 # ---------------------------------------------------------------- guard rails of the trainer
 def test_emulated_low_precision_on_cpu_warns_once_per_fit(small, monkeypatch):
-    import skrec.training as training
+    import skrec.training.precision as training
 
     X, _ = small
     monkeypatch.setattr(training, "cpu_supports_bf16", lambda: False)

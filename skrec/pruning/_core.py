@@ -20,7 +20,9 @@ from torch import nn
 from .._distributed import _Distributed
 from .._parallel import limit_torch_threads
 from .._validation import check_targets
-from ..training import TRAINING_PARAM_DOCS, Trainer, _check_int, _make_batches
+from ..training import Trainer
+from ..training.params import TRAINING_PARAM_DOCS, check_int
+from ..training.trainer import make_batches
 from .adapters import PruningGroup, get_adapter
 
 __all__ = [
@@ -349,8 +351,8 @@ def _check_prune_args(module: nn.Module, amount, method, targets, importance,
         raise ValueError(f"importance must be one of {_IMPORTANCES}; got {importance!r}.")
     if importance == "taylor" and not X_given:
         raise ValueError("importance='taylor' needs training data: pass X.")
-    _check_int("fine_tune_epochs", fine_tune_epochs, 0)
-    _check_int("importance_batches", importance_batches, 1, allow_none=True)
+    check_int("fine_tune_epochs", fine_tune_epochs, 0)
+    check_int("importance_batches", importance_batches, 1, allow_none=True)
     valid = get_adapter(module).targets_for(module)
     if targets is None:
         targets = valid
@@ -391,7 +393,7 @@ def _parse_prune_param(value) -> dict[str, Any] | None:
         raise ValueError(
             f"prune's importance must be one of {_IMPORTANCES}; got {spec['importance']!r}."
         )
-    _check_int("prune's fine_tune_epochs", spec.get("fine_tune_epochs", 10), 0)
+    check_int("prune's fine_tune_epochs", spec.get("fine_tune_epochs", 10), 0)
     return spec
 
 
@@ -639,7 +641,7 @@ default=None
         seed = np.random.RandomState(
             self.random_state if isinstance(self.random_state, numbers.Integral) else 0
         )
-        batches = _make_batches(data, getattr(self, "batch_size_", None)
+        batches = make_batches(data, getattr(self, "batch_size_", None)
                                 or self._resolve_batch_size(X.shape[0]), seed)
         if max_batches is not None:
             batches = batches[:max_batches]

@@ -1,0 +1,59 @@
+"""The training machinery shared by every neural skrec estimator.
+
+One job per module:
+
+* :mod:`~skrec.training.precision` -- devices and precisions: ``"auto"`` resolution, autocast,
+  and the reduced-precision (bf16, fp16, int8) copies that serve inference;
+* :mod:`~skrec.training.params` -- the training parameters, declared once: their
+  documentation (inserted into every estimator's docstring) and their checks;
+* :mod:`~skrec.training.trainer` -- the one training loop: :class:`Trainer`,
+  :class:`EarlyStopping`, :class:`WeightAverage`, batching and the optimizer;
+* :mod:`~skrec.training.estimator` -- the estimator base that drives it.
+
+The names below are imported on first use (PEP 562), so that ``skrec.training.precision``
+can be used without loading the estimator base.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = [
+    "EarlyStopping",
+    "NeuralRecommender",
+    "Trainer",
+    "WeightAverage",
+    "autocast",
+    "cpu_supports_bf16",
+    "resolve_device",
+    "resolve_precision",
+]
+
+_LAZY = {
+    "EarlyStopping": "trainer",
+    "Trainer": "trainer",
+    "WeightAverage": "trainer",
+    "NeuralRecommender": "estimator",
+    "autocast": "precision",
+    "cpu_supports_bf16": "precision",
+    "resolve_device": "precision",
+    "resolve_precision": "precision",
+}
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from .estimator import NeuralRecommender
+    from .precision import autocast, cpu_supports_bf16, resolve_device, resolve_precision
+    from .trainer import EarlyStopping, Trainer, WeightAverage
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
