@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+from ._registry import ESTIMATORS
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -32,15 +34,7 @@ __all__ = [
 # The estimators are imported on first use (PEP 562): ``import skrec.metrics`` or
 # ``skrec.model_selection`` does not load torch, and ``import skrec`` keeps working where one
 # of the neural modules is absent.
-_LAZY = {
-    "PopularityRecommender": "skrec.baselines",
-    "EASERecommender": "skrec.baselines",
-    "MarkovChainRecommender": "skrec.baselines",
-    "SeqRecommender": "skrec.sequential",
-    "AERecommender": "skrec.autoencoder",
-    "save": "skrec.persistence",
-    "load": "skrec.persistence",
-}
+_LAZY = {**ESTIMATORS, "save": "skrec.persistence", "load": "skrec.persistence"}
 
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .autoencoder import AERecommender

@@ -159,6 +159,8 @@ class AERecommender(PrunableMixin, NeuralRecommender):
 
     # the encoder reads the users' side features next to their items
     _reads_user_features = True
+    _module_params = ("variational", "hidden_sizes", "latent_dim", "dropout", "item_features",
+                      "feature_hidden", "feature_dropout", "id_dropout")
 
     _param_docs = {
         "early_stopping": (
@@ -222,7 +224,8 @@ class AERecommender(PrunableMixin, NeuralRecommender):
     def _validation_split(self, X: sp.csr_matrix, rng: np.random.RandomState):
         return random_holdout_split(X, test_size=0.2, random_state=rng)
 
-    def _prepare(self, X: sp.csr_matrix, user_features=None) -> _AEData:
+    def _prepare(self, inputs) -> _AEData:
+        X, user_features = inputs
         keep = np.flatnonzero(np.diff(X.indptr) > 0)  # empty rows carry no signal
         subset = keep.size < X.shape[0]
         Xb = X[keep] if subset else X
@@ -232,7 +235,7 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         U = user_features
         return _AEData(Xb, U[keep] if U is not None and subset else U)
 
-    def _batch(self, data: _AEData, rows: np.ndarray, device: torch.device):
+    def _make_batch(self, data: _AEData, rows: np.ndarray, device: torch.device):
         rows = np.sort(rows)
         users = None if data.U is None else _feature_rows(data.U[rows], device)
         return (_binary_rows(data.X[rows], device), users), len(rows)
@@ -245,17 +248,20 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         beta : float
             ``beta * min(1, n_steps_ / anneal_steps)``.
         """
+        return self._beta_at(getattr(self, "n_steps_", 0))
+
+    def _beta_at(self, step: int) -> float:
+        """The KL weight after ``step`` optimizer steps."""
         if not self.variational:
             return 0.0
         if self.anneal_steps == 0:
             return float(self.beta)
-        step = getattr(self, "n_steps_", 0)
         return float(self.beta) * min(1.0, step / self.anneal_steps)
 
-    def _batch_loss(self, module: MultVAE, batch) -> torch.Tensor:
+    def _batch_loss(self, module: MultVAE, batch, state) -> torch.Tensor:
         x, users = batch
         logits, mu, logvar = module(x, users)
-        return multinomial_elbo_loss(logits, x, mu, logvar, beta=self.current_beta())
+        return multinomial_elbo_loss(logits, x, mu, logvar, beta=self._beta_at(state.n_steps))
 
     def _module_scores(self, module: MultVAE, X: sp.csr_matrix, device,
                        user_features=None) -> torch.Tensor:
@@ -268,8 +274,8 @@ class AERecommender(PrunableMixin, NeuralRecommender):
                         device=seq.device).scatter(1, seq, ones)
         return module.scores(x[:, 1:])
 
-    def _epoch_info(self) -> dict[str, float]:
-        return {"beta": self.current_beta()} if self.variational else {}
+    def _epoch_info(self, state) -> dict[str, float]:
+        return {"beta": self._beta_at(state.n_steps)} if self.variational else {}
 
     # ------------------------------------------------------------------ similar_items
     def _item_embeddings(self) -> torch.Tensor:

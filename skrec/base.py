@@ -4,26 +4,22 @@
 (batched scoring, seen-item filtering, popularity for cold users, ``torch.topk``), the default
 score (NDCG@k), scikit-learn tags and CPU-safe pickling. An estimator implements only
 
-* ``_fit(X, y)`` -- learn from validated CSR matrices (``y`` is ``None`` or held-out items);
-* ``_score_batch(X)`` -- return a ``(n_rows, n_items)`` float tensor of scores for a CSR
-  batch of users (any device); higher is better.
+* ``_fit(X, y, user_features=None)`` -- learn from validated CSR matrices (``y`` is ``None``
+  or held-out items);
+* ``_user_scores(X, user_features=None)`` -- return a ``(n_rows, n_items)`` float tensor of
+  scores for a CSR batch of users (any device); higher is better.
 
-Estimators that read side features of the users set ``_reads_user_features`` and take a third
-argument, ``_fit(X, y, user_features)`` and ``_score_batch(X, user_features)``: the public
+Estimators that read side features of the users set ``_reads_user_features``: the public
 methods validate ``user_features`` (one row per row of ``X``) and pass the rows of each batch
-along with ``X``'s (``None`` when there are none).
+along with ``X``'s (``user_features`` is ``None`` when there are none, and always for the
+other estimators).
 
-and, for :meth:`~BaseRecommender.similar_items`, one of
-
-* ``_item_similarity(query)`` -- a ``(len(query), n_items)`` float tensor: how similar each
-  item is to each query item (higher = more similar);
-* ``_item_embeddings()`` -- a ``(n_items, d)`` tensor of item vectors; the similarity is then
-  their cosine.
+and, for :meth:`~BaseRecommender.similar_items`, ``_item_similarity(query)`` -- a
+``(len(query), n_items)`` float tensor: how similar each item is to each query item (higher =
+more similar); the neural recommenders define it as the cosine of their item vectors.
 """
 
 from __future__ import annotations
-
-import copy
 
 import numpy as np
 import scipy.sparse as sp
@@ -157,11 +153,13 @@ def interaction_counts(X: sp.csr_matrix, y: sp.csr_matrix | None = None) -> np.n
 def _has_item_similarity(est) -> bool:
     """Whether ``est`` defines an item-item similarity (the condition of ``similar_items``)."""
     cls = type(est)
-    if cls._item_embeddings is None and cls._item_similarity is BaseRecommender._item_similarity:
+    if cls._item_similarity is BaseRecommender._item_similarity:
+        from ._registry import estimators_with
+
         raise AttributeError(
             f"{cls.__name__} has no item-item similarity (it does not relate items to each "
-            "other); similar_items is available on EASERecommender, MarkovChainRecommender, "
-            "SeqRecommender and AERecommender."
+            "other); similar_items is available on "
+            f"{', '.join(estimators_with('_item_similarity', BaseRecommender))}."
         )
     return True
 
@@ -178,10 +176,6 @@ class BaseRecommender(BaseEstimator):
     #: Whether the estimator reads the stored values as the order of each user's interactions
     #: (sequence models). Fit then warns when the values look like ratings or 0/1 flags.
     _values_are_order: bool = False
-
-    #: Item vectors for :meth:`similar_items` (cosine), in subclasses that have them: a method
-    #: returning a ``(n_items, d)`` tensor. ``None`` here.
-    _item_embeddings = None
 
     #: Whether the estimator reads side features of the users (``user_features``).
     _reads_user_features: bool = False
@@ -279,20 +273,18 @@ default=None
         U = self._check_user_features(user_features, X.shape[0], fitting=True)
         self._set_fit_state(X, y, U)
         with limit_torch_threads():  # a parallel worker's task uses the threads it was given
-            self._fit(X, y) if U is None else self._fit(X, y, U)
+            self._fit(X, y, U)
         return self
 
-    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> None:  # pragma: no cover
+    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None,
+             user_features=None) -> None:  # pragma: no cover
         raise NotImplementedError
 
-    def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:  # pragma: no cover
+    def _user_scores(self, X: sp.csr_matrix,
+                     user_features=None) -> torch.Tensor:  # pragma: no cover
+        """Scores ``(n_rows, n_items)`` of a batch of users (their rows of ``X``, and their
+        feature rows or ``None``); higher is better."""
         raise NotImplementedError
-
-    def _batch_scores(self, X: sp.csr_matrix, user_features=None) -> torch.Tensor:
-        """``_score_batch`` of one batch, with its users' feature rows when there are any."""
-        if user_features is None:
-            return self._score_batch(X)
-        return self._score_batch(X, user_features)
 
     # ------------------------------------------------------------------ ranking
     def _cold_scores(self, user_features=None) -> torch.Tensor | None:
@@ -391,7 +383,7 @@ default=None
         scores = np.empty((X.shape[0], k), dtype=np.float32)
         with limit_torch_threads(), torch.inference_mode():
             for rows, Xb, Ub in self._iter_batches(X, batch_size, U):
-                s = self._finite(self._batch_scores(Xb, Ub).float())
+                s = self._finite(self._user_scores(Xb, Ub).float())
                 ids[rows], scores[rows] = rank_top_k(
                     s, Xb, k, filter_seen=filter_seen, candidates=candidates, cold_scores=cold
                 )
@@ -450,16 +442,11 @@ default=None
             )
         return arr.astype(np.int64), scalar
 
-    def _item_similarity(self, query: np.ndarray) -> torch.Tensor:
-        """Similarity ``(len(query), n_items)`` of each query item to every item.
-
-        The default is the cosine similarity of the rows of :meth:`_item_embeddings`.
-        Estimators with another notion (item-item weights, transitions) override it.
-        """
-        emb = self._item_embeddings().detach().float()
-        emb = emb / emb.norm(dim=1, keepdim=True).clamp_min(1e-12)
-        rows = emb[torch.as_tensor(query, device=emb.device)]
-        return rows @ emb.t()
+    def _item_similarity(self, query: np.ndarray) -> torch.Tensor:  # pragma: no cover
+        """Similarity ``(len(query), n_items)`` of each query item to every item (higher =
+        more similar): what :meth:`similar_items` ranks, in the estimators that relate items
+        to each other (item-item weights, transitions, the cosine of item vectors)."""
+        raise NotImplementedError
 
     @available_if(_has_item_similarity)
     def similar_items(
@@ -594,7 +581,7 @@ default=None
         cold_scores = self._cold_scores(U)
         with limit_torch_threads(), torch.inference_mode():
             for rows, Xb, Ub in self._iter_batches(X, batch_size, U):
-                s = self._finite(self._batch_scores(Xb, Ub).float())
+                s = self._finite(self._user_scores(Xb, Ub).float())
                 mask_scores(s, Xb, filter_seen=filter_seen, cold_scores=cold_scores)
                 out[rows] = s.cpu().numpy()
         return out
@@ -624,21 +611,3 @@ default=None
         X = self._validate_X(X)
         y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
         return float(ndcg_at_k(y, self.predict(X, k, user_features=user_features), k=k))
-
-    # ------------------------------------------------------------------ persistence
-    #: Private caches rebuilt on demand, left out of pickles.
-    _transient_attributes: tuple[str, ...] = ()
-
-    def __getstate__(self):
-        state = super().__getstate__()
-        state = {k: v for k, v in state.items() if k not in self._transient_attributes}
-        for key, value in list(state.items()):
-            if isinstance(value, torch.nn.Module):
-                module = copy.deepcopy(value).to("cpu")
-                state[key] = module
-            elif isinstance(value, torch.Tensor):
-                state[key] = value.detach().to("cpu")
-        return state
-
-    def __setstate__(self, state):
-        super().__setstate__(state)

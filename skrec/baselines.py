@@ -42,10 +42,10 @@ class PopularityRecommender(BaseRecommender):
     def __init__(self):
         pass
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, user_features=None):
         pass
 
-    def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
+    def _user_scores(self, X: sp.csr_matrix, user_features=None) -> torch.Tensor:
         return self._cold_scores().expand(X.shape[0], -1).clone()
 
 
@@ -99,7 +99,7 @@ class EASERecommender(BaseRecommender):
         ):
             raise ValueError(f"l2 must be a positive finite number; got {l2!r}.")
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, user_features=None):
         l2 = self.l2
         B = X if y is None else X + y
         B = B.astype(bool).astype(np.float64)
@@ -126,7 +126,7 @@ class EASERecommender(BaseRecommender):
         P[np.diag_indices_from(P)] = 0.0
         self.coef_ = P.astype(np.float32)
 
-    def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
+    def _user_scores(self, X: sp.csr_matrix, user_features=None) -> torch.Tensor:
         Xb = X.astype(bool).astype(np.float32)
         return torch.from_numpy(np.asarray(Xb @ self.coef_))
 
@@ -210,7 +210,7 @@ class MarkovChainRecommender(BaseRecommender):
         ):
             raise ValueError(f"smoothing must be a finite number >= 0; got {s!r}.")
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, user_features=None):
         from ._sequences import merge_in_order, ordered_sequences
 
         seqs = ordered_sequences(merge_in_order(X, y), X.shape[1])
@@ -234,7 +234,7 @@ class MarkovChainRecommender(BaseRecommender):
         scores[has] += self.transitions_[last[has]].toarray().astype(np.float64) / (1.0 + s)
         return torch.from_numpy(scores.astype(np.float32))
 
-    def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
+    def _user_scores(self, X: sp.csr_matrix, user_features=None) -> torch.Tensor:
         from ._sequences import ordered_sequences
 
         return self._next_item_probs(ordered_sequences(X, 1)[:, 0] - 1)

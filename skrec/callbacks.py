@@ -1,9 +1,9 @@
 """Training callbacks: hooks that see a training run from outside.
 
 The trainer (:class:`skrec.training.Trainer`) calls every callback at the start and end of a run,
-of each epoch and after each optimizer step. :class:`History` (the estimator's ``history_``)
-and :class:`ProgressBar` (tqdm) are callbacks themselves; :class:`TensorBoard` logs to
-TensorBoard. Pass your own to an estimator's ``callbacks`` parameter.
+of each epoch and after each optimizer step. :class:`ProgressBar` (tqdm) is a callback itself;
+:class:`TensorBoard` logs to TensorBoard and :class:`History` collects the epoch records. Pass
+your own to an estimator's ``callbacks`` parameter.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ __all__ = ["Callback", "History", "ProgressBar", "TensorBoard"]
 class Callback:
     """Base class of training callbacks: override the hooks you need.
 
-    Every hook receives the running :class:`~skrec.training.Trainer`; ``trainer.estimator``
-    is the estimator being fitted, ``trainer.module`` its torch module and
-    ``trainer.optimizer`` the optimizer. Callbacks observe; they must not change the weights
-    or the data.
+    Every hook receives the running :class:`~skrec.training.Trainer`: ``trainer.state`` holds
+    the counters and history of the run as it goes (``state.n_iter``, ``state.n_steps``,
+    ``state.history``, ``state.best_epoch``; the estimator's fitted attributes ``n_iter_``,
+    ``history_``, ... are written from it when the run ends), ``trainer.estimator`` is the
+    estimator being fitted, ``trainer.module`` its torch module and ``trainer.optimizer`` the
+    optimizer. Callbacks observe; they must not change the weights or the data.
 
     In data-parallel training (``torchrun``) every rank calls its callbacks with the same
     epoch records; ``trainer.rank`` tells which rank runs (write files on rank 0 only, as
@@ -68,10 +70,23 @@ class Callback:
 
 
 class History(Callback):
-    """Append every epoch's record to the estimator's ``history_``."""
+    """Collect the epoch records of every run the callback sees, in :attr:`records`.
+
+    The estimator's own ``history_`` is kept by the trainer (see
+    :class:`~skrec.training.TrainingState`); this callback keeps a list of its own, for
+    example to gather the epochs of several estimators in one place.
+
+    Attributes
+    ----------
+    records : list of dict
+        One record per epoch, in the order they ended.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[dict[str, Any]] = []
 
     def on_epoch_end(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        trainer.estimator.history_.append(record)
+        self.records.append(record)
 
 
 def _bars_can_nest() -> bool:
@@ -228,7 +243,7 @@ class TensorBoard(Callback):
         writer = self._writer
         if writer is None:
             return
-        step = int(record.get("epoch", trainer.estimator.n_iter_))
+        step = int(record.get("epoch", trainer.state.n_iter))
         for key, value in record.items():
             if key != "epoch" and isinstance(value, numbers.Real) and not isinstance(value, bool):
                 writer.add_scalar(self.prefix + key, float(value), step)

@@ -44,6 +44,8 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ._registry import SAVEABLE, estimator_class
+
 __all__ = [
     "FORMAT_VERSION",
     "ModelFileError",
@@ -102,14 +104,7 @@ class ModelFileError(ValueError):
 # --------------------------------------------------------------------------------------------
 
 #: skrec's own estimators: registry name -> the module that defines them (imported on load).
-_BUILTIN = {
-    "PopularityRecommender": "skrec.baselines",
-    "EASERecommender": "skrec.baselines",
-    "MarkovChainRecommender": "skrec.baselines",
-    "SeqRecommender": "skrec.sequential",
-    "AERecommender": "skrec.autoencoder",
-    "InteractionEncoder": "skrec.preprocessing",
-}
+_BUILTIN = SAVEABLE
 _REGISTERED: dict[str, type] = {}
 
 
@@ -155,14 +150,8 @@ def registered_estimators() -> list[str]:
     return sorted({*_BUILTIN, *_REGISTERED})
 
 
-def _builtin_class(name: str) -> type:
-    import importlib
-
-    return getattr(importlib.import_module(_BUILTIN[name]), name)
-
-
 def _name_of(cls: type) -> str:
-    if cls.__name__ in _BUILTIN and _builtin_class(cls.__name__) is cls:
+    if cls.__name__ in _BUILTIN and estimator_class(cls.__name__) is cls:
         return cls.__name__
     for key, klass in _REGISTERED.items():
         if klass is cls:
@@ -179,7 +168,7 @@ def _class_of(name: Any) -> type:
         if name in _REGISTERED:
             return _REGISTERED[name]
         if name in _BUILTIN:
-            return _builtin_class(name)
+            return estimator_class(name)
     raise ModelFileError(
         f"the file holds an estimator of class {name!r}, which is not registered here "
         f"(known: {registered_estimators()}); refusing to build it. Register the class with "

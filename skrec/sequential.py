@@ -8,7 +8,6 @@ to the objective named by ``objective`` (:data:`skrec.objectives.OBJECTIVES`).
 
 from __future__ import annotations
 
-import numpy as np
 import scipy.sparse as sp
 import torch
 from sklearn.utils.validation import check_is_fitted
@@ -16,7 +15,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._sequences import merge_in_order
 from .model_selection import leave_last_out_split
 from .nn import ENCODERS, ItemEmbedding, SequenceModel
-from .objectives import OBJECTIVES, Objective, SeqData
+from .objectives import OBJECTIVES, Objective
 from .objectives.base import LOSSES
 from .pruning import PrunableMixin
 from .session import SequenceSession
@@ -230,6 +229,10 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         ),
     }
 
+    _module_params = ("encoder", "objective", "d_model", "n_layers", "n_heads", "d_ff",
+                      "max_len", "dropout", "attention_dropout", "item_features",
+                      "feature_hidden", "feature_dropout", "id_dropout")
+
     # Users per inference batch: activations grow with users x history length.
     _max_inference_batch = 256
     # Sampled losses train the item table with sparse gradients (rows touched by a step only);
@@ -276,10 +279,15 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         return "sampled" if self.n_features_in_ >= self._auto_sampled_min_items else "ce"
 
     def _objective(self) -> Objective:
+        """The objective of the parameters (built once per run for training, where it is the
+        trainer's task, and for each inference call)."""
         return OBJECTIVES[self.objective](
             loss=self._resolved_loss(), n_negatives=self.n_negatives, gbce_t=self.gbce_t,
-            mask_prob=self.mask_prob, sparse_grad=self._sparse_item_grads,
+            mask_prob=self.mask_prob, max_len=self.max_len, sparse_grad=self._sparse_item_grads,
         )
+
+    def _training_task(self) -> Objective:
+        return self._objective()
 
     def _build_module(self) -> SequenceModel:
         objective = self._objective()
@@ -302,17 +310,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     def _validation_split(self, X: sp.csr_matrix, rng):
         return leave_last_out_split(X)
 
-    def _prepare(self, X: sp.csr_matrix, user_features=None) -> SeqData:
+    def _on_module_ready(self, continued: bool) -> None:
+        super()._on_module_ready(continued)
         self.loss_ = self._resolved_loss()
-        objective = self._objective()
-        objective.check_module(self.module_)  # warm_start / partial_fit continue this model
-        return objective.prepare(X, self.max_len)
-
-    def _batch(self, data: SeqData, rows: np.ndarray, device: torch.device):
-        return self._objective().batch(data, rows, device)
-
-    def _batch_loss(self, module: SequenceModel, batch) -> torch.Tensor:
-        return self._objective().loss_sum(module, batch)
 
     def _module_scores(self, module: SequenceModel, X: sp.csr_matrix, device,
                        user_features=None):
@@ -365,6 +365,6 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     # ------------------------------------------------------------------ similar_items & fit checks
     _values_are_order = True  # fit warns when the values of X look like ratings, not an order
 
-    def _item_embeddings(self) -> torch.Tensor:
+    def _item_embeddings(self, module: SequenceModel) -> torch.Tensor:
         """Item output embeddings ``(n_items, d)``; ``similar_items`` ranks by their cosine."""
-        return self.module_.output_weights()[0]
+        return module.output_weights()[0]

@@ -34,6 +34,7 @@ from torch import nn
 
 from ._sequences import ordered_sequences
 from ._validation import check_k
+from .training.precision import autocast
 
 __all__ = ["ScoringGraph", "export_onnx", "export_program", "graph_inputs", "scoring_graph"]
 
@@ -44,9 +45,10 @@ _MAX_EXPORT_WIDTH = 1 << 20
 class ScoringGraph(nn.Module):
     """``(history, exclude) -> (top-k ids, top-k scores)``: a recommender as a tensor graph.
 
-    Build it with :func:`scoring_graph`. The module holds a copy of the estimator's torch
-    module (in evaluation mode, on the CPU, in fp32), the popularity scores of cold users, and
-    the estimator's scoring function.
+    Build it with :func:`scoring_graph`. The module holds a CPU copy of the module that
+    serves the estimator's ``recommend`` (its inference set-up: the fitted module, or its
+    bf16, fp16 or int8 copy, run under the same autocast), the popularity scores of cold
+    users, and the estimator's scoring function.
 
     Parameters
     ----------
@@ -55,21 +57,36 @@ class ScoringGraph(nn.Module):
     k : int or None, default=10
         Items returned per user; ``None`` returns the full score matrix instead (with
         ``-inf`` for excluded items).
+    precision : {"fp32", "bf16", "fp16", "int8"} or None, default=None
+        The inference precision served; ``None``: the estimator's ``inference_precision``,
+        where ``"auto"`` (autocast of the fp32 weights to the training precision) serves
+        fp32 weights under the same autocast.
 
     Attributes
     ----------
     module : torch.nn.Module
-        The copy of ``estimator.module_``.
+        The copy of the serving module.
+    autocast_precision : str
+        The autocast precision of the forward pass (``"fp32"``: none).
+    precision : str
+        The inference precision served (the estimator's ``inference_precision``, or
+        ``precision``).
     max_history : int or None
         Longest ``history`` the model reads (``max_len`` for sequence models), or ``None``.
     n_items : int
         Catalogue size.
     """
 
-    def __init__(self, estimator, k: int | None = 10):
+    def __init__(self, estimator, k: int | None = 10, precision: str | None = None):
         super().__init__()
         check_is_fitted(estimator, "module_")
-        self.module = copy.deepcopy(estimator.module_).to("cpu").float().eval()
+        if precision is not None:
+            estimator = copy.copy(estimator).set_params(inference_precision=precision)
+            estimator.__dict__.pop("_serving_copies", None)
+        setup = estimator._inference()
+        self.module = copy.deepcopy(setup.module).to("cpu").eval()
+        self.autocast_precision = setup.autocast_precision
+        self.precision = estimator.inference_precision
         self.n_items = int(estimator.n_features_in_)
         self.k = None if k is None else min(check_k(k), self.n_items)
         self.max_history = estimator._history_limit()
@@ -80,7 +97,7 @@ class ScoringGraph(nn.Module):
         # A shallow copy without the modules: its scoring function reads only parameters.
         self._owner = copy.copy(estimator)
         self._owner.__dict__.pop("module_", None)
-        self._owner.__dict__.pop("_inference_cache", None)
+        self._owner.__dict__.pop("_serving_copies", None)
         self.register_buffer("cold_scores", estimator._cold_scores().float())
 
     def forward(self, history: torch.Tensor, exclude: torch.Tensor):
@@ -103,7 +120,8 @@ class ScoringGraph(nn.Module):
             The scores of ``ids`` (``-inf`` for padding), or all scores when ``k`` is None.
         """
         seq = (history + 1).clamp_min(0)  # 0 is padding, items are shifted by one
-        scores = self._owner._history_scores(self.module, seq).float()
+        with autocast(torch.device("cpu"), self.autocast_precision):
+            scores = self._owner._history_scores(self.module, seq).float()
         cold = (seq == 0).all(dim=1, keepdim=True)
         scores = torch.where(cold, self.cold_scores, scores)
         ex = (exclude + 1).clamp_min(0)
@@ -115,7 +133,8 @@ class ScoringGraph(nn.Module):
         return top_ids, top_scores
 
 
-def scoring_graph(estimator, *, k: int | None = 10) -> ScoringGraph:
+def scoring_graph(estimator, *, k: int | None = 10,
+                  precision: str | None = None) -> ScoringGraph:
     """The scoring graph of a fitted neural recommender (history in, top-``k`` out).
 
     Parameters
@@ -124,6 +143,9 @@ def scoring_graph(estimator, *, k: int | None = 10) -> ScoringGraph:
         A fitted neural recommender.
     k : int or None, default=10
         Items returned per user (at most the catalogue size); ``None``: all scores.
+    precision : {"fp32", "bf16", "fp16", "int8"} or None, default=None
+        The inference precision of the graph; ``None``: the estimator's
+        ``inference_precision`` (the graph then ranks as ``recommend`` does).
 
     Returns
     -------
@@ -148,7 +170,7 @@ def scoring_graph(estimator, *, k: int | None = 10) -> ScoringGraph:
     if getattr(estimator, "n_user_features_", 0):
         raise TypeError(f"This {type(estimator).__name__} was fitted with user_features; the "
                         "scoring graph reads histories only. Serve it with recommend().")
-    graph = ScoringGraph(estimator, k=k)
+    graph = ScoringGraph(estimator, k=k, precision=precision)
     probe = torch.zeros((1, 1), dtype=torch.int64)
     try:
         with torch.inference_mode():
@@ -209,7 +231,8 @@ def _dynamic_shapes(graph: ScoringGraph):
     return {"history": history, "exclude": {0: batch, 1: width}}
 
 
-def export_program(estimator, *, k: int | None = 10) -> torch.export.ExportedProgram:
+def export_program(estimator, *, k: int | None = 10,
+                   precision: str | None = None) -> torch.export.ExportedProgram:
     """Export the scoring graph with :func:`torch.export.export`.
 
     The batch size, the history length (up to ``max_len`` for a ``SeqRecommender``) and the
@@ -223,6 +246,10 @@ def export_program(estimator, *, k: int | None = 10) -> torch.export.ExportedPro
         A fitted neural recommender.
     k : int or None, default=10
         Items returned per user; ``None``: all scores.
+    precision : {"fp32", "bf16", "fp16"} or None, default=None
+        The inference precision of the graph; ``None``: the estimator's
+        ``inference_precision`` (int8 graphs cannot be exported: a ValueError says what to
+        do instead).
 
     Returns
     -------
@@ -230,7 +257,14 @@ def export_program(estimator, *, k: int | None = 10) -> torch.export.ExportedPro
         Run it with ``program.module()(history, exclude)``; save it with
         :func:`torch.export.save`, or pass it to :func:`torch.onnx.export`.
     """
-    graph = scoring_graph(estimator, k=k)
+    graph = scoring_graph(estimator, k=k, precision=precision)
+    if graph.precision == "int8":
+        raise ValueError(
+            "An int8 scoring graph cannot be exported: torch.export does not trace dynamically "
+            "quantized layers. Export with precision='fp32' (or 'bf16') and quantize in the "
+            "runtime (for ONNX, onnxruntime.quantization.quantize_dynamic), or serve int8 "
+            "with recommend()."
+        )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
         # nn.GRU re-assigns its flat weights while traced: harmless here
@@ -260,7 +294,7 @@ def _require(*modules: str) -> None:
 
 
 def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
-                opset_version: int | None = None) -> None:
+                opset_version: int | None = None, precision: str | None = None) -> None:
     """Write the scoring graph as an ONNX model (inputs ``history``, ``exclude``; outputs
     ``ids``, ``scores``).
 
@@ -277,6 +311,9 @@ def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
         Items returned per user; ``None``: one output ``scores`` with all scores.
     opset_version : int, default=None
         ONNX opset; the exporter's default when ``None``.
+    precision : {"fp32", "bf16", "fp16"} or None, default=None
+        The inference precision of the graph, as in :func:`export_program` (ONNX runtimes
+        run fp32 graphs everywhere; bf16 and fp16 kernels vary by runtime and device).
 
     Examples
     --------
@@ -287,7 +324,7 @@ def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
         ids, scores = session.run(None, {"history": history, "exclude": exclude})
     """
     _require("onnx", "onnxscript")
-    program = export_program(estimator, k=k)
+    program = export_program(estimator, k=k, precision=precision)
     outputs = ["scores"] if k is None else ["ids", "scores"]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning)

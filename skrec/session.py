@@ -131,15 +131,6 @@ class SequenceSession:
         )
 
     # ------------------------------------------------------------------ the model
-    def _context(self):
-        rec = self._rec
-        device = rec._device()
-        module = rec.module_
-        if next(module.parameters()).device != device:
-            module.to(device)
-        if module.training:
-            module.eval()
-        return module, device, rec._autocast(device, rec.precision_)
 
     def prepare(self) -> None:
         """Compute the state that serves the next event with a one-position step.
@@ -150,11 +141,11 @@ class SequenceSession:
         """
         if not self.incremental or self._state is not None:
             return
-        module, device, autocast = self._context()
-        window = self._history[-(module.max_len - 1):] if module.max_len > 1 else []
-        ids = torch.as_tensor([window], dtype=torch.long, device=device) + 1
-        with torch.inference_mode(), autocast:
-            self._state = module.encoder.next_state(module.items(ids, module.item_table()))
+        with self._rec._serving() as (module, device, _):
+            window = self._history[-(module.max_len - 1):] if module.max_len > 1 else []
+            ids = torch.as_tensor([window], dtype=torch.long, device=device) + 1
+            self._state = (module, module.encoder.next_state(module.items(ids,
+                                                                          module.item_table())))
 
     def _rank(self, scores: torch.Tensor, k: int, filter_seen: bool, items):
         return rank_top_k(scores.float(), self._row(), k, filter_seen=filter_seen,
@@ -182,7 +173,7 @@ class SequenceSession:
         """
         k = check_k(k)
         with torch.inference_mode():
-            scores = self._rec._score_batch(self._row())
+            scores = self._rec._user_scores(self._row())
             ids, vals = self._rank(scores, k, filter_seen, items)
         return ids[0], vals[0]
 
@@ -215,13 +206,16 @@ class SequenceSession:
             self._state = None
             return self.recommend(k, filter_seen=filter_seen, items=items)
         self.prepare()
-        module, device, autocast = self._context()
-        state, self._state = self._state, None
-        self._append(item)
+        with self._rec._serving() as (module, device, _):
+            prepared_with, state = self._state
+            self._state = None
+            if prepared_with is not module:  # the weights changed since: a full pass
+                self._append(item)
+                return self.recommend(k, filter_seen=filter_seen, items=items)
+            self._append(item)
+            table = module.item_table()  # computed once: input and output side
+            x = module.items(torch.tensor([[item + 1]], device=device), table)
+            scores = module.score_hidden(module.encoder.step(x, state)[:, -1], table)
         with torch.inference_mode():
-            with autocast:
-                table = module.item_table()  # computed once: input and output side
-                x = module.items(torch.tensor([[item + 1]], device=device), table)
-                scores = module.score_hidden(module.encoder.step(x, state)[:, -1], table)
             ids, vals = self._rank(scores, k, filter_seen, items)
         return ids[0], vals[0]

@@ -205,9 +205,9 @@ def test_each_window_sees_one_beta(small, monkeypatch):
     seen = []
     original = AERecommender._batch_loss
 
-    def spy(self, module, batch):
-        seen.append((self.n_steps_, self.current_beta()))
-        return original(self, module, batch)
+    def spy(self, module, batch, state):
+        seen.append((state.n_steps, self._beta_at(state.n_steps)))
+        return original(self, module, batch, state)
 
     monkeypatch.setattr(AERecommender, "_batch_loss", spy)
     AERecommender(**{**TINY, "early_stopping": False, "max_iter": 1, "accumulation_steps": 3,
@@ -307,14 +307,14 @@ def test_large_sparse_matrix_is_streamed_never_densified(monkeypatch):
     for cls in {type(X), sp.csr_matrix, sp.csr_array, sp.coo_matrix, sp.csc_matrix}:
         monkeypatch.setattr(cls, "toarray", guarded_toarray)
         monkeypatch.setattr(cls, "todense", guarded_toarray)
-    original = AERecommender._batch
+    original = AERecommender._make_batch
 
     def watched(self, data, rows, device):
         batch, n = original(self, data, rows, device)
         largest.append(batch[0].shape[0])  # (items, user features)
         return batch, n
 
-    monkeypatch.setattr(AERecommender, "_batch", watched)
+    monkeypatch.setattr(AERecommender, "_make_batch", watched)
     rec = AERecommender(hidden_sizes=(8,), latent_dim=4, max_iter=1, batch_size=batch_size,
                         early_stopping=False, random_state=0, device="cpu",
                         precision="fp32").fit(X)

@@ -38,9 +38,9 @@ class Recorder(Callback):
         self.calls.append(("step", n_targets > 0))
 
     def on_epoch_end(self, trainer, record):
-        # called after the built-in History: the record is already in history_
+        # called after the trainer recorded the epoch: the record is already in the history
         self.calls.append(("epoch_end", record["epoch"],
-                           trainer.estimator.history_[-1] is record))
+                           trainer.state.history[-1] is record))
 
     def on_train_end(self, trainer):
         self.calls.append(("end",))

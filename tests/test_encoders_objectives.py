@@ -196,28 +196,32 @@ def masked_data(seed=0):
     return SeqData(seqs, lengths, None)
 
 
+#: The objectives' required parameters (an estimator passes its own).
+OBJ = dict(loss="ce", n_negatives=8, gbce_t=0.75, max_len=10)
+
+
 def test_masked_batches_mask_a_fraction_of_each_sequence_reproducibly():
-    obj = OBJECTIVES["masked"](mask_prob=0.3)
+    obj = OBJECTIVES["masked"](**OBJ, mask_prob=0.3)
     data = masked_data()
     rows = np.arange(5)
     torch.manual_seed(3)
-    (seq, masked, _), n_targets = obj.batch(data, rows, torch.device("cpu"))
+    (seq, masked, _), n_targets = obj.make_batch(data, rows, torch.device("cpu"))
     # round(0.3 * length) items, at least one, never more than the row has
     assert masked.sum(1).tolist() == [3, 1, 1, 0, 2] and n_targets == 7
     assert not masked[seq == 0].any()  # padding is never masked
     torch.manual_seed(3)
-    (_, again, _), _ = obj.batch(data, rows, torch.device("cpu"))
+    (_, again, _), _ = obj.make_batch(data, rows, torch.device("cpu"))
     assert torch.equal(masked, again)  # the seeded torch generator decides
     draws = set()
     for _ in range(30):  # and every position of a row gets masked sometimes
-        (_, m, _), _ = obj.batch(data, rows, torch.device("cpu"))
+        (_, m, _), _ = obj.make_batch(data, rows, torch.device("cpu"))
         draws |= set(np.flatnonzero(m[0].numpy()))
     assert draws == set(range(10))
 
 
 def test_last_item_masking():
-    obj = OBJECTIVES["masked"](mask_prob=0.3, last_item_prob=1.0)
-    (seq, masked, _), n_targets = obj.batch(masked_data(), np.arange(5), torch.device("cpu"))
+    obj = OBJECTIVES["masked"](**OBJ, mask_prob=0.3, last_item_prob=1.0)
+    (seq, masked, _), n_targets = obj.make_batch(masked_data(), np.arange(5), torch.device("cpu"))
     assert masked[:, -1].tolist() == [True, True, True, False, True] and n_targets == 4
     assert masked[:, :-1].sum() == 0
 
@@ -226,13 +230,13 @@ def test_masked_loss_counts_the_masked_positions_only():
     torch.manual_seed(0)
     enc = TransformerEncoder(8, 1, 2, 16, 10, 0.0, causal=False)
     module = SequenceModel(ItemEmbedding(20, 8, n_special=1), enc, max_len=10).eval()
-    obj = OBJECTIVES["masked"](mask_prob=0.3)
-    batch, n_targets = obj.batch(masked_data(), np.arange(5), torch.device("cpu"))
+    obj = OBJECTIVES["masked"](**OBJ, mask_prob=0.3)
+    batch, n_targets = obj.make_batch(masked_data(), np.arange(5), torch.device("cpu"))
     seq, masked, _ = batch
     inputs = seq.masked_fill(masked, 21)  # the mask token follows the 20 items
     logits = module.score_hidden(module(inputs)[masked])
     expected = F.cross_entropy(logits, seq[masked] - 1, reduction="sum")
-    torch.testing.assert_close(obj.loss_sum(module, batch), expected)
+    torch.testing.assert_close(obj.batch_loss(module, batch), expected)
     assert n_targets == int(masked.sum())
 
 
@@ -374,11 +378,11 @@ def test_a_model_is_not_continued_or_served_with_another_objective(small):
     X, _ = small
     rec = SeqRecommender(**{**TINY, "warm_start": True}).fit(X)
     rec.set_params(objective="masked")
-    with pytest.raises(ValueError, match="another objective"):
+    with pytest.raises(ValueError, match="cannot continue.*objective='masked'"):
         rec.fit(X)
     with pytest.raises(ValueError, match="another objective"):
         rec.predict(X[:3])
-    with pytest.raises(ValueError, match="another objective"):
+    with pytest.raises(ValueError, match="cannot continue.*objective='masked'"):
         rec.partial_fit(X)
     rec.set_params(objective="causal")
     assert rec.predict(X[:3]).shape == (3, 10)

@@ -29,13 +29,13 @@ TIMEOUT = 240
 class _RecordThreads:
     """Mixin: record torch's thread count inside fit and inference."""
 
-    def _fit(self, X, y):
+    def _fit(self, X, y, user_features=None):
         self.fit_threads_ = torch.get_num_threads()
-        super()._fit(X, y)
+        super()._fit(X, y, user_features)
 
-    def _score_batch(self, X):
+    def _user_scores(self, X, user_features=None):
         self.predict_threads_ = torch.get_num_threads()
-        return super()._score_batch(X)
+        return super()._user_scores(X, user_features)
 
 
 class _ThreadRecorder(_RecordThreads, SeqRecommender):

@@ -26,6 +26,7 @@ from skrec.callbacks import Callback
 from skrec.datasets import make_interactions
 from skrec.metrics import hit_rate_at_k, ndcg_scorer
 from skrec.model_selection import leave_last_out_split
+from skrec.objectives import OBJECTIVES
 
 # fp32: the exactness tests below must not depend on whether this CPU has native bf16
 # (precision="auto" picks bf16 on CPUs with AVX-512 BF16 or AMX).
@@ -183,9 +184,9 @@ def test_precision_auto_resolves_to_something_supported(small):
 
 def test_non_finite_loss_stops_with_a_clear_error(small, monkeypatch):
     X, _ = small
-    monkeypatch.setattr(SeqRecommender, "_batch_loss",
-                        lambda self, module, batch: torch.tensor(float("nan"),
-                                                                 requires_grad=True))
+    monkeypatch.setattr(OBJECTIVES["causal"], "batch_loss",
+                        lambda self, module, batch, state=None: torch.tensor(
+                            float("nan"), requires_grad=True))
     with pytest.raises(FloatingPointError, match="loss became nan"):
         SeqRecommender(**TINY).fit(X)
 
@@ -387,8 +388,8 @@ def test_emulated_low_precision_on_cpu_warns_once_per_fit(small, monkeypatch):
 def test_fp16_epoch_without_a_finite_step_raises(small, monkeypatch):
     X, _ = small
     # a NaN loss that reaches every weight: the fp16 gradient scaler skips every step
-    monkeypatch.setattr(SeqRecommender, "_batch_loss",
-                        lambda self, module, batch: float("nan") * sum(
+    monkeypatch.setattr(OBJECTIVES["causal"], "batch_loss",
+                        lambda self, module, batch, state=None: float("nan") * sum(
                             p.float().sum() for p in module.parameters()))
     with pytest.raises(FloatingPointError, match="non-finite loss.*precision='fp16'"):
         SeqRecommender(**{**TINY, "precision": "fp16"}).fit(X)

@@ -229,7 +229,7 @@ def test_inference_copy_follows_the_weights(X):
     assert np.array_equal(est.predict_scores(X), first)  # served from the cached copy
     est.partial_fit(X)  # in-place updates of the weights
     fresh = pickle.loads(pickle.dumps(est))  # no cache
-    assert "_inference_cache" not in vars(fresh)
+    assert "_serving_copies" not in vars(fresh)
     assert np.array_equal(est.predict_scores(X), fresh.predict_scores(X))
     assert not np.array_equal(est.predict_scores(X), first)
 

@@ -63,11 +63,12 @@ def test_sparse_gradients_equal_the_dense_ones(loss):
     probs /= probs.sum()
     grads, losses = {}, {}
     for sparse in (False, True):
-        objective = OBJECTIVES["causal"](loss=loss, n_negatives=16, sparse_grad=sparse)
+        objective = OBJECTIVES["causal"](loss=loss, n_negatives=16, gbce_t=0.75, max_len=6,
+                                         sparse_grad=sparse)
         assert objective.sparse_grads(model) is sparse
         model.zero_grad(set_to_none=True)
         torch.manual_seed(1)  # the same negatives
-        value = objective.loss_sum(model, (seq, probs if loss == "sampled" else None))
+        value = objective.batch_loss(model, (seq, probs if loss == "sampled" else None))
         value.backward()
         losses[sparse] = float(value.detach())
         grads[sparse] = _grads(model)
@@ -81,10 +82,10 @@ def test_sparse_gradients_equal_the_dense_ones(loss):
 
 
 def test_full_softmax_keeps_dense_gradients():
-    objective = OBJECTIVES["causal"](loss="ce")
+    objective = OBJECTIVES["causal"](loss="ce", n_negatives=8, gbce_t=0.75, max_len=4)
     assert not objective.sparse_grads(None)
     model = CausalTransformer(20, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=4)
-    objective.loss_sum(model, (torch.tensor([[1, 2, 3, 4]]), None)).backward()
+    objective.batch_loss(model, (torch.tensor([[1, 2, 3, 4]]), None)).backward()
     assert not model.items.id_emb.weight.grad.is_sparse
 
 
@@ -280,10 +281,10 @@ def test_a_sparse_step_updates_only_the_touched_rows_of_a_large_table():
                                 early_stopping=False)).fit(X)
     module = rec.module_
     objective = rec._objective()
-    data = objective.prepare(X, module.max_len)
+    data = objective.prepare((X, None))
     opt = SparseAdamW(module.parameters(), lr=0.01)
-    batch, _ = objective.batch(data, np.arange(16), torch.device("cpu"))
-    objective.loss_sum(module, batch).backward()
+    batch, _ = objective.make_batch(data, np.arange(16), torch.device("cpu"))
+    objective.batch_loss(module, batch).backward()
     grad_rows = module.items.id_emb.weight.grad.coalesce().indices()[0]
     before = module.items.id_emb.weight.detach().clone()
     opt.step()
@@ -322,20 +323,21 @@ def test_accumulation_window_sums_overlapping_sparse_rows(small):
     assert rec.history_[0]["steps"] == -(-X.shape[0] // (2 * TINY["batch_size"]))
     model = rec.module_
     objective = rec._objective()
-    data = objective.prepare(X, model.max_len)
+    data = objective.prepare((X, None))
     model.zero_grad(set_to_none=True)
     torch.manual_seed(0)
     for rows in (np.arange(0, 10), np.arange(5, 15)):
-        batch, _ = objective.batch(data, rows, torch.device("cpu"))
-        objective.loss_sum(model, batch).backward()
+        batch, _ = objective.make_batch(data, rows, torch.device("cpu"))
+        objective.batch_loss(model, batch).backward()
     g_sparse = model.items.id_emb.weight.grad
     assert g_sparse.is_sparse and not g_sparse.is_coalesced()
-    dense_obj = OBJECTIVES["causal"](loss="gbce", n_negatives=8, sparse_grad=False)
+    dense_obj = OBJECTIVES["causal"](loss="gbce", n_negatives=8, gbce_t=0.75,
+                                       max_len=model.max_len, sparse_grad=False)
     model.zero_grad(set_to_none=True)
     torch.manual_seed(0)
     for rows in (np.arange(0, 10), np.arange(5, 15)):
-        batch, _ = dense_obj.batch(data, rows, torch.device("cpu"))
-        dense_obj.loss_sum(model, batch).backward()
+        batch, _ = dense_obj.make_batch(data, rows, torch.device("cpu"))
+        dense_obj.batch_loss(model, batch).backward()
     torch.testing.assert_close(g_sparse.to_dense(), model.items.id_emb.weight.grad)
 
 

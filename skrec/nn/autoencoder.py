@@ -348,6 +348,11 @@ class MultVAE(nn.Module):
             z = mu.float() + std * self._noise(std)
         return self.decode(z, mask), mu, logvar
 
+    def item_vectors(self) -> torch.Tensor:
+        """The rows ``(n_items, width)`` of the last decoder layer: each item's output vector
+        (dequantized in an int8 inference copy)."""
+        return _linear_parts(self.decoder[-1])[0]
+
     def scores(self, x: torch.Tensor, u: torch.Tensor | None = None) -> torch.Tensor:
         """Deterministic logits (posterior mean, no dropout) for binary rows ``x`` (and the
         users' side features ``u``, if the module reads them)."""

@@ -72,16 +72,25 @@ class SeqData:
 
 
 class Objective:
-    """Base class of the sequence objectives.
+    """Base class of the sequence objectives: the training task of a sequence model.
+
+    An objective is what :class:`~skrec.training.Trainer` trains a sequence model with (it
+    implements :class:`~skrec.training.TrainingTask`: :meth:`make_batch`, :meth:`batch_loss`,
+    :meth:`epoch_info`, plus :meth:`prepare`, which turns a fit's training inputs into
+    sequences once per run), and how the model's recommendations are read out
+    (:meth:`scores`, :meth:`sequence_scores`). The estimator builds it once per fit from its
+    own parameters: the objective has no defaults of its own.
 
     Parameters
     ----------
-    loss : {"ce", "sampled", "gbce"}, default="ce"
+    loss : {"ce", "sampled", "gbce"}
         Loss over the catalogue (see :meth:`catalogue_loss`).
-    n_negatives : int, default=256
+    n_negatives : int
         Negatives per batch of the sampled losses.
-    gbce_t : float, default=0.75
+    gbce_t : float
         Calibration parameter of gBCE.
+    max_len : int
+        Longest history the model reads (training windows hold ``max_len`` inputs).
     sparse_grad : bool, default=True
         With a sampled loss, gather the item vectors (inputs, targets and negatives) with
         sparse gradients so that a step updates only the rows it touches (see
@@ -89,7 +98,7 @@ class Objective:
 
     Notes
     -----
-    An objective's ``loss_sum`` computes the item table once (``table =
+    An objective's :meth:`batch_loss` computes the item table once (``table =
     module.item_table()``) unless :meth:`sparse_grads` is true, runs the model as
     ``module(seq, table=table, sparse_grad=sparse)`` and computes the loss with
     ``self.catalogue_loss(module, hidden, targets, sampling_probs, table=table)``, so that
@@ -103,11 +112,12 @@ class Objective:
     #: Special input tokens the objective needs after the items (a mask token, ...).
     n_special: ClassVar[int] = 0
 
-    def __init__(self, loss: str = "ce", n_negatives: int = 256, gbce_t: float = 0.75,
+    def __init__(self, *, loss: str, n_negatives: int, gbce_t: float, max_len: int,
                  sparse_grad: bool = True, **_: Any):
         self.loss = loss
         self.n_negatives = n_negatives
         self.gbce_t = gbce_t
+        self.max_len = int(max_len)
         self.sparse_grad = sparse_grad
 
     def sparse_grads(self, module: torch.nn.Module) -> bool:
@@ -137,10 +147,13 @@ class Objective:
             )
 
     # ------------------------------------------------------------------ data
-    def prepare(self, X: sp.csr_matrix, max_len: int) -> SeqData:
-        """Order each row into a sequence of at most ``max_len + 1`` items (a window of
-        ``max_len`` inputs and their next items)."""
-        seqs = ordered_sequences(X, max_len + 1)
+    def prepare(self, inputs: tuple[sp.csr_matrix, Any]) -> SeqData:
+        """The training sequences of the recommender's training inputs ``(X, user_features)``
+        (the rows of ``X``; a sequence model reads no user features): each row ordered into a
+        sequence of at most ``max_len + 1`` items (a window of ``max_len`` inputs and their
+        next items)."""
+        X = inputs[0]
+        seqs = ordered_sequences(X, self.max_len + 1)
         return SeqData(seqs, (seqs != 0).sum(1), self._sampling_probs(X))
 
     def _sampling_probs(self, X: sp.csr_matrix) -> torch.Tensor | None:
@@ -158,14 +171,21 @@ class Objective:
             data.sampling_probs = probs.to(device)
         return torch.as_tensor(data.seqs[rows, -max(width, 2) :], device=device)
 
-    def batch(self, data: SeqData, rows: np.ndarray, device: torch.device):  # pragma: no cover
+    def make_batch(self, data: SeqData, rows: np.ndarray,
+                   device: torch.device) -> tuple[Any, int]:  # pragma: no cover
         """``(batch, n_targets)`` for the training rows ``rows``."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ training
-    def loss_sum(self, module: torch.nn.Module, batch: Any) -> torch.Tensor:  # pragma: no cover
-        """Summed loss of a batch (fp32 scalar)."""
+    def batch_loss(self, module: torch.nn.Module, batch: Any,
+                   state: Any = None) -> torch.Tensor:  # pragma: no cover
+        """Summed loss of a batch (fp32 scalar); ``state`` (the trainer's counters) is not
+        read by the sequence objectives."""
         raise NotImplementedError
+
+    def epoch_info(self, state: Any = None) -> dict[str, Any]:
+        """No extra fields in the epoch records."""
+        return {}
 
     def catalogue_loss(self, module: torch.nn.Module, hidden: torch.Tensor,
                        targets: torch.Tensor, sampling_probs: torch.Tensor | None = None,

@@ -19,11 +19,11 @@ class CausalObjective(Objective):
 
     causal = True
 
-    def batch(self, data: SeqData, rows: np.ndarray, device: torch.device):
+    def make_batch(self, data: SeqData, rows: np.ndarray, device: torch.device):
         n_targets = int(np.maximum(data.lengths[rows] - 1, 0).sum())
         return (self._rows(data, rows, device), data.sampling_probs), n_targets
 
-    def loss_sum(self, module, batch) -> torch.Tensor:
+    def batch_loss(self, module, batch, state=None) -> torch.Tensor:
         seq, probs = batch
         inputs, targets = seq[:, :-1], seq[:, 1:]
         valid = inputs != 0

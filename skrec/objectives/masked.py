@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from .._sequences import ordered_sequences
@@ -27,9 +26,9 @@ class MaskedObjective(Objective):
 
     Parameters
     ----------
-    loss, n_negatives, gbce_t
+    loss, n_negatives, gbce_t, max_len, sparse_grad
         See :class:`~skrec.objectives.Objective`.
-    mask_prob : float, default=0.2
+    mask_prob : float
         Fraction of each training sequence's items that are masked.
     last_item_prob : float, default=0.0
         Fraction of the training sequences (drawn per batch) in which only the last item is
@@ -39,18 +38,19 @@ class MaskedObjective(Objective):
     causal = False
     n_special = 1
 
-    def __init__(self, loss: str = "ce", n_negatives: int = 256, gbce_t: float = 0.75,
-                 mask_prob: float = 0.2, last_item_prob: float = 0.0, **kwargs):
-        super().__init__(loss, n_negatives, gbce_t, **kwargs)
+    def __init__(self, *, mask_prob: float, last_item_prob: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
         self.mask_prob = float(mask_prob)
         self.last_item_prob = float(last_item_prob)
 
-    def prepare(self, X: sp.csr_matrix, max_len: int) -> SeqData:
-        """Order each row into a sequence of its latest ``max_len`` items."""
-        seqs = ordered_sequences(X, max_len)
+    def prepare(self, inputs) -> SeqData:
+        """Order each row of ``X`` (``inputs = (X, user_features)``) into a sequence of its
+        latest ``max_len`` items."""
+        X = inputs[0]
+        seqs = ordered_sequences(X, self.max_len)
         return SeqData(seqs, (seqs != 0).sum(1), self._sampling_probs(X))
 
-    def batch(self, data: SeqData, rows: np.ndarray, device: torch.device):
+    def make_batch(self, data: SeqData, rows: np.ndarray, device: torch.device):
         width = max(int(data.lengths[rows].max(initial=0)), 1)
         seq = torch.as_tensor(data.seqs[rows, -width:])
         valid = seq != 0
@@ -70,7 +70,7 @@ class MaskedObjective(Objective):
             data.sampling_probs = probs = probs.to(device)
         return (seq.to(device), masked.to(device), probs), n_targets
 
-    def loss_sum(self, module, batch) -> torch.Tensor:
+    def batch_loss(self, module, batch, state=None) -> torch.Tensor:
         seq, masked, probs = batch
         inputs = seq.masked_fill(masked, module.items.special_token())
         sparse = self.sparse_grads(module)

@@ -19,9 +19,8 @@ from torch import nn
 
 from .._distributed import _Distributed
 from .._parallel import limit_torch_threads
-from .._validation import check_targets
 from ..training import Trainer
-from ..training.params import TRAINING_PARAM_DOCS, check_int
+from ..training.params import check_int
 from ..training.trainer import make_batches
 from .adapters import PruningGroup, get_adapter
 
@@ -425,25 +424,26 @@ class PrunableMixin:
 
     prune: float | dict | None = None
 
-    _shared_param_docs: ClassVar[dict[str, tuple[str, str]]] = {
-        **TRAINING_PARAM_DOCS, "prune": _PRUNE_PARAM_DOC,
-    }
+    _declared_param_docs: ClassVar[dict[str, tuple[str, str]]] = {"prune": _PRUNE_PARAM_DOC}
 
     # ----------------------------------------------------------------- hooks into fit
+    #: A pruning report describes the module it pruned: a new module has none.
+    _module_attributes: ClassVar[tuple[str, ...]] = ("pruning_report_",)
+
     def _check_params(self) -> None:
         super()._check_params()
         _parse_prune_param(getattr(self, "prune", None))
 
     def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None, user_features=None) -> None:
-        if not (self.warm_start and hasattr(self, "module_")):
-            self.__dict__.pop("pruning_report_", None)  # a fresh module is unpruned
         super()._fit(X, y, user_features)
         spec = _parse_prune_param(getattr(self, "prune", None))
         if spec is not None:
             spec = dict(spec)
             amount = spec.pop("amount")
-            self._prune(amount, X_train=self._training_matrix(X, y), skip_if_unchanged=True,
-                        user_features=user_features, **spec)
+            self._prune_and_fine_tune(
+                amount, inputs=(self._training_matrix(X, y), user_features),
+                skip_if_unchanged=True, **spec,
+            )
 
     # ----------------------------------------------------------------- public API
     def prune_(
@@ -549,39 +549,37 @@ default=None
         check_is_fitted(self)
         if not hasattr(self, "module_"):  # pragma: no cover - fitted estimators have one
             check_is_fitted(self, "module_")
-        X_train, U = None, None
+        inputs = None
         if X is not None:
-            X = self._validate_X(X)
-            if y is not None:
-                y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
-            U = self._check_user_features(user_features, X.shape[0])
-            X_train = self._training_matrix(X, y)
+            inputs = self._training_inputs(X, y, user_features)
         elif user_features is not None:
             raise ValueError("prune_ reads user_features with the X it fine-tunes on; "
                              "pass X too.")
         with limit_torch_threads():  # the Taylor pass, in a parallel worker's thread budget
-            return self._prune(amount, method=method, X_train=X_train, targets=targets,
-                               importance=importance, fine_tune_epochs=fine_tune_epochs,
-                               importance_batches=importance_batches, user_features=U)
+            return self._prune_and_fine_tune(
+                amount, method=method, inputs=inputs, targets=targets, importance=importance,
+                fine_tune_epochs=fine_tune_epochs, importance_batches=importance_batches,
+            )
 
     # ----------------------------------------------------------------- implementation
-    def _prune(
+    def _prune_and_fine_tune(
         self,
         amount: float,
         method: str = "structured",
         *,
-        X_train: sp.csr_matrix | None = None,
+        inputs: Any = None,
         targets: Sequence[str] | None = None,
         importance: str = "auto",
         fine_tune_epochs: int = 10,
         importance_batches: int | None = None,
         skip_if_unchanged: bool = False,
-        user_features=None,
     ):
+        """Prune ``module_`` in place, then fine-tune it on the training ``inputs`` (validated
+        already) when given: what :meth:`prune_` and ``fit(prune=...)`` run."""
         module = self.module_
         amount, targets = _check_prune_args(
             module, amount, method, targets, importance, fine_tune_epochs, importance_batches,
-            X_train is not None,
+            inputs is not None,
         )
         device = self._device()
         module.to(device)
@@ -589,10 +587,10 @@ default=None
         masks = None
         if method == "structured":
             if importance == "auto":
-                importance = "taylor" if X_train is not None else "weight"
+                importance = "taylor" if inputs is not None else "weight"
             grads = None
             if importance == "taylor":
-                grads = self._taylor_scores(X_train, importance_batches, user_features)
+                grads = self._taylor_scores(inputs, importance_batches)
             groups = structured_prune(module, amount, targets=targets, grad_importance=grads)
             changed = any(g["after"] != g["before"] for g in groups)
         else:
@@ -602,8 +600,8 @@ default=None
             changed = model_summary(module)["sparsity"] != before["sparsity"]
         pruned = model_summary(module)
         epochs_run, history_start = 0, len(getattr(self, "history_", []))
-        if X_train is not None and fine_tune_epochs > 0 and (changed or not skip_if_unchanged):
-            epochs_run = self._fine_tune(X_train, fine_tune_epochs, masks, user_features)
+        if inputs is not None and fine_tune_epochs > 0 and (changed or not skip_if_unchanged):
+            epochs_run = self._fine_tune(inputs, fine_tune_epochs, masks)
         self.pruning_report_ = {
             "method": method,
             "amount": amount,
@@ -622,9 +620,9 @@ default=None
         }
         return self
 
-    def _taylor_scores(self, X: sp.csr_matrix, max_batches: int | None,
-                       user_features=None) -> dict[int, torch.Tensor]:
-        """Accumulate ``|w * dL/dw|`` over batches of ``X`` through the estimator's loss.
+    def _taylor_scores(self, inputs: Any, max_batches: int | None) -> dict[int, torch.Tensor]:
+        """Accumulate ``|w * dL/dw|`` over batches of the training ``inputs`` through the
+        estimator's loss.
 
         Each batch goes through the trainer's own micro-step (forward, summed loss, backward
         of the per-target mean), with dropout off. In data-parallel training every rank
@@ -633,16 +631,19 @@ default=None
         """
         module = self.module_
         device = self._device()
-        trainer = Trainer(self, module, device=device,
-                          precision=getattr(self, "precision_", "fp32"), loss_scaling=False)
+        task = self._training_task()
+        data = task.prepare(inputs)
+        batch_size = (getattr(self, "batch_size_", None)
+                      or self._resolve_batch_size(self._n_rows(inputs)))
+        config = self._training_config(device, getattr(self, "precision_", "fp32"),
+                                       loss_scaling=False, batch_size=batch_size)
+        trainer = Trainer(task, module, config, state=self._training_state(continued=True))
         params = [p for p in module.parameters() if p.requires_grad]
         acc = {id(p): torch.zeros_like(p, dtype=torch.float32) for p in params}
-        data = self._prepare(X, user_features)
         seed = np.random.RandomState(
             self.random_state if isinstance(self.random_state, numbers.Integral) else 0
         )
-        batches = make_batches(data, getattr(self, "batch_size_", None)
-                                or self._resolve_batch_size(X.shape[0]), seed)
+        batches = make_batches(data, batch_size, seed)
         if max_batches is not None:
             batches = batches[:max_batches]
         dist = _Distributed.from_environment(device)
@@ -656,7 +657,7 @@ default=None
                 with torch.random.fork_rng(devices=fork_devices):
                     torch.manual_seed(int(seed.randint(np.iinfo(np.int32).max)))
                     for rows in batches[dist.rank :: dist.world_size]:
-                        batch, n_targets = self._batch(data, rows, device)
+                        batch, n_targets = task.make_batch(data, rows, device)
                         if n_targets == 0:
                             continue
                         module.zero_grad(set_to_none=True)
@@ -671,9 +672,10 @@ default=None
             dist.sum_tensors_(list(acc.values()), "the all-reduce of the Taylor importance")
         return acc
 
-    def _fine_tune(self, X: sp.csr_matrix, epochs: int, masks: dict[int, torch.Tensor] | None,
-                   user_features=None):
+    def _fine_tune(self, inputs: Any, epochs: int, masks: dict[int, torch.Tensor] | None):
         """Continue training with the shared trainer; masked weights stay zero."""
+        self._check_params()
+        continued = self._continues(partial=True)  # refuses changed module parameters
         module = self.module_
         hooks = []
         if masks:
@@ -682,11 +684,9 @@ default=None
                 if m is not None:
                     hooks.append(p.register_hook(lambda g, m=m: g * m.to(g.dtype)))
         n_before = self.n_iter_
-        self.best_score_ = None  # the pre-pruning best describes another model
-        self.best_epoch_ = None
         try:
-            self._train(X, epochs=epochs, reset=False, user_features=user_features,
-                        label=f"{type(self).__name__} fine-tuning")
+            self._run(inputs, epochs=epochs, continued=continued,
+                      label=f"{type(self).__name__} fine-tuning")
         finally:
             for h in hooks:
                 h.remove()

@@ -8,7 +8,10 @@ One job per module:
   documentation (inserted into every estimator's docstring) and their checks;
 * :mod:`~skrec.training.trainer` -- the one training loop: :class:`Trainer`,
   :class:`EarlyStopping`, :class:`WeightAverage`, batching and the optimizer;
-* :mod:`~skrec.training.estimator` -- the estimator base that drives it.
+* :mod:`~skrec.training.estimator` -- :class:`NeuralEstimator`, the generic base of every
+  torch estimator (the run, continuation, the fitted counters, the inference set-up);
+* :mod:`~skrec.training.recommender` -- :class:`NeuralRecommender`, that base plus ranking:
+  the base of the neural recommenders.
 
 The names below are imported on first use (PEP 562), so that ``skrec.training.precision``
 can be used without loading the estimator base.
@@ -21,8 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "EarlyStopping",
+    "NeuralEstimator",
     "NeuralRecommender",
     "Trainer",
+    "TrainingConfig",
+    "TrainingState",
+    "TrainingTask",
     "WeightAverage",
     "autocast",
     "cpu_supports_bf16",
@@ -34,7 +41,11 @@ _LAZY = {
     "EarlyStopping": "trainer",
     "Trainer": "trainer",
     "WeightAverage": "trainer",
-    "NeuralRecommender": "estimator",
+    "TrainingConfig": "trainer",
+    "TrainingState": "trainer",
+    "TrainingTask": "trainer",
+    "NeuralEstimator": "estimator",
+    "NeuralRecommender": "recommender",
     "autocast": "precision",
     "cpu_supports_bf16": "precision",
     "resolve_device": "precision",
@@ -42,9 +53,17 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # for type checkers and IDEs
-    from .estimator import NeuralRecommender
+    from .estimator import NeuralEstimator
     from .precision import autocast, cpu_supports_bf16, resolve_device, resolve_precision
-    from .trainer import EarlyStopping, Trainer, WeightAverage
+    from .recommender import NeuralRecommender
+    from .trainer import (
+        EarlyStopping,
+        Trainer,
+        TrainingConfig,
+        TrainingState,
+        TrainingTask,
+        WeightAverage,
+    )
 
 
 def __getattr__(name: str) -> Any:

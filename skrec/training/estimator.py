@@ -1,100 +1,140 @@
-"""The estimator base of the neural recommenders: training parameters, hooks and the run."""
+"""The generic base of the neural estimators: parameters, the training run, inference.
+
+:class:`NeuralEstimator` is what every torch estimator of skrec shares, whatever it predicts:
+the training parameters (declared once, in :mod:`~skrec.training.params`), the rule that
+decides whether a run continues the fitted model or builds a new one, the run itself (device,
+precision, data parallelism, validation hold-out, early stopping, callbacks, the trainer of
+:mod:`~skrec.training.trainer`), the fitted counters, pickling, and the one inference set-up
+(:meth:`NeuralEstimator._inference`) that every prediction path uses. The recommenders add
+ranking on top of it (:mod:`~skrec.training.recommender`); a classifier or regressor adds its
+own ``fit`` and ``predict``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import numbers
-import weakref
-from typing import Any, ClassVar
+from collections.abc import Callable, Iterator
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
 import torch
+from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted
 
 from .._distributed import _Distributed, data_fingerprint, process_rank
 from .._parallel import limit_torch_threads
-from .._validation import check_item_features, check_targets
-from ..base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
-from ..callbacks import Callback, History, ProgressBar
-from ..nn.features import FeatureProjection
+from ..callbacks import Callback, ProgressBar
 from .params import (
     _DATACLASS,
     TRAINING_PARAM_DOCS,
-    _render_docstring,
     check_float,
     check_int,
+    render_docstring,
 )
 from .precision import (
-    DTYPES,
     INFERENCE_PRECISIONS,
     PRECISIONS,
+    ServingCopies,
     autocast,
-    cast_floats,
-    fp32_parts,
-    quantize_int8,
     resolve_device,
     resolve_precision,
     warn_if_emulated,
 )
-from .trainer import EarlyStopping, Trainer
+from .trainer import EarlyStopping, Trainer, TrainingConfig, TrainingState
 
-__all__ = ["NeuralRecommender"]
+__all__ = ["EstimatorTask", "InferenceSetup", "NeuralEstimator"]
 
-def _stores_sparse(feats) -> bool:
-    """Whether a validated feature matrix is kept sparse in the model.
 
-    Sparse matrices denser than 1/16 (one-hot and multi-hot attributes with few columns) are
-    stored dense when that takes at most 2**24 values: their dense products cost less than
-    the sparse kernels' per-call overhead, and their backward is many times faster.
+class InferenceSetup(NamedTuple):
+    """What every prediction path of a neural estimator runs: the module that serves, where,
+    and under which autocast (see :meth:`NeuralEstimator._inference`)."""
+
+    #: The module that serves: the fitted one (fp32, or autocast to the training precision),
+    #: or its cached bf16, fp16 or int8 copy.
+    module: torch.nn.Module
+    #: Where it runs.
+    device: torch.device
+    #: The autocast precision of the forward pass ("fp32": none).
+    autocast_precision: str
+
+    def autocast(self):
+        """The autocast context of the forward pass."""
+        return autocast(self.device, self.autocast_precision)
+
+
+class EstimatorTask:
+    """The :class:`~skrec.training.trainer.TrainingTask` of an estimator: its hooks.
+
+    ``prepare`` turns the run's training inputs into the data the batches are made from
+    (once per run); the other methods are the trainer's protocol.
+
+    Parameters
+    ----------
+    estimator : NeuralEstimator
+        The estimator whose hooks (``_prepare``, ``_make_batch``, ``_batch_loss``,
+        ``_epoch_info``) are called.
     """
-    if not sp.issparse(feats):
-        return False
-    size = feats.shape[0] * feats.shape[1]
-    return feats.nnz * 16 < size or size > 2**24
 
+    def __init__(self, estimator: NeuralEstimator):
+        self.estimator = estimator
 
-def _feature_parts(feats, sparse: bool) -> Any:
-    """What :meth:`FeatureProjection.set_features` takes: CSR parts (``sparse``), or the
-    dense array."""
-    if sparse:
-        feats = sp.csr_matrix(feats)
-        return feats.indptr.astype(np.int64), feats.indices.astype(np.int64), feats.data
-    return feats.toarray() if sp.issparse(feats) else feats
+    def prepare(self, inputs: Any) -> Any:
+        """The training data of ``inputs`` (an object with ``n_rows``)."""
+        return self.estimator._prepare(inputs)
 
+    def make_batch(self, data: Any, rows: np.ndarray, device: torch.device) -> tuple[Any, int]:
+        """The micro-batch of ``rows`` and its number of targets."""
+        return self.estimator._make_batch(data, rows, device)
 
-def _val_key(scorer) -> str:
-    """History key of a validation metric, e.g. ``"val_recall@20"``."""
-    return f"val_{scorer.metric}@{scorer.k}"
+    def batch_loss(self, module: torch.nn.Module, batch: Any,
+                   state: TrainingState) -> torch.Tensor:
+        """The summed loss of ``batch``."""
+        return self.estimator._batch_loss(module, batch, state)
 
+    def epoch_info(self, state: TrainingState) -> dict[str, Any]:
+        """Extra fields of the epoch's record."""
+        return self.estimator._epoch_info(state)
 
 
 @dataclasses.dataclass(**_DATACLASS)
-class NeuralRecommender(BaseRecommender):
-    """Base class of the neural recommenders: the training parameters and the trainer hooks.
+class NeuralEstimator(BaseEstimator):
+    """Base class of the neural estimators: training parameters, the run, inference.
 
     Subclasses are keyword-only dataclasses (made so automatically): they declare their own
     hyper-parameters as annotated class attributes, may override a training default by
     re-declaring it (``batch_size: int = 32``), and write ``{training_parameters}`` in the
     ``Parameters`` section of their docstring. Constants of a subclass must not be annotated
-    (or be ``ClassVar``), or they become parameters. Subclasses implement:
+    (or be ``ClassVar``), or they become parameters.
 
-    * ``_build_module()`` -- a fresh ``torch.nn.Module`` (``n_features_in_`` is set);
-    * ``_training_matrix(X, y)`` -- the CSR matrix to train on (``y`` merged in);
-    * ``_validation_split(X, rng)`` -- ``(X_history, y_target)`` for validation users;
-    * ``_prepare(X, user_features)`` -- a data object with ``n_rows`` (``user_features``:
-      ``None``, or the rows of ``X``'s users when the estimator reads them);
-      ``_batch(data, rows, device)`` -> ``(batch, n_targets)``;
-    * ``_batch_loss(module, batch)`` -- the **sum** of the per-target losses (fp32 scalar);
-    * ``_module_scores(module, X, device, user_features)`` -- scores ``(n_rows, n_items)``
-      for a CSR batch (and its users' feature rows, or ``None``).
+    A subclass implements its public ``fit`` (and ``partial_fit``) by validating its data
+    into a *training input* (any object its hooks understand) and calling :meth:`_run`, and
+    implements these hooks:
 
-    The trainer counts optimizer steps in ``n_steps_`` (reset with the weights, kept by
-    ``warm_start`` and ``partial_fit``); ``_batch_loss`` may read it for schedules such as KL
-    annealing. It is incremented once per accumulation window, after the optimizer step, so
-    every micro-batch of a window sees the same value.
+    * ``_build_module()`` -- a fresh ``torch.nn.Module``;
+    * ``_module_params`` -- the names of the parameters the module is built from (a
+      continued run refuses to start when one of them changed since the module was built);
+    * ``_n_rows(inputs)`` -- the number of training rows (samples);
+    * ``_hold_out_validation(inputs, rng)`` -- ``(training inputs, validation)``, the
+      validation being ``None`` when there is nothing to validate on, and
+      ``_validation_scores(validation, dist)`` -- the validation record of an epoch;
+      ``_monitored(metric)`` -- the history key of a validation metric and whether higher
+      is better; ``_resolve_validation_metric(validation)`` -- ``validation_metric``
+      resolved;
+    * ``_prepare(inputs)`` -- the training data (an object with ``n_rows``, and optionally
+      ``lengths``, see :func:`~skrec.training.trainer.make_batches`);
+      ``_make_batch(data, rows, device)`` -> ``(batch, n_targets)``;
+      ``_batch_loss(module, batch, state)`` -- the **sum** of the per-target losses (fp32
+      scalar; ``state.n_steps`` drives schedules such as KL annealing);
+      ``_epoch_info(state)`` -- extra fields of an epoch's record (optional). A subclass may
+      instead return its own :class:`~skrec.training.trainer.TrainingTask` from
+      ``_training_task()`` (the sequence models return their objective).
+
+    The fitted counters ``n_iter_``, ``n_steps_``, ``history_``, ``best_score_`` and
+    ``best_epoch_`` are those of a :class:`~skrec.training.trainer.TrainingState` that the
+    trainer advances; they are written in one place, :meth:`_store_state`.
 
     Parameters
     ----------
@@ -118,66 +158,87 @@ class NeuralRecommender(BaseRecommender):
     random_state: int | np.random.RandomState | None = None
     verbose: int = 0
     warm_start: bool = False
-    item_features: Any = None
-    id_dropout: float = 0.1
-    feature_dropout: float = 0.0
-    feature_hidden: int | None = None
     callbacks: list[Callback] | None = None
     weight_averaging: float | None = None
 
     #: Weight of the newest epoch in the exponential moving average of the monitored
     #: validation value (1.0: no smoothing); see :class:`EarlyStopping`.
     _early_stopping_smoothing: ClassVar[float] = 1.0
-    #: Documentation of the parameters shared by several estimators (mixins extend it).
-    _shared_param_docs: ClassVar[dict[str, tuple[str, str]]] = TRAINING_PARAM_DOCS
-    #: Descriptions replacing those of ``_shared_param_docs`` in a subclass's docstring.
+    #: Documentation of the parameters this class introduces for its subclasses (each class
+    #: along the bases may declare more; see :func:`~skrec.training.params.render_docstring`).
+    _declared_param_docs: ClassVar[dict[str, tuple[str, str]]] = TRAINING_PARAM_DOCS
+    #: Descriptions replacing the declared ones in a subclass's docstring.
     _param_docs: ClassVar[dict[str, str]] = {}
+    #: The parameters the module is built from (see :meth:`_check_module_params`).
+    _module_params: ClassVar[tuple[str, ...]] = ()
+    #: Fitted attributes that describe one module: dropped when a new module is built (each
+    #: class along the bases may name its own).
+    _module_attributes: ClassVar[tuple[str, ...]] = ()
+    #: Private caches that pickling drops.
+    _transient_attributes: ClassVar[tuple[str, ...]] = ("_serving_copies",)
+    #: batch_size="auto": training rows per micro-batch, and the range of the result.
+    _auto_rows_per_batch: ClassVar[int] = 50
+    _auto_batch_range: ClassVar[tuple[int, int]] = (32, 128)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(cls, **_DATACLASS)
-        _render_docstring(cls)
+        render_docstring(cls)
 
     # -------------------------------------------------------------- hooks (subclasses)
     def _build_module(self) -> torch.nn.Module:  # pragma: no cover
         raise NotImplementedError
 
-    def _training_matrix(self, X: sp.csr_matrix, y: sp.csr_matrix | None) -> sp.csr_matrix:
-        return X if y is None else X + y
-
-    def _validation_split(self, X: sp.csr_matrix, rng: np.random.RandomState):
-        raise NotImplementedError  # pragma: no cover
-
-    def _prepare(self, X: sp.csr_matrix, user_features=None) -> Any:  # pragma: no cover
+    def _n_rows(self, inputs: Any) -> int:  # pragma: no cover
         raise NotImplementedError
 
-    def _batch(self, data: Any, rows: np.ndarray, device: torch.device):  # pragma: no cover
+    def _prepare(self, inputs: Any) -> Any:  # pragma: no cover
         raise NotImplementedError
 
-    def _batch_loss(self, module: torch.nn.Module, batch: Any) -> torch.Tensor:  # pragma: no cover
+    def _make_batch(self, data: Any, rows: np.ndarray,
+                    device: torch.device) -> tuple[Any, int]:  # pragma: no cover
         raise NotImplementedError
 
-    def _module_scores(self, module, X: sp.csr_matrix, device,
-                       user_features=None) -> torch.Tensor:  # pragma: no cover
+    def _batch_loss(self, module: torch.nn.Module, batch: Any,
+                    state: TrainingState) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
-    def _epoch_info(self) -> dict[str, Any]:
+    def _epoch_info(self, state: TrainingState) -> dict[str, Any]:
         """Extra fields for this epoch's ``history_`` record (e.g. a schedule's value)."""
         return {}
 
-    def _history_scores(self, module, seq: torch.Tensor) -> torch.Tensor:
-        """Scores ``(B, n_items)`` of left-padded histories ``seq`` (B, L) of item indices
-        shifted by one (0 is padding), in pure tensor code: the graph that
-        :mod:`skrec.serving` exports. Models that read at most ``n`` items of a history
-        return ``n`` from :meth:`_history_limit`."""
-        raise NotImplementedError(f"{type(self).__name__} has no exportable scoring graph.")
+    def _training_task(self) -> Any:
+        """The trainer's task for one run (built once per run): the estimator's hooks."""
+        return EstimatorTask(self)
 
-    def _history_limit(self) -> int | None:
-        """Longest history :meth:`_history_scores` reads (``None``: no limit)."""
-        return None
+    def _hold_out_validation(self, inputs: Any, rng: np.random.RandomState
+                             ) -> tuple[Any, Any]:  # pragma: no cover
+        raise NotImplementedError
 
+    def _validation_scores(self, validation: Any,
+                           dist: _Distributed) -> dict[str, float]:  # pragma: no cover
+        raise NotImplementedError
+
+    def _resolve_validation_metric(self, validation: Any) -> str:
+        """``validation_metric`` resolved for ``validation`` (``"auto"`` rules)."""
+        return self.validation_metric
+
+    def _monitored(self, metric: str) -> tuple[str, bool]:  # pragma: no cover
+        """The ``history_`` key of ``metric`` and whether higher values are better."""
+        raise NotImplementedError
+
+    def _check_validation_metric(self) -> None:
+        """Validate ``validation_metric`` (at the start of fit)."""
+
+    def _data_fingerprints(self, inputs: Any) -> dict[str, Any]:
+        """What every data-parallel rank must share: fingerprints of the training data and of
+        data-valued parameters (compared before training)."""
+        return {"data": data_fingerprint(inputs)}
+
+    # -------------------------------------------------------------- parameter checks
     def _check_params(self) -> None:
-        """Validate hyper-parameters (called at the start of fit, never in ``__init__``)."""
+        """Validate hyper-parameters: once per ``fit``, ``partial_fit`` or fine-tuning, at its
+        start (never in ``__init__``)."""
         check_int("max_iter", self.max_iter, 1)
         if not (isinstance(self.batch_size, str) and self.batch_size == "auto"):
             check_int("batch_size", self.batch_size, 1)
@@ -187,26 +248,20 @@ class NeuralRecommender(BaseRecommender):
         check_float("weight_decay", self.weight_decay, 0)
         check_float("tol", self.tol, 0)
         check_float("clip_grad_norm", self.clip_grad_norm, 0, low_inclusive=False,
-                     allow_none=True)
+                    allow_none=True)
         check_float("weight_averaging", self.weight_averaging, 0, 1, low_inclusive=False,
-                     allow_none=True)
+                    allow_none=True)
         check_float("validation_fraction", self.validation_fraction, 0, 1, low_inclusive=False)
         if self.validation_fraction >= 1:
             raise ValueError("validation_fraction must be < 1.")
-        if self.precision not in PRECISIONS:
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}; got {self.precision!r}.")
         self._check_inference_precision()
         if not isinstance(self.verbose, numbers.Integral) or self.verbose < 0:
             raise ValueError(f"verbose must be an integer >= 0 (or a bool); got "
                              f"{self.verbose!r}.")
         resolve_device(self.device)
-        for name in ("id_dropout", "feature_dropout"):
-            value = getattr(self, name)
-            check_float(name, value, 0, 1)
-            if value >= 1:
-                raise ValueError(f"{name} must be in [0, 1); got {value!r}.")
-        check_int("feature_hidden", self.feature_hidden, 1, allow_none=True)
-        self._validation_scorer()
+        self._check_validation_metric()
         self._user_callbacks()
 
     def _user_callbacks(self) -> list[Callback]:
@@ -229,38 +284,63 @@ class NeuralRecommender(BaseRecommender):
 
     def _check_inference_precision(self) -> str:
         value = self.inference_precision
-        if value not in INFERENCE_PRECISIONS:
+        if not isinstance(value, str) or value not in INFERENCE_PRECISIONS:
             raise ValueError(f"inference_precision must be one of {INFERENCE_PRECISIONS}; "
                              f"got {value!r}.")
         return value
 
-    #: validation_metric="auto": NDCG@10 from this many validation users on, else the loss.
-    _auto_metric_min_users: ClassVar[int] = 1000
+    # -------------------------------------------------------------- continue or restart
+    def _continues(self, partial: bool = False) -> bool:
+        """Whether the next run continues the fitted module (else it builds a new one).
 
-    def _resolve_validation_metric(self, n_users: int) -> str:
-        """``validation_metric``, or the ``"auto"`` rule for ``n_users`` validation users:
-        ``"ndcg@10"`` when they are at least :attr:`_auto_metric_min_users`, else ``"loss"``."""
-        if self.validation_metric != "auto":
-            return self.validation_metric
-        return "ndcg@10" if n_users >= self._auto_metric_min_users else "loss"
+        The one rule: ``partial_fit`` and pruning's fine-tuning (``partial=True``) continue
+        a fitted model, ``fit`` does with ``warm_start=True``; a first run builds one. A
+        continued run must train the module its parameters describe: it is refused (a
+        ValueError) when a parameter the module is built from changed since (see
+        :meth:`_check_module_params`).
+        """
+        if not hasattr(self, "module_") or not (partial or self.warm_start):
+            return False
+        self._check_module_params()
+        return True
 
-    def _validation_scorer(self, metric: str | None = None):
-        """The parsed ``metric`` (default: ``validation_metric``): ``None`` for ``"loss"``
-        (and, before it is resolved, ``"auto"``), else a RecScorer."""
-        from ..metrics import get_rec_scorer
+    def _module_param_values(self) -> dict[str, Any]:
+        """The current values of the parameters the module is built from (comparable)."""
+        return {name: _comparable(getattr(self, name)) for name in self._module_params}
 
-        metric = self.validation_metric if metric is None else metric
-        if metric in ("loss", "auto"):
-            return None
-        try:
-            return get_rec_scorer(metric)
-        except ValueError as exc:
+    def _check_module_params(self) -> None:
+        """Refuse to continue a module built from other parameters than the current ones."""
+        built = getattr(self, "module_params_", None)
+        if built is None:
+            return
+        now = self._module_param_values()
+        changed = [name for name in self._module_params if built.get(name) != now[name]]
+        if changed:
+            details = ", ".join(f"{name}={now[name]!r} (the module was built with "
+                                f"{built.get(name)!r})" for name in changed)
             raise ValueError(
-                "validation_metric must be 'loss', 'auto' or a ranking metric such as "
-                f"'ndcg@10'; got {metric!r} ({exc})"
-            ) from None
+                f"{type(self).__name__} cannot continue training its fitted module: {details}. "
+                "warm_start, partial_fit and pruning's fine-tuning continue the module as it was "
+                "built; fit with warm_start=False to build a new one, or set the parameters "
+                "back."
+            )
 
-    # -------------------------------------------------------------- device & precision
+    def _training_state(self, continued: bool) -> TrainingState:
+        """The counters a run starts from: the fitted ones when it continues (its best epoch
+        cleared: the weights are about to change), fresh ones otherwise."""
+        if not continued:
+            return TrainingState()
+        return TrainingState(n_iter=self.n_iter_, n_steps=self.n_steps_, history=self.history_)
+
+    def _store_state(self, state: TrainingState) -> None:
+        """Write the fitted counters: the one place they are written."""
+        self.n_iter_ = state.n_iter
+        self.n_steps_ = state.n_steps
+        self.history_ = state.history
+        self.best_score_ = state.best_score
+        self.best_epoch_ = state.best_epoch
+
+    # -------------------------------------------------------------- the run
     def _device(self) -> torch.device:
         dev = getattr(self, "device_", None)
         if dev is None:
@@ -269,165 +349,65 @@ class NeuralRecommender(BaseRecommender):
             return torch.device("cpu")  # a GPU-trained model loaded on a CPU-only machine
         return dev
 
-    def _autocast(self, device: torch.device, precision: str):
-        return autocast(device, precision)
+    def _warn_if_emulated(self, continued: bool) -> None:
+        """Warn when the precision of the coming run is emulated on this CPU."""
+        device = self._device() if continued else resolve_device(self.device)
+        warn_if_emulated(resolve_precision(self.precision, device), device, stacklevel=4)
 
-    # -------------------------------------------------------------- side features
-    def _feature_projection(self, out_dim: int) -> FeatureProjection | None:
-        """A projection of the validated ``item_features`` to ``out_dim`` (linear, or with
-        ``feature_hidden`` units), or ``None`` without features."""
-        if self.item_features is None:
-            return None
-        feats = check_item_features(self.item_features, n_items=self.n_features_in_)
-        sparse = _stores_sparse(feats)
-        proj = FeatureProjection(feats.shape[0], feats.shape[1], out_dim,
-                                 hidden=self.feature_hidden,
-                                 scalar=True, sparse=sparse, nnz=feats.nnz if sparse else 0,
-                                 dropout=self.feature_dropout)
-        proj.set_features(_feature_parts(feats, sparse))
-        self.n_item_features_ = feats.shape[1]
-        return proj
-
-    def _sync_features(self, reset: bool) -> None:
-        """Give ids to the items seen in training; the others are scored by their features.
-
-        A continued model (``warm_start``, ``partial_fit``, fine-tuning) keeps the feature
-        rows it was fitted with (and those added by :meth:`add_items`).
-        """
-        if getattr(self.module_, "features", None) is None:
-            if self.item_features is not None and not reset:
-                raise ValueError("warm_start=True continues a model fitted without "
-                                 "item_features; fit with warm_start=False to add them.")
-            return
-        self.module_.set_id_mask(torch.as_tensor(self.item_popularity_ > 0))
-
-    def add_items(self, item_features):
-        """Add new items to the fitted catalogue from their feature rows, without retraining.
-
-        The new items get the next column indices (``n_features_in_`` grows by their
-        number, and ``X`` with the new column count is accepted from then on). They are
-        scored from their features alone until training (``partial_fit`` or a
-        ``warm_start`` fit) sees interactions with them.
-
-        Parameters
-        ----------
-        item_features : {array-like, sparse matrix} of shape (n_new_items, n_item_features)
-            Feature rows of the new items, built exactly as the ``item_features`` the model
-            was fitted with.
-
-        Returns
-        -------
-        self : object
-            The recommender, with a larger catalogue.
-        """
-        check_is_fitted(self)
-        features = getattr(self.module_, "features", None)
-        if features is None:
-            raise ValueError("add_items needs a model fitted with item_features=...: without "
-                             "features a new item cannot be represented.")
-        feats = check_item_features(item_features, n_features=self.n_item_features_)
-        if feats.shape[0]:
-            self.module_.add_items(_feature_parts(feats, features.sparse))
-            self.n_features_in_ += feats.shape[0]
-            self.item_popularity_ = np.concatenate(
-                [self.item_popularity_, np.zeros(feats.shape[0])]
-            )
-        return self
-
-    # -------------------------------------------------------------- public training API
-    def _set_fit_state(self, X: sp.csr_matrix, y: sp.csr_matrix | None,
-                       user_features=None) -> None:
-        if self.warm_start and hasattr(self, "module_"):
-            if X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"warm_start=True continues training the fitted model of "
-                    f"{self.n_features_in_} items, but X has {X.shape[1]} columns. Fit with "
-                    "warm_start=False to train a new model for this catalogue."
-                )
-            width = 0 if user_features is None else user_features.shape[1]
-            if self._reads_user_features and width != getattr(self, "n_user_features_", 0):
-                raise ValueError(
-                    f"warm_start=True continues training a model fitted with "
-                    f"{getattr(self, 'n_user_features_', 0)} user feature columns, but "
-                    f"user_features has {width}. Fit with warm_start=False to change them."
-                )
-        super()._set_fit_state(X, y, user_features)
-
-    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None, user_features=None) -> None:
-        reset = not (self.warm_start and hasattr(self, "module_"))
-        device = resolve_device(self.device) if reset else self._device()
-        warn_if_emulated(resolve_precision(self.precision, device), device)
-        self._train(self._training_matrix(X, y), epochs=self.max_iter, reset=reset,
-                    user_features=user_features)
-
-    def partial_fit(self, X, y=None, *, user_features=None):
-        """Train one more epoch on ``X`` (and ``y``), starting from the current weights.
-
-        The item catalogue is fixed at the first fit: ``X`` must have the same number of
-        columns. Continue training on new interactions, or call repeatedly to train
-        epoch by epoch (early stopping is not applied).
-
-        Parameters
-        ----------
-        X : {array-like, sparse matrix} of shape (n_users, n_items)
-            Interactions, as for :meth:`fit`.
-        y : {sparse matrix, array-like}, default=None
-            Held-out items of the same users, as for :meth:`fit`.
-        user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
-default=None
-            Side features of the users of ``X``, as for :meth:`fit` (the width is fixed at
-            the first fit too).
-
-        Returns
-        -------
-        self : object
-            The updated recommender.
-        """
-        self._check_params()
-        fitted = hasattr(self, "module_")
-        device = self._device() if fitted else resolve_device(self.device)
-        warn_if_emulated(resolve_precision(self.precision, device), device)
-        if not fitted:
-            X, y = self._validate_fit_data(X, y)
-            U = self._check_user_features(user_features, X.shape[0], fitting=True)
-            self._set_fit_state(X, y, U)
-            self._train(self._training_matrix(X, y), epochs=1, reset=True, validate=False,
-                        user_features=U)
-            return self
-        X = self._validate_X(X)
-        if y is not None:
-            y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
-        U = self._check_user_features(user_features, X.shape[0])
-        self.item_popularity_ = self.item_popularity_ + interaction_counts(X, y)
-        self._train(self._training_matrix(X, y), epochs=1, reset=False, validate=False,
-                    user_features=U)
-        return self
-
-    # -------------------------------------------------------------- the run
     def _callbacks(self, label: str | None = None) -> list[Callback]:
-        """The callbacks of one training run: history, the progress bars (on rank 0 only in
+        """The callbacks of one training run: the progress bars (on rank 0 only in
         data-parallel training), then the user's ``callbacks``."""
-        callbacks: list[Callback] = [History()]
+        callbacks: list[Callback] = []
         if self.verbose and process_rank() == 0:
             callbacks.append(ProgressBar(label or type(self).__name__, steps=self.verbose > 1))
         return callbacks + self._user_callbacks()
 
     def _early_stopper(self, metric: str) -> EarlyStopping:
-        scorer = self._validation_scorer(metric)
+        key, higher_is_better = self._monitored(metric)
         return EarlyStopping(
-            "val_loss" if scorer is None else _val_key(scorer),
-            higher_is_better=scorer is not None,
+            key,
+            higher_is_better=higher_is_better,
             patience=self.n_iter_no_change,
             tol=self.tol,
             smoothing=self._early_stopping_smoothing,
         )
 
-    def _train(self, X: sp.csr_matrix, *, epochs: int, reset: bool, validate: bool = True,
-               label: str | None = None, user_features=None):
-        self._check_params()
-        self.__dict__.pop("_inference_cache", None)  # the weights are about to change
-        device = resolve_device(self.device) if reset else self._device()
-        dist = self._data_parallel(X, device)
+    def _resolve_batch_size(self, n_rows: int) -> int:
+        """``batch_size``, or the ``"auto"`` rule for ``n_rows`` training rows."""
+        if not isinstance(self.batch_size, str):
+            return int(self.batch_size)
+        low, high = self._auto_batch_range
+        target = max(n_rows / self._auto_rows_per_batch, 1.0)
+        return int(min(max(2 ** round(np.log2(target)), low), high))
+
+    def _data_parallel(self, inputs: Any, device: torch.device) -> _Distributed:
+        """The data-parallel helper of a training run (a no-op one in a single process).
+
+        Under torchrun (or in an initialised process group of several ranks) every rank must
+        train on the same data with the same hyper-parameters: they are compared first, so
+        that a mismatch stops every rank with the same error instead of a hang.
+        """
+        dist = _Distributed.from_environment(device)
+        if dist.enabled:
+            fingerprints = self._data_fingerprints(inputs)
+            skip = ("callbacks", "verbose", "random_state", "device", *fingerprints)
+            params = sorted((k, v) for k, v in self.get_params(deep=False).items()
+                            if k not in skip)
+            dist.check_consistent(hyper_parameters=repr(params), **fingerprints)
+        return dist
+
+    def _on_module_ready(self, continued: bool) -> None:
+        """Called once the run's module exists (built or continued), before it moves to the
+        device."""
+
+    def _run(self, inputs: Any, *, epochs: int, continued: bool, validate: bool = True,
+             label: str | None = None) -> NeuralEstimator:
+        """Train on ``inputs`` for up to ``epochs`` epochs: a new module, or the fitted one
+        when ``continued`` (see :meth:`_continues`); with early stopping when ``validate``
+        (and ``early_stopping``)."""
+        self.__dict__.pop("_serving_copies", None)  # the weights are about to change
+        device = self._device() if continued else resolve_device(self.device)
+        dist = self._data_parallel(inputs, device)
         device = dist.device
         precision = resolve_precision(self.precision, device)
         rng = check_random_state(self.random_state)
@@ -438,174 +418,70 @@ default=None
         # the threads it was given
         with dist.guard(), limit_torch_threads(), torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
-            if reset:
+            if not continued:
+                for klass in type(self).__mro__:  # every class's, mixins included
+                    for name in klass.__dict__.get("_module_attributes", ()):
+                        self.__dict__.pop(name, None)
                 self.module_ = self._build_module()
-                self.history_ = []
-                self.n_iter_ = 0
-                self.best_score_ = None
-                self.best_epoch_ = None
-                self.n_steps_ = 0
-            elif not hasattr(self, "n_steps_"):  # fitted before the step counter existed
-                self.n_steps_ = 0
-            if reset or not hasattr(self, "batch_size_"):  # continued training keeps it
-                self.batch_size_ = self._resolve_batch_size(X.shape[0])
-            self._sync_features(reset)
+                self.module_params_ = self._module_param_values()
+            state = self._training_state(continued)
+            if not continued or not hasattr(self, "batch_size_"):  # continued runs keep it
+                self.batch_size_ = self._resolve_batch_size(self._n_rows(inputs))
+            self._on_module_ready(continued)
             if dist.enabled:  # own dropout draws per rank (DDP gives every rank rank 0's weights)
                 torch.manual_seed(seed + 1 + dist.rank)
             self.module_.to(device)
             self.device_ = device
             self.precision_ = precision
-            U = user_features
-            X, U, val = (self._hold_out_validation(X, rng, U) if validate
-                         else (X, U, None))
-            if val is not None:
-                self.validation_metric_ = self._resolve_validation_metric(val[0].shape[0])
-            data = self._prepare(X, U)
+            inputs, validation = (self._hold_out_validation(inputs, rng)
+                                  if validate and self.early_stopping else (inputs, None))
+            if validation is not None:
+                self.validation_metric_ = self._resolve_validation_metric(validation)
+            task = self._training_task()
+            data = task.prepare(inputs)
             generator = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
             trainer = Trainer(
-                self, self.module_, device=device, precision=precision,
-                callbacks=self._callbacks(label),
+                task, self.module_, self._training_config(device, precision),
+                state=state, callbacks=self._callbacks(label),
                 early_stopping=(self._early_stopper(self.validation_metric_)
-                                if val is not None else None),
-                distributed=dist,
+                                if validation is not None else None),
+                distributed=dist, estimator=self,
             )
-            validate_fn = None
-            if val is not None:
-                scorer = self._validation_scorer(self.validation_metric_)
-                validate_fn = lambda: self._validation_scores(*val, scorer, dist)  # noqa: E731
-            trainer.fit(data, epochs, generator, validate_fn)
+            validate_fn: Callable[[], dict[str, float]] | None = None
+            if validation is not None:
+                validate_fn = lambda: self._validation_scores(validation, dist)  # noqa: E731
+            try:
+                trainer.fit(data, epochs, generator, validate_fn)
+            finally:
+                self._store_state(state)
         return self
 
-    #: batch_size="auto": training users per micro-batch, and the range of the result.
-    _auto_users_per_batch = 50
-    _auto_batch_range = (32, 128)
-
-    def _resolve_batch_size(self, n_users: int) -> int:
-        """``batch_size``, or the ``"auto"`` rule for ``n_users`` training users."""
-        if not isinstance(self.batch_size, str):
-            return int(self.batch_size)
-        low, high = self._auto_batch_range
-        target = max(n_users / self._auto_users_per_batch, 1.0)
-        return int(min(max(2 ** round(np.log2(target)), low), high))
-
-    def _data_parallel(self, X: sp.csr_matrix, device: torch.device) -> _Distributed:
-        """The data-parallel helper of a training run (a no-op one in a single process).
-
-        Under torchrun (or in an initialised process group of several ranks) every rank must
-        train on the same data with the same hyper-parameters: they are compared first, so
-        that a mismatch stops every rank with the same error instead of a hang.
-        """
-        dist = _Distributed.from_environment(device)
-        if dist.enabled:
-            skip = ("callbacks", "verbose", "random_state", "device", "item_features")
-            params = sorted((k, v) for k, v in self.get_params(deep=False).items()
-                            if k not in skip)
-            features = getattr(self, "item_features", None)
-            dist.check_consistent(
-                data=data_fingerprint(X), hyper_parameters=repr(params),
-                item_features=None if features is None else data_fingerprint(features),
-            )
-        return dist
-
-    def _hold_out_validation(self, X: sp.csr_matrix, rng: np.random.RandomState,
-                             user_features=None):
-        """Split off the validation targets of ``validation_fraction`` of the users.
-
-        Returns the training matrix (the validation users keep their history, only their
-        targets are hidden), its users' feature rows (``None`` without user features), and
-        ``(X_history, y_target, user_features)`` of the validation users, or ``None`` when
-        early stopping is off or there is nothing to validate on.
-        """
-        U = user_features
-        if not self.early_stopping:
-            return X, U, None
-        n_val = int(round(self.validation_fraction * X.shape[0]))
-        n_val = min(max(n_val, 1), X.shape[0] - 1) if X.shape[0] > 1 else 0
-        if not n_val:
-            return X, U, None
-        perm = rng.permutation(X.shape[0])
-        val_rows = np.sort(perm[:n_val])
-        X_hist, y_val = self._validation_split(X[val_rows], rng)
-        keep = np.ones(X.shape[0], dtype=bool)
-        keep[val_rows] = False
-        X = sp.vstack([X[keep], X_hist], format="csr")
-        U_val = None
-        if U is not None:  # the same rows, in the same order
-            U_val = U[val_rows]
-            U = (sp.vstack([U[keep], U_val], format="csr") if sp.issparse(U)
-                 else np.concatenate([U[keep], U_val]))
-        return X, U, ((X_hist, y_val, U_val) if y_val.nnz else None)
-
-    def _validation_scores(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix,
-                           user_features, scorer, dist: _Distributed | None = None) -> dict:
-        """``val_loss``, ``val_ndcg@10`` (and the monitored metric) of the validation users.
-
-        ``val_loss`` is the mean cross-entropy of the held-out items under the softmax of the
-        model's scores over each user's unseen items (users with an empty history, who get
-        popularity scores, are left out of it). Rankings exclude seen items, as ``predict``.
-        In data-parallel training each rank ranks its share of the users and the rankings
-        and loss sums are gathered, so that every rank gets the same values (and takes the
-        same early-stopping decision).
-        """
-        from ..metrics import ndcg_at_k
-
-        U = user_features
-        k = 10 if scorer is None else max(10, scorer.k)
-        if dist is not None and dist.enabled:
-            part = dist.shard_rows(X_hist.shape[0])
-            parts = dist.all_gather_object(
-                self._validation_ranking(X_hist[part], y_val[part], k,
-                                         None if U is None else U[part]),
-                "the gathering of the validation rankings",
-            )
-            ids = np.concatenate([p[0] for p in parts])
-            nll_sum = sum(p[1] for p in parts)
-            n_targets = sum(p[2] for p in parts)
-        else:
-            ids, nll_sum, n_targets = self._validation_ranking(X_hist, y_val, k, U)
-        out = {
-            "val_loss": nll_sum / n_targets if n_targets else float("nan"),
-            "val_ndcg@10": float(ndcg_at_k(y_val, ids[:, :10], k=10)),
-        }
-        if scorer is not None:
-            out[_val_key(scorer)] = float(scorer.metric_func(y_val, ids[:, : scorer.k],
-                                                             k=scorer.k))
-        return out
-
-    def _validation_ranking(self, X_hist: sp.csr_matrix, y_val: sp.csr_matrix, k: int,
-                            user_features=None) -> tuple[np.ndarray, float, int]:
-        """Top-``k`` ids of the validation users, and the summed NLL and count of their
-        held-out items (see :meth:`_validation_scores`)."""
-        ids = np.empty((X_hist.shape[0], k), dtype=np.int64)
-        if X_hist.shape[0] == 0:  # a rank's share of very few validation users
-            return ids, 0.0, 0
-        cold = self._cold_scores(user_features)
-        nll_sum, n_targets = 0.0, 0
-        with torch.inference_mode():
-            for rows, Xb, Ub in self._iter_batches(X_hist, None, user_features):
-                yb = y_val if isinstance(rows, slice) else y_val[rows]
-                scores = mask_scores(self._batch_scores(Xb, Ub).float(), Xb, filter_seen=True)
-                # Held-out items, one (row, item) pair each, of users with a history.
-                target_rows = np.repeat(np.arange(yb.shape[0]), np.diff(yb.indptr))
-                keep = (np.diff(Xb.indptr) > 0)[target_rows]
-                if keep.any():
-                    r = torch.as_tensor(target_rows[keep], device=scores.device)
-                    c = torch.as_tensor(yb.indices[keep], device=scores.device)
-                    log_p = scores[r, c] - torch.logsumexp(scores, dim=1)[r]
-                    log_p = log_p[torch.isfinite(log_p)]  # a held-out item also in the history
-                    nll_sum -= float(log_p.sum())
-                    n_targets += int(log_p.numel())
-                ids[rows] = rank_top_k(scores, Xb, k, filter_seen=False, cold_scores=cold)[0]
-        return ids, nll_sum, n_targets
+    def _training_config(self, device: torch.device, precision: str, *,
+                         loss_scaling: bool = True,
+                         batch_size: int | None = None) -> TrainingConfig:
+        """The settings of a run, from the parameters (``batch_size_`` unless given)."""
+        return TrainingConfig(
+            device=device, precision=precision,
+            batch_size=self.batch_size_ if batch_size is None else batch_size,
+            accumulation_steps=self.accumulation_steps, learning_rate=self.learning_rate_init,
+            weight_decay=self.weight_decay, clip_grad_norm=self.clip_grad_norm,
+            weight_averaging=self.weight_averaging, loss_scaling=loss_scaling,
+        )
 
     # -------------------------------------------------------------- inference
-    #: Private caches that pickling drops (see BaseRecommender.__getstate__).
-    _transient_attributes = ("_inference_cache",)
+    def _inference(self, precision: str | None = None) -> InferenceSetup:
+        """The one inference set-up: every prediction path serves through it.
 
-    def _score_batch(self, X: sp.csr_matrix, user_features=None) -> torch.Tensor:
+        ``precision`` (default: ``inference_precision``): ``"auto"`` serves the fitted module
+        under autocast to the training precision (``precision_``); ``"fp32"`` the fitted
+        module; ``"bf16"``, ``"fp16"`` and ``"int8"`` a copy of it in that precision, made at
+        the first call and cached until the weights change (see
+        :class:`~skrec.training.precision.ServingCopies`).
+        """
         module = self.module_
         device = self._device()
-        precision = self._check_inference_precision()
+        if precision is None:
+            precision = self._check_inference_precision()
         if precision == "int8" and device.type != "cpu":
             raise ValueError(
                 f"inference_precision='int8' runs on the CPU only; this model serves on "
@@ -615,51 +491,33 @@ default=None
             module.to(device)
         if module.training:
             module.eval()  # the training loop switches back to train mode at each epoch
-        if precision == "auto":
-            precision = self.precision_
-            self.__dict__.pop("_inference_cache", None)
-        else:
-            module = self._inference_module(module, device, precision)
-        autocast_precision = "fp32" if precision == "int8" else precision
-        with torch.inference_mode(), self._autocast(device, autocast_precision):
-            return self._module_scores(module, X, device, user_features).float()
+        if precision in ("auto", "fp32"):
+            self.__dict__.pop("_serving_copies", None)
+            return InferenceSetup(module, device,
+                                  self.precision_ if precision == "auto" else "fp32")
+        copies = self.__dict__.get("_serving_copies")
+        if copies is None:
+            copies = self._serving_copies = ServingCopies()
+        served = copies.get(module, device, precision)
+        return InferenceSetup(served, device, "fp32" if precision == "int8" else precision)
 
-    def _inference_module(self, module: torch.nn.Module, device: torch.device,
-                          precision: str) -> torch.nn.Module:
-        """``module`` itself (fp32), or its copy for ``precision``, cached until the weights
-        change (a new module, new parameters, or an in-place update of one)."""
-        if precision == "fp32":
-            self.__dict__.pop("_inference_cache", None)
-            return module
-        params = list(module.parameters())
-        cache = self.__dict__.get("_inference_cache")
-        if cache is not None:
-            (cached_precision, cached_device, refs, versions), served = cache
-            if (cached_precision == precision and cached_device == device
-                    and len(refs) == len(params) + 1 and refs[0]() is module
-                    and all(r() is p for r, p in zip(refs[1:], params))
-                    and versions == [p._version for p in params]):
-                return served
-        self.__dict__.pop("_inference_cache", None)  # free the old copy first
-        # Weak references: a module or parameter replaced since (pruning, a new fit) never
-        # matches, even if a new object reuses the old one's id. In-place updates bump the
-        # versions; the fused optimizer does not, so training drops the cache explicitly.
-        key = (precision, device, [weakref.ref(module), *map(weakref.ref, params)],
-               [p._version for p in params])
-        served = copy.deepcopy(module).eval()
-        for p in served.parameters():
-            p.grad = None
-        if precision == "int8":
-            served = quantize_int8(served.float())
-        else:
-            dtype = DTYPES[precision]
-            served = served.to(dtype)
-            for part in fp32_parts(served):
-                part.float()  # computes in fp32, hands its outputs back in the copy's dtype
-                part.register_forward_hook(lambda m, i, out, dtype=dtype: cast_floats(out,
-                                                                                     dtype))
-        self._inference_cache = (key, served)
-        return served
+    @contextlib.contextmanager
+    def _serving(self, precision: str | None = None) -> Iterator[InferenceSetup]:
+        """:meth:`_inference` entered: inference mode and the set-up's autocast."""
+        setup = self._inference(precision)
+        with torch.inference_mode(), setup.autocast():
+            yield setup
+
+    # -------------------------------------------------------------- pickling
+    def __getstate__(self):
+        state = super().__getstate__()
+        state = {k: v for k, v in state.items() if k not in self._transient_attributes}
+        for key, value in list(state.items()):
+            if isinstance(value, torch.nn.Module):
+                state[key] = copy.deepcopy(value).to("cpu")
+            elif isinstance(value, torch.Tensor):
+                state[key] = value.detach().to("cpu")
+        return state
 
     def __setstate__(self, state):
         super().__setstate__(state)
@@ -671,4 +529,20 @@ default=None
             self.precision_ = "fp32"
 
 
-_render_docstring(NeuralRecommender)
+def _comparable(value: Any) -> Any:
+    """A parameter value as recorded in ``module_params_`` (data only: tuples as lists,
+    arrays and other objects by presence)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return bool(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, list | tuple):
+        return [_comparable(v) for v in value]
+    return "given"
+
+
+render_docstring(NeuralEstimator)

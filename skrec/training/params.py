@@ -10,21 +10,33 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["TRAINING_PARAM_DOCS", "check_float", "check_int", "render_param_docs"]
+__all__ = [
+    "TRAINING_PARAM_DOCS",
+    "check_float",
+    "check_int",
+    "declared_param_docs",
+    "render_docstring",
+    "render_param_docs",
+]
 
 # --------------------------------------------------------------------------------------------
 # Parameter checks
 # --------------------------------------------------------------------------------------------
 
 
-def check_int(name, value, low, allow_none=False):
+def check_int(name: str, value: Any, low: int, allow_none: bool = False) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is an integer >= ``low`` (or
+    ``None`` when allowed; bools are refused)."""
     if allow_none and value is None:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
 
 
-def check_float(name, value, low, high=None, low_inclusive=True, allow_none=False):
+def check_float(name: str, value: Any, low: float, high: float | None = None,
+                low_inclusive: bool = True, allow_none: bool = False) -> None:
+    """Raise a ValueError naming ``name`` unless ``value`` is a finite number in the range
+    (``None`` when allowed; bools are refused)."""
     if allow_none and value is None:
         return
     ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
@@ -43,7 +55,8 @@ def check_float(name, value, low, high=None, low_inclusive=True, allow_none=Fals
 
 #: Documentation of every training parameter: name -> (type, description). Each estimator's
 #: docstring gets these, with its own defaults, where it says ``{training_parameters}``; an
-#: estimator may replace a description through ``_param_docs``.
+#: estimator may replace a description through ``_param_docs``, and declares the documentation
+#: of parameters it adds for several estimators in ``_declared_param_docs``.
 TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
     "max_iter": ("int", "Maximum number of epochs."),
     "batch_size": (
@@ -109,45 +122,6 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
     "verbose": ("int", "1: a progress bar over epochs (renders in Jupyter); 2: also over "
                        "optimizer steps."),
     "warm_start": ("bool", "Continue from the current weights on the next ``fit``."),
-    "item_features": (
-        "{array-like, sparse matrix} of shape (n_items, n_item_features) or None",
-        "Side features of the items, one row per column of ``X`` (one-hot or multi-hot "
-        "attributes, TF-IDF rows, dense text vectors; build them with scikit-learn's "
-        "transformers or :class:`skrec.text.TextEmbedder`). Each item's representation "
-        "becomes its id embedding plus ``f(x) = W1 x + b1`` of its features, on the input "
-        "and the output side, and its output bias gets a term learned from the features. "
-        "Items with no interaction in the training data are scored from their features "
-        "alone, so they can be recommended (cold start), and :meth:`add_items` adds new ones "
-        "to a fitted model. Passed to the constructor (like ``KMeans(init=array)``), so "
-        "cross-validation, which splits users, never slices it.",
-    ),
-    "feature_dropout": (
-        "float",
-        "With ``item_features``, the probability of dropping each stored feature value at each "
-        "training step, so that no single feature (a rare title word, which identifies one "
-        "item as well as an id does) carries an item alone.",
-    ),
-    "feature_hidden": (
-        "int or None",
-        "With ``item_features``: the width of a hidden layer (GELU) in the map from features "
-        "to item vectors, ``f(x) = W2 gelu(W1 x + b1) + b2``; ``None`` for the linear map "
-        "``W1 x + b1``. On MovieLens-100K (``benchmarks/cold_start.py``, 3 seeds) 64 units "
-        "ranked the autoencoder's cold items as the linear map did and gained less on its warm "
-        "items.",
-    ),
-    "id_dropout": (
-        "float",
-        "With ``item_features``, the fraction of items whose id embedding and id bias are "
-        "hidden on the output side at each training step (histories keep every id), so that "
-        "the features learn to score items on their own, as they must for new items. On "
-        "MovieLens-100K (3 seeds; ``benchmarks/cold_start.py``) 0.1 ranked cold items as well "
-        "as 0.5 or better (genres and release year: NDCG@20 0.240 vs 0.229 for the sequence "
-        "model, 0.346 vs 0.345 for the autoencoder; with MiniLM title vectors added, 0.326 vs "
-        "0.299 for the autoencoder) and cost the items the models know less: leave-last-out "
-        "NDCG@10 over the id-only model +5.2 % vs +4.4 % for the sequence model (genres and "
-        "title TF-IDF); for the autoencoder +2.5 % vs -10.4 % (genres and year), +4.4 % vs "
-        "-1.4 % (MiniLM titles), +3.5 % vs +4.4 % (genres and title TF-IDF).",
-    ),
     "weight_averaging": (
         "float or None",
         "Average the weights over epochs: after every epoch the running average takes this "
@@ -160,7 +134,7 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
         "list of Callback or None",
         "Extra :class:`~skrec.callbacks.Callback` objects called at every hook of every "
         "training run (``fit``, ``partial_fit``, pruning's fine-tuning), after the built-in "
-        "history and progress bars, for example :class:`~skrec.callbacks.TensorBoard`. "
+        "progress bars, for example :class:`~skrec.callbacks.TensorBoard`. "
         "``clone`` gives the clone copies of them.",
     ),
 }
@@ -206,12 +180,21 @@ def render_param_docs(cls: type, names: Iterable[str], docs: dict[str, tuple[str
 _DATACLASS = {"kw_only": True, "eq": False, "repr": False}
 
 
-def _render_docstring(cls: type) -> None:
-    """Replace ``{training_parameters}`` in ``cls``'s docstring by the shared parameters."""
+def declared_param_docs(cls: type) -> dict[str, tuple[str, str]]:
+    """The documentation of the parameters declared along ``cls``'s bases: each class
+    declares those it introduces in ``_declared_param_docs`` (bases first)."""
+    docs: dict[str, tuple[str, str]] = {}
+    for klass in reversed(cls.__mro__):
+        docs.update(klass.__dict__.get("_declared_param_docs", {}))
+    return docs
+
+
+def render_docstring(cls: type) -> None:
+    """Replace ``{training_parameters}`` in ``cls``'s docstring by the declared parameters."""
     marker = "    {training_parameters}"
     if cls.__doc__ and marker in cls.__doc__:
         fields = {f.name for f in dataclasses.fields(cls)}
-        docs = cls._shared_param_docs
+        docs = declared_param_docs(cls)
         names = [name for name in docs if name in fields]
         cls.__doc__ = cls.__doc__.replace(marker, render_param_docs(cls, names, docs))
 

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import resource
 import sys
 import warnings
+import weakref
 from typing import Any
 
 import torch
 
-__all__ = ["autocast", "cpu_supports_bf16", "resolve_device", "resolve_precision"]
+__all__ = [
+    "ServingCopies",
+    "autocast",
+    "cpu_supports_bf16",
+    "resolve_device",
+    "resolve_precision",
+]
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 INFERENCE_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
@@ -108,7 +116,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return "fp32"
 
 
-def warn_if_emulated(precision: str, device: torch.device) -> None:
+def warn_if_emulated(precision: str, device: torch.device, stacklevel: int = 3) -> None:
     """Warn when a low precision is requested on a CPU that only emulates it."""
     if device.type != "cpu" or precision == "fp32":
         return
@@ -122,7 +130,7 @@ def warn_if_emulated(precision: str, device: torch.device) -> None:
             "typically 5-10x slower than fp32. Use precision='auto' to pick the fastest "
             "precision this machine supports.",
             UserWarning,
-            stacklevel=3,
+            stacklevel=stacklevel,
         )
 
 
@@ -172,6 +180,55 @@ def quantize_int8(module: torch.nn.Module) -> torch.nn.Module:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return quantize_dynamic(module.to("cpu"), names, dtype=torch.qint8, inplace=True)
+
+
+class ServingCopies:
+    """The reduced-precision copy of a module that serves inference, cached until the weights
+    change.
+
+    :meth:`get` returns a copy of the module cast to bf16 or fp16 (sub-modules that declare
+    ``inference_fp32`` keep computing in fp32 and hand back their outputs in the copy's
+    type), or with its linear layers dynamically quantized to int8 (CPU only). The copy is
+    made at the first call and kept while the module, its parameters and their contents are
+    unchanged: a new module, new parameter objects (pruning, a new fit) or an in-place update
+    of a parameter (which bumps its version) make a new copy.
+    """
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._served: torch.nn.Module | None = None
+
+    def get(self, module: torch.nn.Module, device: torch.device,
+            precision: str) -> torch.nn.Module:
+        """The copy of ``module`` in ``precision`` ("bf16", "fp16" or "int8") on ``device``."""
+        params = list(module.parameters())
+        if self._key is not None:
+            cached_precision, cached_device, refs, versions = self._key
+            if (cached_precision == precision and cached_device == device
+                    and len(refs) == len(params) + 1 and refs[0]() is module
+                    and all(r() is p for r, p in zip(refs[1:], params))
+                    and versions == [p._version for p in params]):
+                return self._served
+        self._key = self._served = None  # free the old copy first
+        # Weak references: a module or parameter replaced since (pruning, a new fit) never
+        # matches, even if a new object reuses the old one's id. In-place updates bump the
+        # versions; the fused optimizer does not, so training drops the cache explicitly.
+        key = (precision, device, [weakref.ref(module), *map(weakref.ref, params)],
+               [p._version for p in params])
+        served = copy.deepcopy(module).eval()
+        for p in served.parameters():
+            p.grad = None
+        if precision == "int8":
+            served = quantize_int8(served.float())
+        else:
+            dtype = DTYPES[precision]
+            served = served.to(dtype)
+            for part in fp32_parts(served):
+                part.float()  # computes in fp32, hands its outputs back in the copy's dtype
+                part.register_forward_hook(lambda m, i, out, dtype=dtype: cast_floats(out,
+                                                                                    dtype))
+        self._key, self._served = key, served
+        return served
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
+import functools
 import math
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -20,10 +22,15 @@ from ..callbacks import Callback
 from ..nn.optim import SparseAdamW, clip_grad_norm_
 from .precision import autocast, peak_memory_mb
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .estimator import NeuralRecommender
-
-__all__ = ["EarlyStopping", "Trainer", "WeightAverage", "make_batches"]
+__all__ = [
+    "EarlyStopping",
+    "Trainer",
+    "TrainingConfig",
+    "TrainingState",
+    "TrainingTask",
+    "WeightAverage",
+    "make_batches",
+]
 
 # --------------------------------------------------------------------------------------------
 # Batches
@@ -69,6 +76,104 @@ def make_batches(data: Any, batch_size: int, rng: np.random.RandomState) -> list
     if lengths is not None:
         batches = [batches[i] for i in rng.permutation(len(batches))]
     return batches
+
+
+# --------------------------------------------------------------------------------------------
+# The protocol between the trainer and the model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingConfig:
+    """The settings of one training run, resolved once per fit.
+
+    Parameters
+    ----------
+    device : torch.device
+        Where the model lives.
+    precision : {"fp32", "bf16", "fp16"}
+        The resolved autocast precision; fp16 uses a gradient scaler.
+    batch_size : int
+        Rows per micro-batch.
+    accumulation_steps : int, default=1
+        Micro-batches per optimizer step.
+    learning_rate : float, default=1e-3
+        AdamW learning rate.
+    weight_decay : float, default=0.0
+        AdamW decoupled weight decay.
+    clip_grad_norm : float or None, default=None
+        Maximum gradient norm (``None``: no clipping).
+    weight_averaging : float or None, default=None
+        Weight of the newest epoch in the moving average of the weights (see
+        :class:`WeightAverage`); ``None`` or 1.0: no averaging.
+    loss_scaling : bool, default=True
+        Scale the fp16 loss with a ``GradScaler`` (no effect in other precisions). Passes that
+        read raw gradients (pruning's Taylor importance) turn it off.
+    """
+
+    device: torch.device
+    precision: str
+    batch_size: int
+    accumulation_steps: int = 1
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    clip_grad_norm: float | None = None
+    weight_averaging: float | None = None
+    loss_scaling: bool = True
+
+
+@dataclasses.dataclass
+class TrainingState:
+    """What training has done to a model so far: its counters, history and best epoch.
+
+    The :class:`Trainer` advances it in place; an estimator keeps it between runs as its
+    fitted attributes (``n_iter_``, ``n_steps_``, ``history_``, ``best_score_``,
+    ``best_epoch_``).
+
+    Attributes
+    ----------
+    n_iter : int
+        Epochs run.
+    n_steps : int
+        Optimizer steps run (one per accumulation window, counted after the step: every
+        micro-batch of a window sees the same value; schedules such as KL annealing read it).
+    history : list of dict
+        One record per epoch.
+    best_score : float or None
+        The monitored validation value of the best epoch of the last run with early stopping.
+    best_epoch : int or None
+        That epoch.
+    """
+
+    n_iter: int = 0
+    n_steps: int = 0
+    history: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    best_score: float | None = None
+    best_epoch: int | None = None
+
+
+@runtime_checkable
+class TrainingTask(Protocol):
+    """What the trainer asks of the model it trains.
+
+    The training data is any object with an ``n_rows`` attribute (and optionally
+    ``lengths``, an array of row lengths that :func:`make_batches` groups by); the trainer
+    draws row indices and asks the task for the batch of those rows and for its loss. The
+    validation measurement is a callable given to :meth:`Trainer.fit`.
+    """
+
+    def make_batch(self, data: Any, rows: np.ndarray, device: torch.device) -> tuple[Any, int]:
+        """The micro-batch of the rows ``rows`` of ``data``, on ``device``, and its number of
+        targets (what the summed loss is a sum over)."""
+
+    def batch_loss(self, module: torch.nn.Module, batch: Any,
+                   state: TrainingState) -> torch.Tensor:
+        """The **sum** of the per-target losses of ``batch`` (an fp32 scalar); ``state`` gives
+        the step count to schedules."""
+
+    def epoch_info(self, state: TrainingState) -> dict[str, Any]:
+        """Extra fields of the epoch's record (e.g. a schedule's value)."""
+
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,36 +361,47 @@ class _StopOnInterrupt:
 
 
 class Trainer:
-    """Runs the training of one estimator's torch module: the one loop of skrec.
+    """Runs the training of one torch module: the one loop of skrec.
 
-    The estimator supplies the data and the loss through its hooks (``_batch`` and
-    ``_batch_loss``, see :class:`NeuralRecommender`); the trainer owns the device,
-    precision, optimizer, accumulation, clipping, weight averaging, validation, early
-    stopping and callbacks.
+    The trainer knows nothing of estimators: the model it trains talks to it through a
+    :class:`TrainingTask` (the batches and their loss), the settings of the run come in a
+    :class:`TrainingConfig`, and what training has done so far is a :class:`TrainingState`
+    that the trainer advances (the epoch and step counters, the history, the best epoch).
+    The trainer owns the optimizer, precision, accumulation, clipping, weight averaging,
+    validation, early stopping and the callbacks.
 
     Parameters
     ----------
-    estimator : NeuralRecommender
-        The estimator being fitted; its counters ``n_iter_`` and ``n_steps_`` advance.
+    task : TrainingTask
+        Makes the batches and computes their loss.
     module : torch.nn.Module
-        The model (already on ``device``).
-    device : torch.device
-        Where the model lives.
-    precision : {"fp32", "bf16", "fp16"}
-        Resolved autocast precision; fp16 uses a gradient scaler.
+        The model (already on ``config.device``).
+    config : TrainingConfig
+        The settings of the run.
+    state : TrainingState, default=None
+        The counters and history to continue from (advanced in place); a fresh one when
+        ``None``.
     callbacks : iterable of Callback, default=()
         Called in order at each hook.
     early_stopping : EarlyStopping or None, default=None
         Monitors the validation records; ``None`` trains every epoch.
-    loss_scaling : bool, default=True
-        Scale the fp16 loss with a ``GradScaler`` (no effect in other precisions). Passes that
-        read raw gradients (pruning's Taylor importance) turn it off.
     distributed : object, default=None
         The data-parallel helper of the run (``skrec._distributed._Distributed``): sharding,
         gradient synchronisation and the collectives. ``None``: one process.
+    estimator : object, default=None
+        The estimator being fitted, for the callbacks (``trainer.estimator``); the trainer
+        itself never reads it.
 
     Attributes
     ----------
+    state : TrainingState
+        The counters and history, advanced by the run.
+    optimizer : torch.optim.Optimizer or None
+        The optimizer of the current :meth:`fit` (``None`` before).
+    epochs : int
+        Epochs requested by the current :meth:`fit`.
+    n_windows : int
+        Optimizer steps planned in the current epoch.
     rank : int
         This process's data-parallel rank (0 in a single process).
     world_size : int
@@ -294,29 +410,34 @@ class Trainer:
 
     def __init__(
         self,
-        estimator: NeuralRecommender,
+        task: TrainingTask,
         module: torch.nn.Module,
+        config: TrainingConfig,
         *,
-        device: torch.device,
-        precision: str,
+        state: TrainingState | None = None,
         callbacks: Iterable[Callback] = (),
         early_stopping: EarlyStopping | None = None,
-        loss_scaling: bool = True,
         distributed: _Distributed | None = None,
+        estimator: Any = None,
     ):
-        self.estimator = estimator
+        self.task = task
         self.module = module
-        self.device = device
-        self.precision = precision
+        self.config = config
+        self.state = state if state is not None else TrainingState()
+        self.estimator = estimator
+        self.device = config.device
+        self.precision = config.precision
         self.callbacks = list(callbacks)
         self.early_stopping = early_stopping
-        self.autocast = autocast(device, precision)
+        self.autocast = autocast(config.device, config.precision)
         self.optimizer: torch.optim.Optimizer | None = None
-        self.scaler = torch.amp.GradScaler(device.type,
-                                           enabled=loss_scaling and precision == "fp16")
-        self.epochs = 0  # epochs requested by the current fit
-        self.n_windows = 0  # optimizer steps planned in the current epoch
-        self.dist = distributed if distributed is not None else _Distributed(device=device)
+        self.scaler = torch.amp.GradScaler(
+            config.device.type, enabled=config.loss_scaling and config.precision == "fp16"
+        )
+        self.epochs = 0
+        self.n_windows = 0
+        self.dist = (distributed if distributed is not None
+                     else _Distributed(device=config.device))
         self._interrupt = _StopOnInterrupt()
         self._interrupt_agreed = False  # data parallel: any rank asked to stop
 
@@ -352,7 +473,7 @@ class Trainer:
         Parameters
         ----------
         batch : object
-            A batch made by the estimator's ``_batch``.
+            A batch made by the task's :meth:`~TrainingTask.make_batch`.
         denominator : float
             What the summed loss is divided by before the backward pass: the number of targets
             of the whole accumulation window, so that the window's gradient is the mean over
@@ -374,7 +495,7 @@ class Trainer:
         value = float(loss_sum.detach())
         if not np.isfinite(value) and self.precision != "fp16":
             raise FloatingPointError(
-                f"The training loss became {value} at epoch {self.estimator.n_iter_ + 1} "
+                f"The training loss became {value} at epoch {self.state.n_iter + 1} "
                 f"(precision={self.precision!r}). Lower learning_rate_init, set "
                 "clip_grad_norm, or use precision='fp32'."
             )
@@ -385,15 +506,15 @@ class Trainer:
         """The summed loss of ``batch`` (through the data-parallel wrapper when there is one)."""
         if self.dist.ddp is not None:
             return self.dist.loss(batch)
-        return self.estimator._batch_loss(self.module, batch)
+        return self.task.batch_loss(self.module, batch, self.state)
 
     # ------------------------------------------------------------------ one window
     def window_step(self, window: Sequence[tuple[Any, int]]) -> tuple[float, int]:
         """One optimizer step over an accumulation window of ``(batch, n_targets)`` pairs.
 
         The gradients of the micro-batches are summed, each divided by the window's total
-        number of targets, so ``k`` micro-batches of ``b`` users give the gradient of one
-        batch of ``k * b`` users. Windows without targets are skipped.
+        number of targets, so ``k`` micro-batches of ``b`` rows give the gradient of one
+        batch of ``k * b`` rows. Windows without targets are skipped.
 
         Parameters
         ----------
@@ -413,15 +534,14 @@ class Trainer:
         )
         if n_window == 0:
             return 0.0, 0
-        est = self.estimator
         self.optimizer.zero_grad(set_to_none=True)
         total = self._accumulate(window, n_window)
-        if est.clip_grad_norm is not None:
+        if self.config.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
-            clip_grad_norm_(self.module.parameters(), est.clip_grad_norm)
+            clip_grad_norm_(self.module.parameters(), self.config.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        est.n_steps_ += 1
+        self.state.n_steps += 1
         return total, n_window
 
     def _accumulate(self, window: Sequence[tuple[Any, int]], n_window: int) -> float:
@@ -454,20 +574,21 @@ class Trainer:
     # ------------------------------------------------------------------ one epoch
     def run_epoch(self, data: Any, generator: np.random.RandomState) -> dict[str, Any]:
         """Train one pass over ``data``; returns the epoch's record (without validation)."""
-        est = self.estimator
+        state, config = self.state, self.config
         self.module.train()
         t0 = time.perf_counter()
         # every rank draws the same batches of world_size x batch_size rows and keeps its share
         batches = self.dist.shard(
-            make_batches(data, est.batch_size_ * self.world_size, generator)
+            make_batches(data, config.batch_size * self.world_size, generator)
         )
-        acc = est.accumulation_steps
+        acc = config.accumulation_steps
         starts = range(0, len(batches), acc)
         self.n_windows = len(starts)
-        self._call("on_epoch_begin", est.n_iter_ + 1)
+        self._call("on_epoch_begin", state.n_iter + 1)
         total_loss, total_targets, n_steps, n_finite = 0.0, 0, 0, 0
         for w in starts:
-            window = [est._batch(data, rows, self.device) for rows in batches[w : w + acc]]
+            window = [self.task.make_batch(data, rows, self.device)
+                      for rows in batches[w : w + acc]]
             loss, n = self.window_step(window)
             if n:
                 n_steps += 1
@@ -485,7 +606,7 @@ class Trainer:
             flush()
         if n_steps and not n_finite:
             raise FloatingPointError(
-                f"Every training step of epoch {est.n_iter_ + 1} had a non-finite loss "
+                f"Every training step of epoch {state.n_iter + 1} had a non-finite loss "
                 f"(precision={self.precision!r}): the model learned nothing. Lower "
                 "learning_rate_init, set clip_grad_norm, or use precision='fp32' (or 'bf16')."
             )
@@ -493,24 +614,29 @@ class Trainer:
             # the loss of a step was finite but its update was not (a huge learning rate or
             # weight decay): the next step, or predict, would read NaN weights
             raise FloatingPointError(
-                f"The weights became non-finite during epoch {est.n_iter_ + 1} (the losses "
+                f"The weights became non-finite during epoch {state.n_iter + 1} (the losses "
                 "were finite, the updates were not). Lower learning_rate_init or "
                 "weight_decay, or set clip_grad_norm."
             )
         seconds = time.perf_counter() - t0
-        est.n_iter_ += 1
+        state.n_iter += 1
         record = {
-            "epoch": est.n_iter_,
+            "epoch": state.n_iter,
             "loss": total_loss / max(total_targets, 1),
             "seconds": seconds,
             "targets_per_s": total_targets / seconds if seconds > 0 else float("nan"),
             "steps": n_steps,
             "peak_memory_mb": peak_memory_mb(self.device),
-            **est._epoch_info(),
+            **self.task.epoch_info(state),
         }
         if self.interrupted:
             record["interrupted"] = True
         return record
+
+    def _end_epoch(self, record: dict[str, Any]) -> None:
+        """Record the epoch in the history, then tell the callbacks."""
+        self.state.history.append(record)
+        self._call("on_epoch_end", record)
 
     # ------------------------------------------------------------------ the run
     def fit(
@@ -525,21 +651,22 @@ class Trainer:
         Parameters
         ----------
         data : object
-            The estimator's prepared training data (``_prepare``).
+            The prepared training data the task's batches are made from: anything with an
+            ``n_rows`` attribute (and optionally ``lengths``, see :func:`make_batches`).
         epochs : int
             Maximum number of epochs.
         generator : numpy.random.RandomState
             Draws the batches.
         validate : callable, default=None
-            Returns the validation values to add to each epoch's record; early stopping
-            (if any) monitors them.
+            The validation measurement: returns the values to add to each epoch's record;
+            early stopping (if any) monitors them.
         """
-        est = self.estimator
-        self.optimizer = _make_optimizer(self.module, est.learning_rate_init,
-                                         est.weight_decay, self.device)
+        config, state = self.config, self.state
+        self.optimizer = _make_optimizer(self.module, config.learning_rate,
+                                         config.weight_decay, self.device)
         self._wrap_for_data_parallel(data)
         stopper = self.early_stopping if validate is not None else None
-        weight = est.weight_averaging
+        weight = config.weight_averaging
         averager = WeightAverage(weight) if weight is not None and weight < 1 else None
         self.epochs = epochs
         if self.device.type == "cuda":
@@ -550,7 +677,7 @@ class Trainer:
                 for _ in range(epochs):
                     record = self.run_epoch(data, generator)
                     if self.interrupted:  # a partial epoch: recorded, not validated
-                        self._call("on_epoch_end", record)
+                        self._end_epoch(record)
                         break
                     averaged = contextlib.nullcontext()
                     if averager is not None:
@@ -559,11 +686,11 @@ class Trainer:
                     with averaged:  # validation and the best state see the average
                         if validate is not None:
                             record.update(validate())
-                        if stopper is not None and stopper.update(est.n_iter_, record,
+                        if stopper is not None and stopper.update(state.n_iter, record,
                                                                   self.module):
-                            est.best_score_ = stopper.best_value
-                            est.best_epoch_ = stopper.best_epoch
-                    self._call("on_epoch_end", record)
+                            state.best_score = stopper.best_value
+                            state.best_epoch = stopper.best_epoch
+                    self._end_epoch(record)
                     if self.interrupted or (stopper is not None and stopper.should_stop):
                         break
         finally:
@@ -573,12 +700,12 @@ class Trainer:
             self.module.eval()
             self._call("on_train_end")
         if self.interrupted:
-            kept = (f"the weights of its best epoch ({est.best_epoch_})" if restored
+            kept = (f"the weights of its best epoch ({state.best_epoch})" if restored
                     else "the weights averaged up to its last complete epoch"
                     if averager is not None and averager.average is not None
                     else "the current weights")
             warnings.warn(
-                f"Training was interrupted (Ctrl-C) during epoch {est.n_iter_}; the estimator "
+                f"Training was interrupted (Ctrl-C) during epoch {state.n_iter}; the estimator "
                 f"keeps {kept} and can be used (or trained further with warm_start or "
                 "partial_fit).",
                 UserWarning,
@@ -591,12 +718,12 @@ class Trainer:
         """Wrap the loss in DistributedDataParallel (a no-op in one process)."""
         if not self.dist.enabled:
             return
-        est = self.estimator
         probe = None
         if data.n_rows:
-            probe, _ = est._batch(data, np.arange(min(data.n_rows, est.batch_size_)),
-                                  self.device)
-        self.dist.wrap(self.module, est._batch_loss, probe)
+            rows = np.arange(min(data.n_rows, self.config.batch_size))
+            probe, _ = self.task.make_batch(data, rows, self.device)
+        self.dist.wrap(self.module, functools.partial(self.task.batch_loss, state=self.state),
+                       probe)
 
     def _unwrap_data_parallel(self) -> None:
         """After a run: every rank takes rank 0's weights; the module is left unwrapped."""
@@ -604,4 +731,3 @@ class Trainer:
             return
         self.dist.unwrap(self.module)
         self.dist.broadcast_module_(self.module)
-
