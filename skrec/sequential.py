@@ -256,9 +256,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
                 raise ValueError(f"{name} must be in [0, 1); got {value!r}.")
         check_float("gbce_t", self.gbce_t, 0, 1)
         check_float("mask_prob", self.mask_prob, 0, 1, low_inclusive=False)
-        if self.encoder not in ENCODERS:
+        if not isinstance(self.encoder, str) or self.encoder not in ENCODERS:
             raise ValueError(f"encoder must be one of {tuple(ENCODERS)}; got {self.encoder!r}.")
-        if self.objective not in OBJECTIVES:
+        if not isinstance(self.objective, str) or self.objective not in OBJECTIVES:
             raise ValueError(
                 f"objective must be one of {tuple(OBJECTIVES)}; got {self.objective!r}."
             )
@@ -266,7 +266,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
             raise ValueError(
                 f"d_model={self.d_model} must be divisible by n_heads={self.n_heads}."
             )
-        if self.loss not in ("auto", *LOSSES):
+        if not isinstance(self.loss, str) or self.loss not in ("auto", *LOSSES):
             raise ValueError(f"loss must be 'auto' or one of {LOSSES}; got {self.loss!r}.")
 
     #: loss="auto": the sampled softmax from this many items on, the full softmax below.

@@ -190,9 +190,18 @@ class ServingCopies:
     ``inference_fp32`` keep computing in fp32 and hand back their outputs in the copy's
     type), or with its linear layers dynamically quantized to int8 (CPU only). The copy is
     made at the first call and kept while the module, its parameters and their contents are
-    unchanged: a new module, new parameter objects (pruning, a new fit) or an in-place update
-    of a parameter (which bumps its version) make a new copy.
+    unchanged: a new module, new parameter objects (pruning, a new fit), an in-place update
+    of a parameter (training, ``load_state_dict``, an in-place operation under
+    ``torch.no_grad()``: torch bumps its version), or an edit through ``.data`` (which torch
+    does not version) that changes a sample of each parameter's values (up to
+    :data:`SAMPLE` values, evenly spaced: wholesale edits such as ``weight.data.mul_(-1)``
+    or ``copy_``) make a new copy. An edit through ``.data`` of a few values between the
+    sampled ones is not seen: edit in place under ``torch.no_grad()`` instead.
     """
+
+    #: Values of each parameter whose sum is compared at every call (a cheap guard against
+    #: edits through ``.data``).
+    SAMPLE = 4096
 
     def __init__(self) -> None:
         self._key: tuple | None = None
@@ -202,19 +211,20 @@ class ServingCopies:
             precision: str) -> torch.nn.Module:
         """The copy of ``module`` in ``precision`` ("bf16", "fp16" or "int8") on ``device``."""
         params = list(module.parameters())
+        sums = self._sample_sums(params)
         if self._key is not None:
-            cached_precision, cached_device, refs, versions = self._key
+            cached_precision, cached_device, refs, versions, cached_sums = self._key
             if (cached_precision == precision and cached_device == device
                     and len(refs) == len(params) + 1 and refs[0]() is module
                     and all(r() is p for r, p in zip(refs[1:], params))
-                    and versions == [p._version for p in params]):
+                    and versions == [p._version for p in params] and cached_sums == sums):
                 return self._served
         self._key = self._served = None  # free the old copy first
         # Weak references: a module or parameter replaced since (pruning, a new fit) never
         # matches, even if a new object reuses the old one's id. In-place updates bump the
         # versions; the fused optimizer does not, so training drops the cache explicitly.
         key = (precision, device, [weakref.ref(module), *map(weakref.ref, params)],
-               [p._version for p in params])
+               [p._version for p in params], sums)
         served = copy.deepcopy(module).eval()
         for p in served.parameters():
             p.grad = None
@@ -229,6 +239,13 @@ class ServingCopies:
                                                                                     dtype))
         self._key, self._served = key, served
         return served
+
+    @classmethod
+    def _sample_sums(cls, params: list[torch.nn.Parameter]) -> list[float]:
+        """The sum of up to :attr:`SAMPLE` evenly spaced values of each parameter."""
+        with torch.no_grad():
+            return [float(p.detach().reshape(-1)[:: max(1, p.numel() // cls.SAMPLE)].sum())
+                    if p.numel() else 0.0 for p in params]
 
 
 def peak_memory_mb(device: torch.device) -> float:

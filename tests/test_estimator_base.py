@@ -1,0 +1,160 @@
+"""The generic neural-estimator base serves estimators that are not recommenders.
+
+A ten-line logistic regression in torch, built on :class:`skrec.training.NeuralEstimator`,
+gets the whole machinery: accumulation, bf16, early stopping with the best weights restored,
+warm start, the fitted counters, the one inference set-up and safe persistence.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import ClassifierMixin, clone
+from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
+from torch import nn
+
+import skrec
+from skrec.nn import register_module
+from skrec.persistence import register_estimator
+from skrec.training import NeuralEstimator, TrainingTask
+
+
+@register_module
+class _LogisticModule(nn.Module):
+    def __init__(self, n_features: int):
+        super().__init__()
+        self.linear = nn.Linear(n_features, 1)
+
+    def config(self) -> dict:
+        return {"n_features": self.linear.in_features}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).squeeze(-1)
+
+
+class _Rows:
+    """Training rows: what the trainer's batches are made from."""
+
+    def __init__(self, X, y):
+        self.X, self.y = X, y
+        self.n_rows = X.shape[0]
+
+
+@register_estimator(name="tests.TinyLogisticRegression")
+class TinyLogisticRegression(ClassifierMixin, NeuralEstimator):
+    """A logistic regression on the neural-estimator base.
+
+    Parameters
+    ----------
+    {training_parameters}
+    """
+
+    validation_metric: str = "loss"
+
+    def fit(self, X, y):
+        self._check_params()
+        X, y = check_X_y(X, y, dtype=np.float32)
+        continued = self._continues()
+        self.classes_, y = np.unique(y, return_inverse=True)
+        self.n_features_in_ = X.shape[1]
+        return self._run((X, y.astype(np.float32)), epochs=self.max_iter, continued=continued)
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "module_")
+        X = validate_data(self, X, dtype=np.float32, reset=False)
+        with self._serving() as setup:
+            p = torch.sigmoid(setup.module(torch.as_tensor(X, device=setup.device)).float())
+        p = p.cpu().numpy()
+        return np.column_stack([1 - p, p])
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] > 0.5).astype(int)]
+
+    # the base's hooks
+    def _build_module(self):
+        return _LogisticModule(self.n_features_in_)
+
+    def _n_rows(self, inputs):
+        return inputs[0].shape[0]
+
+    def _prepare(self, inputs):
+        return _Rows(torch.as_tensor(inputs[0]), torch.as_tensor(inputs[1]))
+
+    def _make_batch(self, data, rows, device):
+        return (data.X[rows].to(device), data.y[rows].to(device)), len(rows)
+
+    def _batch_loss(self, module, batch, state):
+        x, y = batch
+        return nn.functional.binary_cross_entropy_with_logits(module(x).float(), y,
+                                                              reduction="sum")
+
+    def _hold_out_validation(self, inputs, rng):
+        X, y = inputs
+        val = rng.permutation(X.shape[0])[: int(self.validation_fraction * X.shape[0])]
+        keep = np.setdiff1d(np.arange(X.shape[0]), val)
+        return (X[keep], y[keep]), (X[val], y[val])
+
+    def _validation_scores(self, validation, dist):
+        X, y = validation
+        p = self.predict_proba(X)[:, 1].clip(1e-7, 1 - 1e-7)
+        return {"val_loss": float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))}
+
+    def _monitored(self, metric):
+        return "val_loss", False
+
+
+def _data(n=600, d=5, seed=0):
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n, d).astype(np.float32)
+    y = (X @ rng.randn(d) + 0.3 * rng.randn(n) > 0).astype(int)
+    return X, y
+
+
+def test_a_non_recommender_trains_with_accumulation_and_bf16_and_early_stops():
+    X, y = _data()
+    est = TinyLogisticRegression(max_iter=60, batch_size=32, accumulation_steps=2,
+                                 learning_rate_init=0.1, precision="bf16", n_iter_no_change=3,
+                                 tol=1e-3,
+                                 validation_fraction=0.2,
+                                 random_state=0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # bf16 may be emulated on this CPU
+        est.fit(X, y)
+    assert est.precision_ == "bf16" and est.batch_size_ == 32
+    assert est.n_iter_ < 60 and est.best_epoch_ is not None  # it stopped early
+    assert est.n_iter_ == len(est.history_) and est.best_score_ == pytest.approx(
+        est.history_[est.best_epoch_ - 1]["val_loss"])
+    # 480 training rows: 15 micro-batches of 32, two per optimizer step: 8 steps an epoch
+    assert all(h["steps"] == 8 for h in est.history_) and est.n_steps_ == 8 * est.n_iter_
+    assert est.score(X, y) > 0.9
+    assert isinstance(est._training_task(), TrainingTask)
+
+
+def test_warm_start_continues_and_the_counters_follow():
+    X, y = _data()
+    est = TinyLogisticRegression(max_iter=2, early_stopping=False, random_state=0,
+                                 precision="fp32", device="cpu").fit(X, y)
+    weights = est.module_.linear.weight.detach().clone()
+    est.set_params(warm_start=True).fit(X, y)
+    assert est.n_iter_ == 4 and len(est.history_) == 4
+    assert not torch.equal(weights, est.module_.linear.weight)
+    fresh = clone(est).set_params(warm_start=False).fit(X, y)
+    assert fresh.n_iter_ == 2
+
+
+def test_it_saves_and_loads_and_serves_reduced_precision_copies():
+    X, y = _data()
+    est = TinyLogisticRegression(max_iter=3, early_stopping=False, random_state=0,
+                                 precision="fp32", device="cpu").fit(X, y)
+    buf = io.BytesIO()
+    skrec.save(est, buf)
+    back = skrec.load(io.BytesIO(buf.getvalue()))
+    np.testing.assert_array_equal(back.predict_proba(X), est.predict_proba(X))
+    assert back.history_ == est.history_
+    p32 = est.predict_proba(X)
+    p8 = est.set_params(inference_precision="int8").predict_proba(X)
+    assert not np.array_equal(p8, p32) and np.abs(p8 - p32).max() < 0.05
