@@ -337,14 +337,32 @@ def test_foreign_files_are_refused(blob, tmp_path):
         skrec.load(path)
 
 
+def _with_header_version(blob: bytes, version: bytes) -> bytes:
+    header = blob[8 : 8 + int.from_bytes(blob[:8], "little")]
+    current = f'"skrec.format_version":"{FORMAT_VERSION}"'.encode()
+    edited = header.replace(current, b'"skrec.format_version":' + version)
+    assert edited != header
+    edited += b" " * (-len(edited) % 8)
+    return len(edited).to_bytes(8, "little") + edited + blob[8 + len(header):]
+
+
 def test_other_format_version_is_refused(blob):
-    payload, tensors = _unpack(bytearray(blob))
-    raw = _pack(json.dumps(payload), tensors)
-    header = raw[8 : 8 + int.from_bytes(raw[:8], "little")]
-    newer = header.replace(b'"skrec.format_version":"1"', b'"skrec.format_version":"2"')
-    assert newer != header
-    with pytest.raises(ModelFileError, match=f"version 2.*reads version {FORMAT_VERSION}"):
-        _load(raw[:8] + newer + raw[8 + len(header):])
+    with pytest.raises(ModelFileError, match=r"version 3; this skrec .* reads versions 1, 2"):
+        _load(_with_header_version(blob, b'"3"'))
+    # compared by type too: an int 2 is not the string "2" that skrec writes
+    with pytest.raises(ModelFileError, match="stored as int 2"):
+        _load(_with_header_version(blob, b"2"))
+
+
+def test_version_1_files_still_load(blob, data):
+    """The layout of version 1 is a subset of version 2's: old files load unchanged."""
+    def edit(payload):
+        payload["format_version"] = 1
+
+    raw = _with_header_version(_rewrite(blob, edit), b'"1"')
+    back = _load(raw)
+    X, _ = data
+    assert np.array_equal(back.predict(X), _load(blob).predict(X))
 
 
 def test_unknown_estimator_class_is_refused(blob):
