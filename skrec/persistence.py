@@ -1171,6 +1171,35 @@ def _parse_json(text: str | bytes, what: str, budget: _Budget, field: str) -> An
         raise ModelFileError(f"{what} is not valid JSON ({str(exc)[:120]}).") from None
 
 
+#: How skrec.save starts a header: the metadata, whose payload is one JSON string.
+_HEADER_START = re.compile(r'\{"__metadata__":\{"format":"skrec-model",'
+                           r'"skrec\.format_version":[^,]{1,40},"skrec\.payload":"')
+
+
+def _parse_header(raw: bytes, budget: _Budget) -> Any:
+    """The header's JSON. Its payload is one string (the skrec metadata, parsed later): in a
+    header laid out as skrec writes it, that string is read on its own, so that only the
+    containers outside it are charged as containers; any other header is charged in full."""
+    what, field = "not a skrec model file: its header", "the file's header"
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(f"{what} is not valid JSON ({exc}).") from None
+    start = _HEADER_START.match(text)
+    if start is None:
+        return _parse_json(text, what, budget, field)
+    budget.charge(2 * len(text), field)
+    begin = start.end() - 1
+    try:
+        payload, end = json.JSONDecoder().raw_decode(text, begin)  # a string: no container
+    except ValueError as exc:
+        raise ModelFileError(f"{what} is not valid JSON ({str(exc)[:120]}).") from None
+    header = _parse_json(text[:begin] + '""' + text[end:], what, budget, field)
+    if type(header) is dict and type(header.get("__metadata__")) is dict:
+        header["__metadata__"]["skrec.payload"] = payload
+    return header
+
+
 def _check_index(header: dict[str, Any]) -> tuple[dict[str, tuple[str, tuple, int, int]], int]:
     """Validate the safetensors tensor index: ``({key: (code, shape, begin, stop)}, end)``.
 
@@ -1228,8 +1257,7 @@ def _read(source: Any, limits: LoadLimits) -> tuple[Any, dict[str, tuple[str, np
             raise ModelFileError(f"the file is truncated: its header needs {8 + n} bytes, the "
                                  f"file has {8 + len(raw)}.")
         budget.file_bytes = 8 + n
-        header = _parse_json(raw, "not a skrec model file: its header", budget,
-                             "the file's header")
+        header = _parse_header(raw, budget)
         del raw
         meta = header.pop("__metadata__", None) if type(header) is dict else None
         if type(meta) is not dict or meta.get("format") != FORMAT:
