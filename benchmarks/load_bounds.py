@@ -4,7 +4,7 @@ A checksum is not a signature: anyone can edit a skrec file's JSON and recompute
 SHA-256. This script forges files of every hostile class found in issue 23 from small honest
 models (a pruned ``SeqRecommender`` with sparse item features and items added after fit, an
 ``AERecommender`` with dense ones, EASE, a Markov chain, an ``InteractionEncoder`` and a
-bundle of both), loads each one in a **fresh subprocess under a hard address-space limit**
+bundle of both), loads them in **subprocesses under a hard address-space limit**
 (``resource.setrlimit(RLIMIT_AS)``: a load that tried to allocate its way past the limit
 fails there instead of taking the machine down), and records the outcome (the error and its
 message, which must name the field), the peak resident memory the load added and its time.
@@ -15,6 +15,10 @@ string widths, object arrays, the header and the file); overflowing numbers; nes
 lone surrogates; shared references; types of fitted attributes; the consistency of a fitted
 estimator; the file's version and kind (FIFO, directory, device, text-mode file object).
 
+Forgeries of one kind are loaded one after the other in one process (its peak RSS reset
+before each load, through ``/proc/self/clear_refs``); a batch whose process dies is measured
+again one file per process.
+
 The goal (issue 23): every forged file is refused with a ``ModelFileError`` that names the
 field (a ``TypeError`` for a text-mode file object), and loading any file costs at most a
 small constant times its size plus the model it really holds, in memory and in time. The
@@ -22,8 +26,8 @@ small constant times its size plus the model it really holds, in memory and in t
 
 Usage::
 
-    python benchmarks/load_bounds.py            # one case per variant family (~40 loads)
-    python benchmarks/load_bounds.py --sweep    # every variant (~130 loads, a few minutes)
+    python benchmarks/load_bounds.py            # one case per variant family (~70 loads)
+    python benchmarks/load_bounds.py --sweep    # every variant (~100 loads)
 
 The tests (``tests/test_persistence_hostile.py``) run a seeded sample of the same cases
 in-process, and the heaviest ones under a memory limit.
@@ -645,13 +649,26 @@ def measure(targets: list, warmup: Path, limit_mib: int, timeout: float = 300.0
              **failed}] * len(targets)
 
 
-def _file_size(target) -> int:
+def _held_bytes(target) -> int:
+    """The bytes a file really holds (a sparse file's holes hold none); 0 for non-files."""
     if callable(target) or not isinstance(target, Path) or not target.is_file():
         return 0
-    return target.stat().st_size
+    st = target.stat()
+    return min(st.st_size, st.st_blocks * 512)
+
+
+def _measure_batch(targets: list, warmup: Path, limit_mib: int) -> list[dict]:
+    """:func:`measure` in one process; a batch whose process died is measured again one
+    file per process, so that a crash is charged to the file that caused it."""
+    results = measure(targets, warmup, limit_mib)
+    if len(targets) > 1 and any(r["error"] in ("HANG",) or r["error"].startswith("CRASH")
+                                for r in results if r["error"]):
+        results = [measure([t], warmup, limit_mib)[0] for t in targets]
+    return results
 
 
 def run(all_cases: list[Case], blobs: dict[str, bytes], limit_mib: int) -> list[dict]:
+    """Measure the honest files, then the forged ones, one process per kind of forgery."""
     import re
 
     rows = []
@@ -659,25 +676,29 @@ def run(all_cases: list[Case], blobs: dict[str, bytes], limit_mib: int) -> list[
         folder = Path(tmp)
         warmup = folder / "warmup.skrec"
         warmup.write_bytes(blobs["seq"])
-        for name, blob in [(f"honest {k}", v) for k, v in blobs.items()]:
-            path = folder / f"{name.replace(' ', '-')}.skrec"
-            path.write_bytes(blob)
-            result = measure([path], warmup, limit_mib)[0]
-            rows.append(_row(name, "honest", len(blob), result, ok=result["error"] is None))
-        for case in all_cases:
-            sub = folder / f"case{len(rows)}"
-            sub.mkdir()
-            target = materialize(case, blobs, sub)
-            size = _file_size(target)
-            # a sparse file's holes are not bytes it holds
-            held = os.stat(target).st_blocks * 512 if size > 2**32 else size
-            result = measure([target], warmup, limit_mib)[0]
-            ok = (result["error"] == case.error.__name__
-                  and re.search(case.field, result["message"]) is not None)
-            rows.append(_row(case.name, case.kind, held, result, ok))
-            if isinstance(target, Path) and target.is_file():
-                target.unlink()
-            print(f"{case.name}: {result['error']} {result['message'][:100]}", flush=True)
+        paths = []
+        for name, blob in blobs.items():
+            paths.append(folder / f"honest-{name.replace(' ', '-')}.skrec")
+            paths[-1].write_bytes(blob)
+        for name, path, result in zip(blobs, paths, _measure_batch(paths, warmup, limit_mib)):
+            rows.append(_row(f"honest {name}", "honest", _held_bytes(path), result,
+                             ok=result["error"] is None))
+        for kind in dict.fromkeys(c.kind for c in all_cases):
+            batch = [c for c in all_cases if c.kind == kind]
+            targets = []
+            for i, case in enumerate(batch):
+                sub = folder / f"{len(rows) + i}"
+                sub.mkdir()
+                targets.append(materialize(case, blobs, sub))
+            for case, target, result in zip(batch, targets,
+                                            _measure_batch(targets, warmup, limit_mib)):
+                ok = (result["error"] == case.error.__name__
+                      and re.search(case.field, result["message"]) is not None)
+                rows.append(_row(case.name, case.kind, _held_bytes(target), result, ok))
+                print(f"{case.name}: {result['error']} {result['message'][:100]}", flush=True)
+            for target in targets:
+                if isinstance(target, Path) and target.is_file() and target.parent != Path("/dev"):
+                    target.unlink()
     return rows
 
 
@@ -694,6 +715,17 @@ def _row(name: str, kind: str, size: int, result: dict, ok: bool) -> dict:
     }
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main(argv=None) -> None:
     from _common import markdown_table, save_json
 
@@ -703,6 +735,7 @@ def main(argv=None) -> None:
                         help="address space each load may add (RLIMIT_AS), MiB")
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args(argv)
+    load_start = round(os.getloadavg()[0], 1)  # the machine is shared: times depend on it
     blobs = honest_blobs()
     blobs["large ease"] = large_honest_blob()
     chosen = cases() if args.sweep else representatives(cases())
@@ -723,12 +756,15 @@ def main(argv=None) -> None:
     print(json.dumps(summary))
     if not args.no_save:
         save_json("load_bounds", {
-            "note": ("skrec.load of forged files (issue 23), each in a fresh subprocess under "
-                     f"RLIMIT_AS = its address space after imports + {args.limit_mib} MiB; "
+            "note": ("skrec.load of forged files (issue 23), in subprocesses (one per kind of "
+                     "forgery, the peak RSS reset before each load) under RLIMIT_AS = the "
+                     f"address space after imports + {args.limit_mib} MiB; "
                      "extra_rss_mib: peak RSS minus RSS before the load; bound_mib: the "
                      "decoding budget, 16 x the file size + 64 MiB. "
                      + ("Full sweep." if args.sweep else "One case per variant family.")),
-            "machine": {"cpu": platform.processor() or platform.machine(),
+            "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(),
+                        "load_average_1min": {"start": load_start,
+                                              "end": round(os.getloadavg()[0], 1)},
                         "python": platform.python_version()},
             "summary": summary,
             "rows": rows,
