@@ -25,7 +25,7 @@ from ..nn.features import FeatureProjection
 from .estimator import NeuralEstimator
 from .params import check_float, check_int, render_docstring
 
-__all__ = ["FEATURE_PARAM_DOCS", "NeuralRecommender"]
+__all__ = ["FEATURE_PARAM_DOCS", "NeuralRecommender", "feature_parts", "stores_sparse"]
 
 #: Documentation of the item-feature parameters of the neural recommenders.
 FEATURE_PARAM_DOCS: dict[str, tuple[str, str]] = {
@@ -65,7 +65,7 @@ FEATURE_PARAM_DOCS: dict[str, tuple[str, str]] = {
 }
 
 
-def _stores_sparse(feats) -> bool:
+def stores_sparse(feats) -> bool:
     """Whether a validated feature matrix is kept sparse in the model.
 
     Sparse matrices denser than 1/16 (one-hot and multi-hot attributes with few columns) are
@@ -78,7 +78,7 @@ def _stores_sparse(feats) -> bool:
     return feats.nnz * 16 < size or size > 2**24
 
 
-def _feature_parts(feats, sparse: bool) -> Any:
+def feature_parts(feats, sparse: bool) -> Any:
     """What :meth:`FeatureProjection.set_features` takes: CSR parts (``sparse``), or the
     dense array."""
     if sparse:
@@ -196,12 +196,12 @@ class NeuralRecommender(NeuralEstimator, BaseRecommender):
         if self.item_features is None:
             return None
         feats = check_item_features(self.item_features, n_items=self.n_features_in_)
-        sparse = _stores_sparse(feats)
+        sparse = stores_sparse(feats)
         proj = FeatureProjection(feats.shape[0], feats.shape[1], out_dim,
                                  hidden=self.feature_hidden,
                                  scalar=True, sparse=sparse, nnz=feats.nnz if sparse else 0,
                                  dropout=self.feature_dropout)
-        proj.set_features(_feature_parts(feats, sparse))
+        proj.set_features(feature_parts(feats, sparse))
         self.n_item_features_ = feats.shape[1]
         return proj
 
@@ -240,7 +240,7 @@ class NeuralRecommender(NeuralEstimator, BaseRecommender):
                              "features a new item cannot be represented.")
         feats = check_item_features(item_features, n_features=self.n_item_features_)
         if feats.shape[0]:
-            self.module_.add_items(_feature_parts(feats, features.sparse))
+            self.module_.add_items(feature_parts(feats, features.sparse))
             self.n_features_in_ += feats.shape[0]
             self.item_popularity_ = np.concatenate(
                 [self.item_popularity_, np.zeros(feats.shape[0])]
