@@ -27,6 +27,7 @@ __all__ = [
     "check_array",
     "check_choice",
     "check_int",
+    "check_item_features_state",
     "check_neural_state",
     "check_params",
     "feature_buffers",
@@ -208,11 +209,10 @@ def feature_tails(est: Any) -> dict[int, dict[str, tuple[str, int, dict[str, tor
     stored in full).
     """
     from .nn.features import FeatureProjection
-    from .training import NeuralRecommender
 
     module = getattr(est, "module_", None)
     param = getattr(est, "item_features", None)
-    if not isinstance(est, NeuralRecommender) or not isinstance(module, torch.nn.Module) or not (
+    if not isinstance(module, torch.nn.Module) or not (
             isinstance(param, np.ndarray) or sp.issparse(param)):
         return {}
     shared = {}
@@ -269,34 +269,33 @@ def _check_pruning_base(module: torch.nn.Module, where: str) -> None:
 
 
 def check_neural_state(est: Any) -> None:
-    """The fitted state of a neural estimator fits together (raise a ValueError naming the
-    attribute otherwise): its parameters, ``module_`` (type, item count, features, pruning
-    record), ``precision_``, ``device_`` and the training record.
+    """The fitted state of a neural estimator fits together (raise a ValueError or TypeError
+    naming the attribute otherwise): its parameters, ``module_`` (present, of the
+    estimator's module class, its pruning record), ``precision_``, ``device_``, the training
+    counters and record, and ``module_params_``. The estimator classes add their own rules
+    (``_check_fitted_state``).
 
     Parameters
     ----------
-    est : NeuralRecommender
+    est : NeuralEstimator
         A loaded estimator, before it is returned.
     """
-    from .nn.features import FeatureProjection
-
-    if not est.__sklearn_is_fitted__():
+    is_fitted = getattr(est, "__sklearn_is_fitted__", None)
+    fitted = is_fitted() if is_fitted is not None else hasattr(est, "module_")
+    if not fitted:
         for name in ("module_", "precision_", "device_"):
             if hasattr(est, name):
-                raise ValueError(f"{name} is set but n_features_in_ is not (not fitted).")
+                raise ValueError(f"{name} is set but the estimator is not fitted "
+                                 "(n_features_in_ is missing).")
         return
     check_params(est)
     module = getattr(est, "module_", None)
     if module is None:
         raise ValueError("module_ is missing from a fitted estimator.")
-    expected = _module_type(est)
+    expected = getattr(type(est), "_module_class", torch.nn.Module)
     if not isinstance(module, expected):
         raise TypeError(f"module_ is a {type(module).__name__}; a {type(est).__name__} holds "
                         f"a {expected.__name__}.")
-    n_items = int(module.n_items)
-    if est.n_features_in_ != n_items:
-        raise ValueError(f"n_features_in_ is {est.n_features_in_}, but module_ scores "
-                         f"{n_items} items.")
     check_choice(est, "precision_", _RESOLVED_PRECISIONS)
     device = getattr(est, "device_", None)
     if not isinstance(device, torch.device) or device.type not in _DEVICE_TYPES:
@@ -311,52 +310,26 @@ def check_neural_state(est: Any) -> None:
     for name in ("validation_metric_", "loss_"):
         if hasattr(est, name) and not isinstance(getattr(est, name), str):
             raise TypeError(f"{name} must be a string.")
-    features = [(name, m) for name, m in module.named_modules()
-                if isinstance(m, FeatureProjection)]
-    for name, proj in features:
-        _check_features(proj, f"module_.{name}")
-        check_int(est, "n_item_features_", low=proj.n_features, high=proj.n_features)
+    built = getattr(est, "module_params_", None)
+    if built is not None and (type(built) is not dict
+                              or set(built) != set(getattr(est, "_module_params", ()))):
+        raise ValueError("module_params_ must be a dict of the parameters the module is "
+                         f"built from: {sorted(getattr(est, '_module_params', ()))}.")
     for name, sub in module.named_modules():
         _check_pruning_base(sub, f"module_.{name}" if name else "module_")
     report = getattr(est, "pruning_report_", None)
     if report is not None and type(report) is not dict:
         raise TypeError("pruning_report_ must be a dict.")
-    _check_module_fits_params(est, module)
 
 
-def _module_type(est: Any) -> type:
-    from .autoencoder import AERecommender
-    from .nn.autoencoder import MultVAE
-    from .nn.sequence import SequenceModel
-    from .sequential import SeqRecommender
+def check_item_features_state(est: Any) -> None:
+    """A neural recommender's item feature projections fit together: their CSR invariants,
+    and ``n_item_features_`` equal to their input width."""
+    from .nn.features import FeatureProjection
 
-    if isinstance(est, SeqRecommender):
-        return SequenceModel
-    if isinstance(est, AERecommender):
-        return MultVAE
-    return torch.nn.Module
+    for name, proj in est.module_.named_modules():
+        if isinstance(proj, FeatureProjection):
+            _check_features(proj, f"module_.{name}")
+            check_int(est, "n_item_features_", low=proj.n_features, high=proj.n_features)
 
 
-def _check_module_fits_params(est: Any, module: torch.nn.Module) -> None:
-    """The parameters that pruning never changes describe the module that was built."""
-    from .autoencoder import AERecommender
-    from .nn.encoders import ENCODERS
-    from .sequential import SeqRecommender
-
-    if isinstance(est, SeqRecommender):
-        encoder = ENCODERS[est.encoder]
-        if not isinstance(module.encoder, encoder):
-            raise ValueError(f"encoder is {est.encoder!r}, but module_ holds a "
-                             f"{type(module.encoder).__name__}.")
-        est._objective().check_module(module)
-        if est.max_len != module.max_len:
-            raise ValueError(f"max_len is {est.max_len}, but module_ reads {module.max_len} "
-                             "items.")
-    elif isinstance(est, AERecommender):
-        if bool(est.variational) != module.variational:
-            raise ValueError(f"variational is {est.variational!r}, but module_ is "
-                             f"{'' if module.variational else 'not '}variational.")
-        n_user = check_int(est, "n_user_features_", low=0, optional=True) or 0
-        if n_user != module.n_user_features:
-            raise ValueError(f"n_user_features_ is {n_user}, but module_ reads "
-                             f"{module.n_user_features} user feature columns.")

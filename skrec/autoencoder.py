@@ -159,6 +159,7 @@ class AERecommender(PrunableMixin, NeuralRecommender):
 
     # the encoder reads the users' side features next to their items
     _reads_user_features = True
+    _module_class = MultVAE
     _module_params = ("variational", "hidden_sizes", "latent_dim", "dropout", "item_features",
                       "feature_hidden", "feature_dropout", "id_dropout")
 
@@ -273,6 +274,21 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         x = torch.zeros(seq.shape[0], module.n_items + 1, dtype=torch.float32,
                         device=seq.device).scatter(1, seq, ones)
         return module.scores(x[:, 1:])
+
+    def _check_fitted_state(self) -> None:
+        from ._fitted_state import check_int as check_int_attribute
+
+        super()._check_fitted_state()
+        if not self.__sklearn_is_fitted__():
+            return
+        module = self.module_
+        if bool(self.variational) != module.variational:
+            raise ValueError(f"variational is {self.variational!r}, but module_ is "
+                             f"{'' if module.variational else 'not '}variational.")
+        n_user = check_int_attribute(self, "n_user_features_", low=0, optional=True) or 0
+        if n_user != module.n_user_features:
+            raise ValueError(f"n_user_features_ is {n_user}, but module_ reads "
+                             f"{module.n_user_features} user feature columns.")
 
     def _epoch_info(self, state) -> dict[str, float]:
         return {"beta": self._beta_at(state.n_steps)} if self.variational else {}

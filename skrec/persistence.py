@@ -1567,18 +1567,10 @@ def _load_entry(entry: Any, reader: _Reader, where: str) -> Any:
 
 def _check_fitted(estimator: Any, where: str) -> None:
     """The estimator's own consistency rules (``_check_fitted_state``), as a ModelFileError."""
-    from ._fitted_state import check_neural_state
-    from .training import NeuralRecommender
-
     try:
         check = getattr(estimator, "_check_fitted_state", None)
         if callable(check):
             check()
-        # The neural estimators' rules, until NeuralRecommender's own _check_fitted_state
-        # calls them.
-        if (isinstance(estimator, NeuralRecommender)
-                and "_check_fitted_state" not in vars(NeuralRecommender)):
-            check_neural_state(estimator)
     except ModelFileError:
         raise
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, RuntimeError) as exc:

@@ -229,6 +229,7 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         ),
     }
 
+    _module_class = SequenceModel
     _module_params = ("encoder", "objective", "d_model", "n_layers", "n_heads", "d_ff",
                       "max_len", "dropout", "attention_dropout", "item_features",
                       "feature_hidden", "feature_dropout", "id_dropout")
@@ -327,6 +328,19 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
 
     def _history_limit(self) -> int:
         return self._objective().history_length(self.module_)
+
+    def _check_fitted_state(self) -> None:
+        super()._check_fitted_state()
+        if not self.__sklearn_is_fitted__():
+            return
+        module = self.module_
+        if not isinstance(module.encoder, ENCODERS[self.encoder]):
+            raise ValueError(f"encoder is {self.encoder!r}, but module_ holds a "
+                             f"{type(module.encoder).__name__}.")
+        self._objective().check_module(module)
+        if self.max_len != module.max_len:
+            raise ValueError(f"max_len is {self.max_len}, but module_ reads {module.max_len} "
+                             "items.")
 
     # ------------------------------------------------------------------ serving
     def start_session(self, history=()) -> SequenceSession:

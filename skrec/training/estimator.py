@@ -169,6 +169,8 @@ class NeuralEstimator(BaseEstimator):
     _declared_param_docs: ClassVar[dict[str, tuple[str, str]]] = TRAINING_PARAM_DOCS
     #: Descriptions replacing the declared ones in a subclass's docstring.
     _param_docs: ClassVar[dict[str, str]] = {}
+    #: The class of the module this estimator builds (checked on loaded models).
+    _module_class: ClassVar[type[torch.nn.Module]] = torch.nn.Module
     #: The parameters the module is built from (see :meth:`_check_module_params`).
     _module_params: ClassVar[tuple[str, ...]] = ()
     #: Fitted attributes that describe one module: dropped when a new module is built (each
@@ -508,7 +510,18 @@ class NeuralEstimator(BaseEstimator):
         with torch.inference_mode(), setup.autocast():
             yield setup
 
-    # -------------------------------------------------------------- pickling
+    # -------------------------------------------------------------- persistence
+    def _check_fitted_state(self) -> None:
+        """Raise a ValueError (or TypeError) naming the attribute when the fitted attributes
+        do not fit together (:func:`skrec.load` calls it before it returns an estimator);
+        subclasses extend it with their own rules."""
+        from .._fitted_state import check_neural_state
+
+        parent = getattr(super(), "_check_fitted_state", None)
+        if parent is not None:
+            parent()
+        check_neural_state(self)
+
     def __getstate__(self):
         state = super().__getstate__()
         state = {k: v for k, v in state.items() if k not in self._transient_attributes}

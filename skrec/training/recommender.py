@@ -422,6 +422,19 @@ default=None
                 ids[rows] = rank_top_k(scores, Xb, k, filter_seen=False, cold_scores=cold)[0]
         return ids, nll_sum, n_targets
 
+    # -------------------------------------------------------------- persistence
+    def _check_fitted_state(self) -> None:
+        from .._fitted_state import check_item_features_state
+
+        super()._check_fitted_state()
+        if not self.__sklearn_is_fitted__():
+            return
+        n_items = int(self.module_.n_items)
+        if self.n_features_in_ != n_items:
+            raise ValueError(f"n_features_in_ is {self.n_features_in_}, but module_ scores "
+                             f"{n_items} items.")
+        check_item_features_state(self)
+
     # -------------------------------------------------------------- inference
     def _user_scores(self, X: sp.csr_matrix, user_features=None) -> torch.Tensor:
         with self._serving() as setup:
