@@ -59,7 +59,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 import skrec  # noqa: E402
-from skrec.persistence import FORMAT_VERSION, ModelFileError, _hasher, _pack, _unpack  # noqa: E402
+from skrec.persistence import FORMAT_VERSION, ModelFileError  # noqa: E402
+from skrec.persistence._container import _hasher, _pack, _unpack  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Honest models

@@ -29,11 +29,10 @@ from skrec.persistence import (
     FORMAT_VERSION,
     LoadLimits,
     ModelFileError,
-    _pack,
-    _unpack,
     register_estimator,
     registered_estimators,
 )
+from skrec.persistence._container import _pack, _unpack
 from skrec.preprocessing import InteractionEncoder
 
 SEQ = dict(d_model=8, n_layers=2, n_heads=2, d_ff=16, max_len=12, max_iter=2, batch_size=16,
