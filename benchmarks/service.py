@@ -37,7 +37,7 @@ import numpy as np
 import skrec
 from _common import markdown_table, ml100k_path, save_json
 from skrec import SeqRecommender
-from skrec._sequences import ordered_sequences
+from skrec._histories import ordered_sequences
 from skrec.datasets import load_movielens, make_interactions
 
 HOST = "127.0.0.1"

@@ -1,6 +1,7 @@
 """Training throughput of SeqRecommender.fit against a bare-torch loop, and FLOP/s.
 
-Both train the same CausalTransformer with the same full cross-entropy on the same sequences
+Both train the same SASRec module (a SequenceModel with a causal transformer encoder) with
+the same full cross-entropy on the same sequences
 (ML-100K, or synthetic data when it is absent), in the same process, side by side:
 
 * ``bare``: a minimal loop (pre-built padded batches, AdamW, autocast) -- no estimator;
@@ -23,9 +24,9 @@ import torch.nn.functional as F
 
 from _common import markdown_table, ml100k_path, save_json
 from skrec import SeqRecommender
-from skrec._sequences import ordered_sequences
+from skrec._histories import ordered_sequences
 from skrec.datasets import load_movielens, make_interactions
-from skrec.nn import CausalTransformer
+from skrec.nn import ItemEmbedding, SequenceModel, TransformerEncoder
 from skrec.training import cpu_supports_bf16
 
 
@@ -49,7 +50,12 @@ def bare_loop(seqs: np.ndarray, n_items: int, params: dict, precision: str, acc:
               epochs: int, batch_size: int, seed: int = 0) -> float:
     """Tokens/s of a minimal training loop over the same data (epochs after the first)."""
     torch.manual_seed(seed)
-    model = CausalTransformer(n_items, **params)
+    model = SequenceModel(
+        ItemEmbedding(n_items, params["d_model"]),
+        TransformerEncoder(params["d_model"], params["n_layers"], params["n_heads"],
+                           params["d_ff"], params["max_len"], params["dropout"], causal=True),
+        params["max_len"],
+    )
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scaler = torch.amp.GradScaler("cpu", enabled=precision == "fp16")
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)

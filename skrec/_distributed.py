@@ -1,7 +1,7 @@
 """Data-parallel training with ``torch.distributed``: the trainer's one helper (private).
 
 A script that calls ``fit`` and is launched with ``torchrun --nproc_per_node=N`` trains
-data-parallel without other changes. :class:`_Distributed` is what the trainer
+data-parallel without other changes. :class:`Distributed` is what the trainer
 (:class:`skrec.training.Trainer`) asks, at its seams, for everything that differs between
 one process and several:
 
@@ -147,10 +147,10 @@ class _LossModule(nn.Module):
         return self.loss_fn(self.model, batch)
 
 
-class _Distributed:
+class Distributed:
     """Rank, world size, device and the collectives of one training run.
 
-    ``_Distributed()`` is the single-process helper: every method is the identity or a no-op.
+    ``Distributed()`` is the single-process helper: every method is the identity or a no-op.
     :meth:`from_environment` returns a multi-rank helper when this process is one of several
     (an initialised default process group of size > 1, or torchrun's ``WORLD_SIZE`` > 1).
 
@@ -179,12 +179,12 @@ class _Distributed:
         return self.world_size > 1
 
     def __repr__(self) -> str:
-        return f"_Distributed(rank={self.rank}, world_size={self.world_size}, " \
+        return f"Distributed(rank={self.rank}, world_size={self.world_size}, " \
                f"device={self.device})"
 
     # ------------------------------------------------------------------ set-up
     @classmethod
-    def from_environment(cls, device: torch.device) -> _Distributed:
+    def from_environment(cls, device: torch.device) -> Distributed:
         """The helper of this process; initialises the default process group if needed.
 
         Parameters
@@ -195,7 +195,7 @@ class _Distributed:
 
         Returns
         -------
-        helper : _Distributed
+        helper : Distributed
             A single-process helper (``enabled`` is False) when this process trains alone.
         """
         dist = _dist()

@@ -34,7 +34,9 @@ __all__ = [
     "check_k",
     "check_targets",
     "check_user_features",
+    "feature_parts",
     "reject_tables",
+    "stores_sparse",
     "warn_if_not_ordered",
 ]
 
@@ -510,3 +512,25 @@ def warn_if_not_ordered(X: sp.csr_matrix, estimator: str) -> None:
         UserWarning,
         stacklevel=4,  # warn_if_not_ordered <- _validate_fit_data <- fit <- the caller
     )
+
+
+def stores_sparse(feats) -> bool:
+    """Whether a validated feature matrix is kept sparse in the model.
+
+    Sparse matrices denser than 1/16 (one-hot and multi-hot attributes with few columns) are
+    stored dense when that takes at most 2**24 values: their dense products cost less than
+    the sparse kernels' per-call overhead, and their backward is many times faster.
+    """
+    if not sp.issparse(feats):
+        return False
+    size = feats.shape[0] * feats.shape[1]
+    return feats.nnz * 16 < size or size > 2**24
+
+
+def feature_parts(feats, sparse: bool) -> tuple | np.ndarray:
+    """What :meth:`FeatureProjection.set_features` takes: CSR parts (``sparse``), or the
+    dense array."""
+    if sparse:
+        feats = sp.csr_matrix(feats)
+        return feats.indptr.astype(np.int64), feats.indices.astype(np.int64), feats.data
+    return feats.toarray() if sp.issparse(feats) else feats

@@ -220,7 +220,7 @@ class MarkovChainRecommender(BaseRecommender):
             raise ValueError(f"smoothing must be a finite number >= 0; got {s!r}.")
 
     def _fit(self, X, y, user_features=None):
-        from ._sequences import merge_in_order, ordered_sequences
+        from ._histories import merge_in_order, ordered_sequences
 
         seqs = ordered_sequences(merge_in_order(X, y), X.shape[1])
         prev, nxt = seqs[:, :-1].ravel(), seqs[:, 1:].ravel()
@@ -258,7 +258,7 @@ class MarkovChainRecommender(BaseRecommender):
         return torch.from_numpy(scores.astype(np.float32))
 
     def _user_scores(self, X: sp.csr_matrix, user_features=None) -> torch.Tensor:
-        from ._sequences import ordered_sequences
+        from ._histories import ordered_sequences
 
         return self._next_item_probs(ordered_sequences(X, 1)[:, 0] - 1)
 

@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from ._sequences import merge_in_order
+from ._histories import merge_in_order
 from .model_selection import leave_last_out_split
 from .nn import ENCODERS, ItemEmbedding, SequenceModel
 from .objectives import OBJECTIVES, Objective

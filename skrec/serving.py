@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from ._sequences import ordered_sequences
+from ._histories import ordered_sequences
 from ._validation import check_k
 from .training.precision import autocast
 

@@ -78,7 +78,7 @@ class CtrlCAt(Callback):
         self.rank, self.step = rank, step
 
     def on_step_end(self, trainer, loss, n_targets):
-        if trainer.rank == self.rank and trainer.estimator.n_steps_ == self.step:
+        if trainer.rank == self.rank and trainer.state.n_steps == self.step:
             os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -109,14 +109,14 @@ def main(out: Path) -> None:
     acc = est._taylor_scores(est._training_matrix(X, None), None)
     import skrec.pruning._core as core
 
-    single = core._Distributed.from_environment
-    core._Distributed.from_environment = staticmethod(
-        lambda device: core._Distributed(device=device)
+    single = core.Distributed.from_environment
+    core.Distributed.from_environment = staticmethod(
+        lambda device: core.Distributed(device=device)
     )
     try:
         acc_one = est._taylor_scores(est._training_matrix(X, None), None)
     finally:
-        core._Distributed.from_environment = single
+        core.Distributed.from_environment = single
     save(out, "prune", {"params": flat(est), "groups": est.pruning_report_["groups"],
                         "heads": [b.attn.n_heads for b in est.module_.encoder.blocks],
                         "fine_tuned": est.pruning_report_["fine_tune_epochs"],

@@ -245,7 +245,7 @@ def test_masked_inference_appends_the_mask_token(small):
     rec = SeqRecommender(**{**TINY, "objective": "masked"}).fit(X)
     m = rec.module_
     assert m.items.n_special == 1 and not m.encoder.causal
-    from skrec._sequences import ordered_sequences
+    from skrec._histories import ordered_sequences
 
     seq = torch.as_tensor(ordered_sequences(X[:4], TINY["max_len"] - 1))
     seq = torch.cat([seq, torch.full((4, 1), m.items.special_token())], dim=1)

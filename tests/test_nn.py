@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from _modules import causal_transformer
 
 from skrec.nn import (
-    CausalTransformer,
     ItemEmbedding,
     SequenceModel,
     TransformerEncoder,
@@ -22,7 +22,7 @@ from skrec.nn import (
 @pytest.fixture
 def model():
     torch.manual_seed(0)
-    return CausalTransformer(50, d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=20,
+    return causal_transformer(50, d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=20,
                              dropout=0.0).eval()
 
 

@@ -9,6 +9,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from _modules import causal_transformer
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GridSearchCV
@@ -17,7 +18,7 @@ from skrec import AERecommender, SeqRecommender
 from skrec.baselines import PopularityRecommender
 from skrec.datasets import make_interactions
 from skrec.model_selection import leave_last_out_split
-from skrec.nn import CausalTransformer, MultVAE
+from skrec.nn import MultVAE
 from skrec.pruning import model_summary, pruning_groups
 
 SEQ = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=16, max_iter=8, batch_size=32,
@@ -63,7 +64,7 @@ def test_structured_transformer_shapes_and_parameter_count(seq, data):
     assert report["after"]["flops_per_user"] < report["before"]["flops_per_user"] / 2
     # as many parameters as a transformer built with those widths (when heads stay balanced)
     if [b.attn.n_heads for b in m.encoder.blocks] == [1, 1]:
-        fresh = CausalTransformer(40, d_model=8, n_layers=2, n_heads=1, d_ff=16, max_len=16)
+        fresh = causal_transformer(40, d_model=8, n_layers=2, n_heads=1, d_ff=16, max_len=16)
         assert n_params(fresh) == n_params(m)
     assert rec.predict(X, k=5).shape == (X.shape[0], 5)
     # constructor parameters untouched (sklearn rule); the module carries the new shapes
@@ -317,7 +318,7 @@ def test_bf16_model_prunes_and_predicts(data):
 
 
 def test_pruning_groups_and_summary_describe_the_module():
-    m = CausalTransformer(10, d_model=8, n_layers=1, n_heads=2, d_ff=4, max_len=5)
+    m = causal_transformer(10, d_model=8, n_layers=1, n_heads=2, d_ff=4, max_len=5)
     names = [g.name for g in pruning_groups(m)]
     assert names == ["blocks.0.heads", "blocks.0.ffn", "embedding"]
     s = model_summary(m)

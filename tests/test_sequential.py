@@ -20,7 +20,7 @@ from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from skrec import SeqRecommender
-from skrec._sequences import merge_in_order, ordered_sequences
+from skrec._histories import merge_in_order, ordered_sequences
 from skrec.baselines import MarkovChainRecommender, PopularityRecommender
 from skrec.callbacks import Callback
 from skrec.datasets import make_interactions

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _modules import causal_transformer
 from sklearn.exceptions import NotFittedError
 
 from skrec import SeqRecommender
 from skrec.datasets import make_interactions
-from skrec.nn import CausalTransformer, TransformerEncoder
+from skrec.nn import TransformerEncoder
 from skrec.session import SequenceSession
 
 TINY = dict(d_model=16, n_layers=2, n_heads=2, d_ff=32, max_len=8, max_iter=2, batch_size=32,
@@ -53,7 +54,7 @@ def test_step_after_next_state_equals_the_last_position_of_a_full_pass(n_heads):
 
 def test_next_state_is_independent_of_the_next_item_and_checks_its_input():
     torch.manual_seed(0)
-    model = CausalTransformer(30, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=4).eval()
+    model = causal_transformer(30, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=4).eval()
     enc = model.encoder
     with pytest.raises(ValueError, match="at most max_len - 1"):
         enc.next_state(torch.randn(1, 4, 8))

@@ -14,12 +14,12 @@ import pytest
 import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from _modules import causal_transformer
 
 from skrec import SeqRecommender
 from skrec.datasets import make_interactions
 from skrec.model_selection import leave_last_out_split
 from skrec.nn import (
-    CausalTransformer,
     ItemEmbedding,
     SparseAdamW,
     clip_grad_norm_,
@@ -56,7 +56,7 @@ def _grads(model):
 @pytest.mark.parametrize("loss", ["sampled", "gbce"])
 def test_sparse_gradients_equal_the_dense_ones(loss):
     torch.manual_seed(0)
-    model = CausalTransformer(40, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=6,
+    model = causal_transformer(40, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=6,
                               dropout=0.0)
     seq = torch.tensor([[0, 0, 3, 5, 7, 5], [1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 9, 40]])
     probs = torch.rand(40)
@@ -84,7 +84,7 @@ def test_sparse_gradients_equal_the_dense_ones(loss):
 def test_full_softmax_keeps_dense_gradients():
     objective = OBJECTIVES["causal"](loss="ce", n_negatives=8, gbce_t=0.75, max_len=4)
     assert not objective.sparse_grads(None)
-    model = CausalTransformer(20, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=4)
+    model = causal_transformer(20, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=4)
     objective.batch_loss(model, (torch.tensor([[1, 2, 3, 4]]), None)).backward()
     assert not model.items.id_emb.weight.grad.is_sparse
 

@@ -23,8 +23,8 @@ from ._movielens import (
     load_movielens_titles,
 )
 from ._movielens_info import load_movielens_items, load_movielens_users
-from ._sequence_files import load_sequences
 from ._synthetic import make_interactions
+from ._user_item_files import load_sequences
 
 __all__ = [
     "MOVIELENS_ARCHIVES",

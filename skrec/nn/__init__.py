@@ -8,13 +8,12 @@ from .gru import GRUEncoder
 from .items import ItemEmbedding, ItemTable
 from .losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
 from .optim import SparseAdamW, clip_grad_norm_
-from .sequence import CausalTransformer, SequenceModel
+from .sequence_model import SequenceModel
 from .transformer import TransformerBlock, TransformerEncoder
 
 __all__ = [
     "ENCODERS",
     "MODULES",
-    "CausalTransformer",
     "FeatureProjection",
     "GRUEncoder",
     "ItemEmbedding",

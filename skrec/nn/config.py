@@ -66,7 +66,7 @@ def module_config(module: nn.Module) -> dict[str, Any]:
     config : dict
         JSON-serialisable.
     """
-    name = getattr(type(module), "_config_type", type(module).__name__)
+    name = type(module).__name__
     if name not in MODULES or not hasattr(module, "config"):
         raise TypeError(f"{type(module).__name__} modules have no config.")
     return {"type": name, **module.config()}

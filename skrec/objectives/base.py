@@ -9,7 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from .._sequences import ordered_sequences
+from .._histories import ordered_sequences
 from ..nn.losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
 
 __all__ = ["LOSSES", "OBJECTIVES", "SAMPLED_LOSSES", "Objective", "SeqData",

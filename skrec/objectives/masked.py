@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .._sequences import ordered_sequences
+from .._histories import ordered_sequences
 from .base import Objective, SeqData, register_objective
 
 

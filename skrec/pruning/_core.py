@@ -17,7 +17,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from .._distributed import _Distributed
+from .._distributed import Distributed
 from .._parallel import limit_torch_threads
 from ..training import Trainer
 from ..training.params import check_int
@@ -52,7 +52,7 @@ def pruning_groups(module: nn.Module) -> list[PruningGroup]:
     ----------
     module : torch.nn.Module
         A skrec torch module with a registered pruning adapter (a
-        :class:`~skrec.nn.CausalTransformer` or :class:`~skrec.nn.MultVAE`).
+        :class:`~skrec.nn.SequenceModel` or :class:`~skrec.nn.MultVAE`).
 
     Returns
     -------
@@ -182,7 +182,7 @@ def structured_prune(
 
     Parameters
     ----------
-    module : CausalTransformer or MultVAE
+    module : SequenceModel or MultVAE
         The module to prune.
     amount : float in [0, 1)
         Fraction of each group's units removed, counted against the **unpruned** module
@@ -286,7 +286,7 @@ def model_summary(module: nn.Module, *, seq_len: int | None = None) -> dict[str,
     Parameters
     ----------
     module : torch.nn.Module
-        A :class:`~skrec.nn.CausalTransformer` or :class:`~skrec.nn.MultVAE` (other modules
+        A :class:`~skrec.nn.SequenceModel` or :class:`~skrec.nn.MultVAE` (other modules
         get parameter counts only).
     seq_len : int, default=None
         History length for the transformer's FLOPs; ``module.max_len`` (the worst case) when
@@ -646,7 +646,7 @@ default=None
         batches = make_batches(data, batch_size, seed)
         if max_batches is not None:
             batches = batches[:max_batches]
-        dist = _Distributed.from_environment(device)
+        dist = Distributed.from_environment(device)
         was_training = module.training
         module.eval()  # no dropout: the importance of the model that will serve
         # Batches that draw random numbers (the masks of a masked objective) draw them from a

@@ -24,7 +24,7 @@ import torch
 from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 
-from .._distributed import _Distributed, data_fingerprint, process_rank
+from .._distributed import Distributed, data_fingerprint, process_rank
 from .._parallel import limit_torch_threads
 from ..callbacks import Callback, ProgressBar
 from .params import (
@@ -218,7 +218,7 @@ class NeuralEstimator(BaseEstimator):
         raise NotImplementedError
 
     def _validation_scores(self, validation: Any,
-                           dist: _Distributed) -> dict[str, float]:  # pragma: no cover
+                           dist: Distributed) -> dict[str, float]:  # pragma: no cover
         raise NotImplementedError
 
     def _resolve_validation_metric(self, validation: Any) -> str:
@@ -382,14 +382,14 @@ class NeuralEstimator(BaseEstimator):
         target = max(n_rows / self._auto_rows_per_batch, 1.0)
         return int(min(max(2 ** round(np.log2(target)), low), high))
 
-    def _data_parallel(self, inputs: Any, device: torch.device) -> _Distributed:
+    def _data_parallel(self, inputs: Any, device: torch.device) -> Distributed:
         """The data-parallel helper of a training run (a no-op one in a single process).
 
         Under torchrun (or in an initialised process group of several ranks) every rank must
         train on the same data with the same hyper-parameters: they are compared first, so
         that a mismatch stops every rank with the same error instead of a hang.
         """
-        dist = _Distributed.from_environment(device)
+        dist = Distributed.from_environment(device)
         if dist.enabled:
             fingerprints = self._data_fingerprints(inputs)
             skip = ("callbacks", "verbose", "random_state", "device", *fingerprints)

@@ -18,14 +18,14 @@ import scipy.sparse as sp
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from .._distributed import _Distributed, data_fingerprint
-from .._validation import check_item_features, check_targets
+from .._distributed import Distributed, data_fingerprint
+from .._validation import check_item_features, check_targets, feature_parts, stores_sparse
 from ..base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
 from ..nn.features import FeatureProjection
 from .estimator import NeuralEstimator
 from .params import check_float, check_int, render_docstring
 
-__all__ = ["FEATURE_PARAM_DOCS", "NeuralRecommender", "feature_parts", "stores_sparse"]
+__all__ = ["FEATURE_PARAM_DOCS", "NeuralRecommender"]
 
 #: Documentation of the item-feature parameters of the neural recommenders.
 FEATURE_PARAM_DOCS: dict[str, tuple[str, str]] = {
@@ -63,28 +63,6 @@ FEATURE_PARAM_DOCS: dict[str, tuple[str, str]] = {
         "for the opposite (see :ref:`features` for the measured trade-off).",
     ),
 }
-
-
-def stores_sparse(feats) -> bool:
-    """Whether a validated feature matrix is kept sparse in the model.
-
-    Sparse matrices denser than 1/16 (one-hot and multi-hot attributes with few columns) are
-    stored dense when that takes at most 2**24 values: their dense products cost less than
-    the sparse kernels' per-call overhead, and their backward is many times faster.
-    """
-    if not sp.issparse(feats):
-        return False
-    size = feats.shape[0] * feats.shape[1]
-    return feats.nnz * 16 < size or size > 2**24
-
-
-def feature_parts(feats, sparse: bool) -> Any:
-    """What :meth:`FeatureProjection.set_features` takes: CSR parts (``sparse``), or the
-    dense array."""
-    if sparse:
-        feats = sp.csr_matrix(feats)
-        return feats.indptr.astype(np.int64), feats.indices.astype(np.int64), feats.data
-    return feats.toarray() if sp.issparse(feats) else feats
 
 
 def _val_key(scorer) -> str:
@@ -360,7 +338,7 @@ default=None
                  else np.concatenate([U[keep], U_val]))
         return (X, U), ((X_hist, y_val, U_val) if y_val.nnz else None)
 
-    def _validation_scores(self, validation, dist: _Distributed) -> dict[str, float]:
+    def _validation_scores(self, validation, dist: Distributed) -> dict[str, float]:
         """``val_loss``, ``val_ndcg@10`` (and the monitored metric) of the validation users.
 
         ``val_loss`` is the mean cross-entropy of the held-out items under the softmax of the

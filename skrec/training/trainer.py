@@ -17,7 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from .._distributed import _Distributed
+from .._distributed import Distributed
 from ..callbacks import Callback
 from ..nn.optim import SparseAdamW, clip_grad_norm_
 from .precision import autocast, peak_memory_mb
@@ -386,7 +386,7 @@ class Trainer:
     early_stopping : EarlyStopping or None, default=None
         Monitors the validation records; ``None`` trains every epoch.
     distributed : object, default=None
-        The data-parallel helper of the run (``skrec._distributed._Distributed``): sharding,
+        The data-parallel helper of the run (``skrec._distributed.Distributed``): sharding,
         gradient synchronisation and the collectives. ``None``: one process.
     estimator : object, default=None
         The estimator being fitted, for the callbacks (``trainer.estimator``); the trainer
@@ -417,7 +417,7 @@ class Trainer:
         state: TrainingState | None = None,
         callbacks: Iterable[Callback] = (),
         early_stopping: EarlyStopping | None = None,
-        distributed: _Distributed | None = None,
+        distributed: Distributed | None = None,
         estimator: Any = None,
     ):
         self.task = task
@@ -437,7 +437,7 @@ class Trainer:
         self.epochs = 0
         self.n_windows = 0
         self.dist = (distributed if distributed is not None
-                     else _Distributed(device=config.device))
+                     else Distributed(device=config.device))
         self._interrupt = _StopOnInterrupt()
         self._interrupt_agreed = False  # data parallel: any rank asked to stop
 

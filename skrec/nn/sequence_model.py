@@ -9,9 +9,8 @@ from torch import nn
 
 from .config import build_module, module_config, register_module
 from .items import ItemEmbedding, ItemTable
-from .transformer import TransformerEncoder
 
-__all__ = ["CausalTransformer", "SequenceModel"]
+__all__ = ["SequenceModel"]
 
 
 @register_module
@@ -128,50 +127,3 @@ class SequenceModel(nn.Module):
         """Scores ``(N, n_items)`` of query vectors ``hidden`` (N, d) over the catalogue."""
         weight, bias = self.output_weights(table)
         return hidden @ weight.t() + bias
-
-
-class CausalTransformer(SequenceModel):
-    """SASRec: item embeddings, a causal transformer encoder, tied scoring with a bias.
-
-    A :class:`SequenceModel` with a causal :class:`~skrec.nn.TransformerEncoder`: pre-LN
-    blocks, learned positions counted from the end, item embeddings tied with the output
-    scoring plus a per-item output bias.
-
-    Parameters
-    ----------
-    n_items : int
-        Catalogue size (without the padding index).
-    d_model : int, default=64
-        Embedding and hidden width.
-    n_layers : int, default=2
-        Number of transformer blocks.
-    n_heads : int, default=2
-        Attention heads per block.
-    d_ff : int, default=256
-        Feed-forward hidden units.
-    max_len : int, default=200
-        Longest history read.
-    dropout : float, default=0.2
-        Dropout probability on the embeddings and the residual branches.
-    """
-
-    def __init__(
-        self,
-        n_items: int,
-        d_model: int = 64,
-        n_layers: int = 2,
-        n_heads: int = 2,
-        d_ff: int = 256,
-        max_len: int = 200,
-        dropout: float = 0.2,
-    ):
-        if d_model % n_heads:
-            raise ValueError(f"d_model={d_model} must be divisible by n_heads={n_heads}.")
-        super().__init__(
-            ItemEmbedding(n_items, d_model),
-            TransformerEncoder(d_model, n_layers, n_heads, d_ff, max_len, dropout, causal=True),
-            max_len,
-        )
-
-    #: Rebuilt (and saved) as the plain SequenceModel it is.
-    _config_type = "SequenceModel"

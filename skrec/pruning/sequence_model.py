@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from ..nn.items import ItemEmbedding
-from ..nn.sequence import SequenceModel
+from ..nn.sequence_model import SequenceModel
 from .adapters import (
     ComponentAdapter,
     PruningAdapter,
