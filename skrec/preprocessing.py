@@ -10,6 +10,8 @@ import time), and so is any mapping of column name -> 1-D array, such as a dict 
 
 from __future__ import annotations
 
+import math
+import numbers
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -62,7 +64,7 @@ def _get_column(log: Any, name: Any) -> tuple[np.ndarray, np.ndarray | None]:
         else:
             arr = col.to_numpy()
     else:
-        arr = np.asarray(col)
+        arr = _as_id_array(col)
     if arr.ndim != 1:
         raise ValueError(f"log column {name!r} must be 1-D; got shape {arr.shape}.")
     return arr, missing
@@ -85,8 +87,10 @@ def _ids(arr: np.ndarray, missing: np.ndarray | None, what: str) -> np.ndarray:
     """Validate a 1-D array of ids (no missing values) and give it a native dtype if it can.
 
     Object arrays whose elements are all ``str`` (pandas string and categorical columns) become
-    numpy unicode arrays: sorting and searching them is then done in C, an order of magnitude
-    faster than comparing Python objects.
+    numpy unicode arrays, and those of integers int64 (or uint64) arrays: sorting and searching
+    them is then done in C, an order of magnitude faster than comparing Python objects. Other
+    object arrays (mixed types, integers beyond 64 bits) hold Python scalars, which compare
+    exactly.
     """
     mask = _missing_mask(arr) if missing is None else missing
     if mask.any():
@@ -98,10 +102,20 @@ def _ids(arr: np.ndarray, missing: np.ndarray | None, what: str) -> np.ndarray:
         try:
             native = arr.astype(np.str_)
         except (TypeError, ValueError):  # pragma: no cover - str() of an object failed
-            return arr
-        same = native == arr  # False wherever an element was not a str
+            native = None
+        same = native == arr if native is not None else None  # False where not a str
         if isinstance(same, np.ndarray) and same.all():
             return native
+        values = [_py(v) for v in arr.tolist()]
+        if all(_is_int(v) for v in values):  # integers: a native dtype if one holds them all
+            for dtype in (np.int64, np.uint64):
+                try:
+                    return np.array(values, dtype=dtype)
+                except OverflowError:
+                    pass
+        out = np.empty(arr.shape, dtype=object)  # Python scalars: they compare exactly
+        out[:] = values
+        return out
     return arr
 
 
@@ -140,6 +154,44 @@ def _numeric(arr: np.ndarray, missing: np.ndarray | None, name: str, *, allow_ti
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Exact id matching, whatever the dtypes (int64, uint64, floats, strings, mixed objects).
+# ---------------------------------------------------------------------------------------------
+
+
+def _py(value: Any) -> Any:
+    """A numpy scalar as the Python scalar it holds (other values unchanged)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _as_id_array(values: Any) -> np.ndarray:
+    """``values`` as a numpy array, without rounding integer ids through float64.
+
+    ``np.asarray([2**63 + 1, 5])`` is float64 (2**63 + 1 becomes 2**63): a list of integers
+    becomes int64, else uint64, else (when neither holds them all) an object array of Python
+    ints. Arrays are returned as they are.
+    """
+    if _table_like(values):
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray):
+        return values
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fO" and arr.size:
+        obj = np.asarray(values, dtype=object)
+        if obj.shape == arr.shape and all(_is_int(v) for v in obj.reshape(-1).tolist()):
+            for dtype in (np.int64, np.uint64):
+                try:
+                    return np.array(obj.tolist(), dtype=dtype)
+                except OverflowError:
+                    pass
+            return obj
+    return arr
+
+
 def _id_kind(dtype: np.dtype) -> str:
     if dtype.kind in "biuf":
         return "number"
@@ -148,47 +200,182 @@ def _id_kind(dtype: np.dtype) -> str:
     return dtype.kind
 
 
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of ``ids`` in ``sorted_ids`` and a mask of the ids found there."""
-    if sorted_ids.size == 0 or ids.size == 0:
-        return np.zeros(ids.shape, dtype=np.intp), np.zeros(ids.shape, dtype=bool)
-    kinds = {_id_kind(sorted_ids.dtype), _id_kind(ids.dtype)}
-    if kinds == {"number", "string"}:
+def _fits(value: Any, dtype: np.dtype) -> bool:
+    """Whether the Python scalar ``value`` is exactly representable in ``dtype``."""
+    kind = dtype.kind
+    if kind in "US":
+        return isinstance(value, str if kind == "U" else bytes)
+    if kind in "iub":
+        if isinstance(value, float):
+            if not (math.isfinite(value) and value.is_integer()):
+                return False
+            value = int(value)
+        if not isinstance(value, int):
+            return False
+        if kind == "b":
+            return value in (0, 1)
+        info = np.iinfo(dtype)
+        return info.min <= value <= info.max
+    if kind == "f":
+        if not isinstance(value, int | float):
+            return False
+        try:
+            return math.isfinite(float(value)) and float(dtype.type(value)) == value
+        except OverflowError:
+            return False
+    return False
+
+
+def _cast_exact(ids: np.ndarray, dtype: np.dtype, names: tuple[str, str]) -> tuple[np.ndarray,
+                                                                                    np.ndarray]:
+    """``ids`` converted to ``dtype`` and the mask of the ids that this converts **exactly**.
+
+    The others (an int64 id -1 against uint64 ids, 2**63 against int64 ids, 2.5 against
+    integers, a number in a mixed object array against strings...) cannot equal any id of
+    that dtype. ``names`` name ``ids`` and the vocabulary in the error for numbers vs strings.
+    """
+    q, k = ids.dtype.kind, dtype.kind
+    ones = np.ones(ids.shape, dtype=bool)
+    if q == "O":  # Python objects: one by one (object arrays are Python-speed anyway)
+        flat = [_py(v) for v in ids.reshape(-1).tolist()]
+        ok = np.fromiter((_fits(v, dtype) for v in flat), dtype=bool, count=len(flat))
+        out = np.zeros(len(flat), dtype=dtype)
+        if ok.any():
+            out[ok] = [v for v, good in zip(flat, ok) if good]
+        return out.reshape(ids.shape), ok.reshape(ids.shape)
+    if {_id_kind(ids.dtype), _id_kind(dtype)} == {"number", "string"}:
         raise ValueError(
-            f"{what} ids of dtype {ids.dtype} cannot be compared with the {what} ids of dtype "
-            f"{sorted_ids.dtype} seen at fit time (numbers vs strings)."
+            f"{names[0]} (dtype {ids.dtype}) cannot be compared with {names[1]} (dtype {dtype}): "
+            "numbers vs strings."
         )
+    if q == "b":
+        ids, q = ids.astype(np.uint8), "u"
+    if k in "iu" and q in "iu":
+        info = np.iinfo(dtype)
+        ok = ids <= info.max if q == "u" else (ids >= info.min) & (ids <= info.max)
+        return np.where(ok, ids, 0).astype(dtype), ok
+    if k in "iu" and q == "f":
+        bits = np.iinfo(dtype).bits
+        lo, hi = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1)) if k == "i" else (0.0, 2.0 ** bits)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(ids) & (ids == np.floor(ids)) & (ids >= lo) & (ids < hi)
+        return np.where(ok, ids, 0).astype(dtype), ok
+    if k == "f" and q in "iuf":
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = ids.astype(dtype)
+            if q == "f":
+                return out, out.astype(ids.dtype) == ids
+            bits = ids.dtype.itemsize * 8
+            lim = 2.0 ** (bits - 1) if q == "i" else 2.0 ** bits
+            ok = (out < lim) & (out >= -lim)
+            ok &= np.where(ok, out, 0).astype(ids.dtype) == ids
+        return out, ok
+    if k == q and k in "US":
+        return ids, ones  # searchsorted compares strings of any widths
+    if k == q:
+        try:
+            out = ids.astype(dtype)
+            return out, np.asarray(out.astype(ids.dtype) == ids, dtype=bool)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(
+        f"{names[0]} (dtype {ids.dtype}) cannot be compared with {names[1]} (dtype {dtype})."
+    )
+
+
+class _IdIndex:
+    """Exact lookup of ids in a vocabulary of ids in any order, whatever the dtypes.
+
+    Native vocabularies are searched with ``np.searchsorted`` after an exact conversion of
+    the queries to their dtype (never through float64); object vocabularies (mixed types,
+    integers beyond 64 bits) through a dict of Python scalars.
+    """
+
+    def __init__(self, vocab: np.ndarray) -> None:
+        self.vocab = vocab
+        self.table: dict | None = None
+        self.sorter: np.ndarray | None = None
+        if vocab.dtype == object:
+            self.table = {}
+            for i, v in enumerate(vocab.tolist()):
+                self.table.setdefault(_py(v), i)
+            self.sorted = vocab
+        else:
+            if vocab.size > 1 and not np.all(vocab[1:] > vocab[:-1]):
+                self.sorter = np.argsort(vocab, kind="stable")
+            self.sorted = vocab if self.sorter is None else vocab[self.sorter]
+
+    def duplicates(self) -> np.ndarray:
+        """The ids that the vocabulary holds more than once."""
+        if self.table is not None:
+            seen: set = set()
+            return np.array([v for v in map(_py, self.vocab.tolist())
+                             if v in seen or seen.add(v)], dtype=object)
+        s = self.sorted
+        return s[1:][s[1:] == s[:-1]] if s.size > 1 else s[:0]
+
+    def find(self, ids: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of ``ids`` in the vocabulary and the mask of the ids found there.
+
+        ``names`` name ``ids`` and the vocabulary in errors (for numbers vs strings).
+        """
+        if self.vocab.size == 0 or ids.size == 0:
+            return np.zeros(ids.shape, dtype=np.intp), np.zeros(ids.shape, dtype=bool)
+        if self.table is not None:
+            get = self.table.get
+            pos = np.fromiter((_get_hashable(get, _py(v)) for v in ids.reshape(-1).tolist()),
+                              dtype=np.intp, count=ids.size).reshape(ids.shape)
+            return np.maximum(pos, 0), pos >= 0
+        values, ok = _cast_exact(ids, self.vocab.dtype, names)
+        pos = np.minimum(np.searchsorted(self.sorted, values), self.sorted.size - 1)
+        found = ok & np.asarray(self.sorted[pos] == values, dtype=bool)
+        if self.sorter is not None:
+            pos = self.sorter[pos]
+        return pos, found
+
+
+def _get_hashable(get, value: Any) -> int:
     try:
-        pos = np.searchsorted(sorted_ids, ids)
-        pos = np.minimum(pos, sorted_ids.size - 1)
-        found = np.asarray(sorted_ids[pos] == ids, dtype=bool)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{what} ids of dtype {ids.dtype} cannot be compared with the {what} ids of dtype "
-            f"{sorted_ids.dtype} seen at fit time: {exc}"
-        ) from None
-    if found.shape != ids.shape:  # numpy gave a scalar: incomparable dtypes
-        raise ValueError(
-            f"{what} ids of dtype {ids.dtype} cannot be compared with the {what} ids of dtype "
-            f"{sorted_ids.dtype} seen at fit time."
-        )
-    return pos, found
+        return get(value, -1)
+    except TypeError:  # an unhashable id (a list...) is no id of the vocabulary
+        return -1
+
+
+def _order_key(value: Any) -> tuple:
+    """Sort key of ids of mixed types: numbers, then strings, then bytes, each in order."""
+    if isinstance(value, numbers.Real):
+        return (0, value)
+    if isinstance(value, str):
+        return (1, value)
+    if isinstance(value, bytes):
+        return (2, value)
+    return (3, type(value).__qualname__, value)
 
 
 def _unique_sorted(arr: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct ids of ``arr`` and the code of each element (ids of mixed types sort
+    numbers first, then strings)."""
     try:
         uniq, codes = np.unique(arr, return_inverse=True)
         return uniq, codes.reshape(-1)
+    except TypeError:
+        pass
+    values = [_py(v) for v in arr.tolist()]
+    try:
+        ordered = sorted(set(values), key=_order_key)
     except TypeError as exc:
         raise ValueError(
-            f"{what} ids could not be sorted (mixed types such as int and str?): {exc}"
+            f"{what} ids must be numbers, strings or other hashable values of one type; they "
+            f"could not be sorted: {exc}"
         ) from None
+    uniq = np.empty(len(ordered), dtype=object)
+    uniq[:] = ordered
+    table = {v: i for i, v in enumerate(ordered)}
+    return uniq, np.fromiter((table[v] for v in values), dtype=np.intp, count=len(values))
 
 
 def _as_1d_ids(users: Any, what: str) -> np.ndarray:
-    if hasattr(users, "to_numpy"):
-        users = users.to_numpy()
-    arr = np.asarray(users)
+    arr = _as_id_array(users)
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
@@ -196,15 +383,13 @@ def _as_1d_ids(users: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _encode_ids(vocab: np.ndarray, ids: Any, what: str, handle_unknown: str) -> np.ndarray:
-    """Positions of ``ids`` (any shape) in the sorted ``vocab``; -1 or an error if unknown."""
+def _encode_ids(index: _IdIndex, ids: Any, what: str, handle_unknown: str) -> np.ndarray:
+    """Positions of ``ids`` (any shape) in ``index``'s vocabulary; -1 or an error if unknown."""
     if handle_unknown not in ("error", "ignore"):
         raise ValueError(f'handle_unknown must be "error" or "ignore"; got {handle_unknown!r}.')
-    if _table_like(ids):
-        ids = ids.to_numpy()
-    arr = np.asarray(ids)
+    arr = _as_id_array(ids)
     flat = arr.reshape(-1)
-    pos, found = _lookup(vocab, flat, what)
+    pos, found = index.find(flat, (f"{what} ids", f"the {what} ids seen at fit time"))
     if not found.all() and handle_unknown == "error":
         bad = flat[~found]
         raise ValueError(
@@ -363,6 +548,20 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         tags.target_tags.required = False
         return tags
 
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_id_index", None)  # a cache, rebuilt on first use
+        return state
+
+    def _index(self, attr: str) -> _IdIndex:
+        """The exact lookup of ``users_`` or ``items_``, built once per array."""
+        vocab = getattr(self, attr)
+        cache = self.__dict__.setdefault("_id_index", {})
+        index = cache.get(attr)
+        if index is None or index.vocab is not vocab:
+            index = cache[attr] = _IdIndex(vocab)
+        return index
+
     # -- reading the log -----------------------------------------------------------------------
 
     def _check_params(self) -> None:
@@ -517,11 +716,14 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
 
         if users is None:
             n_rows = self.n_users_
-            row_idx, row_known = _lookup(self.users_, user_ids, "user")
+            row_idx, row_known = self._index("users_").find(
+                user_ids, (f"the log's user ids (column {self.user_col!r})",
+                           "the user ids seen at fit time"))
             n_unknown = int(n_events - row_known.sum())
             if n_unknown:
+                n_users = _unique_sorted(user_ids[~row_known], "user")[0].size
                 warnings.warn(
-                    f"{n_unknown} event(s) of {np.unique(user_ids[~row_known]).size} user(s) "
+                    f"{n_unknown} event(s) of {n_users} user(s) "
                     "not seen at fit time were dropped; pass users=[...] to build rows for "
                     "new users.",
                     UserWarning,
@@ -530,19 +732,24 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         else:
             rows = _ids(_as_1d_ids(users, "users"), None, "users")
             n_rows = rows.shape[0]
-            order = np.argsort(rows, kind="stable")
-            sorted_rows = rows[order]
-            if n_rows > 1 and np.asarray(sorted_rows[1:] == sorted_rows[:-1]).any():
-                raise ValueError("users contains duplicate ids; each row must be a distinct user.")
-            pos, row_known = _lookup(sorted_rows, user_ids, "user")
-            row_idx = order[pos] if n_rows else pos
+            index = _IdIndex(rows)
+            twice = index.duplicates()
+            if twice.size:
+                raise ValueError(f"users contains duplicate ids (e.g. {twice[:5].tolist()}); "
+                                 "each row must be a distinct user.")
+            row_idx, row_known = index.find(
+                user_ids, (f"the log's user ids (column {self.user_col!r})",
+                           "the ids given in users="))
 
-        item_idx, item_known = _lookup(self.items_, item_ids, "item")
+        item_idx, item_known = self._index("items_").find(
+            item_ids, (f"the log's item ids (column {self.item_col!r})",
+                       "the item ids seen at fit time"))
         unknown_items = row_known & ~item_known
         n_unknown_items = int(unknown_items.sum())
         if n_unknown_items:
+            n_items = _unique_sorted(item_ids[unknown_items], "item")[0].size
             warnings.warn(
-                f"{n_unknown_items} event(s) with {np.unique(item_ids[unknown_items]).size} "
+                f"{n_unknown_items} event(s) with {n_items} "
                 "item(s) not seen at fit time were dropped.",
                 UserWarning,
                 stacklevel=stacklevel,
@@ -630,7 +837,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             Column indices into :attr:`items_` (``-1`` for unknown ids when ignored).
         """
         check_is_fitted(self, "items_")
-        return _encode_ids(self.items_, ids, "item", handle_unknown)
+        return _encode_ids(self._index("items_"), ids, "item", handle_unknown)
 
     def transform_users(self, ids: Any, *, handle_unknown: str = "error") -> np.ndarray:
         """Map original user ids to row indices of :meth:`transform`'s default output.
@@ -664,7 +871,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         array([ 0, -1])
         """
         check_is_fitted(self, "users_")
-        return _encode_ids(self.users_, ids, "user", handle_unknown)
+        return _encode_ids(self._index("users_"), ids, "user", handle_unknown)
 
     def inverse_transform_items(self, indices: Any, fill_value: Any = None) -> np.ndarray:
         """Map column indices (such as ``predict``'s output) back to original item ids.
@@ -724,7 +931,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         """Column indices of the candidate item ids; unknown ids are dropped with a warning."""
         if items is None:
             return None
-        idx = _encode_ids(self.items_, _as_1d_ids(items, "items"), "item", "ignore")
+        idx = _encode_ids(self._index("items_"), _as_1d_ids(items, "items"), "item", "ignore")
         n_unknown = int((idx < 0).sum())
         if n_unknown:
             warnings.warn(
