@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -427,6 +428,41 @@ def _decode_ids(vocab: np.ndarray, indices: Any, fill_value: Any, name: str) -> 
     return out
 
 
+#: Column-name words that mean "the time of the event".
+_TIME_WORDS = frozenset({"time", "timestamp", "ts", "date", "datetime", "dt", "tstamp", "epoch",
+                         "when", "unixtime", "eventtime"})
+
+
+def _looks_like_time(log: Any, name: Any) -> str | None:
+    """Why column ``name`` of ``log`` looks like event times (its dtype or name), or None."""
+    dtype = getattr(log[name], "dtype", None)
+    if getattr(dtype, "tz", None) is not None or getattr(dtype, "kind", None) in ("M", "m"):
+        return f"dtype {dtype}"
+    if not isinstance(name, str):
+        return None
+    words = re.split(r"[^a-z0-9]+", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower())
+    words = [w for w in words if w]
+    if any(w in _TIME_WORDS or w.endswith(("time", "timestamp")) for w in words) or (
+            len(words) > 1 and words[-1] in ("at", "on")):  # created_at, updated_on
+        return "by its name"
+    return None
+
+
+def _users_out_of_order(log: Any, name: Any, user_codes: np.ndarray) -> int | None:
+    """Number of users whose rows are not in the order of column ``name`` (None: the column
+    is not numbers or datetimes)."""
+    try:
+        t = _numeric(*_get_column(log, name), name, allow_time=True)
+    except (ValueError, TypeError):
+        return None
+    if t.shape != user_codes.shape:
+        return None
+    perm = np.argsort(user_codes, kind="stable")
+    u, t = user_codes[perm], t[perm]
+    bad = (u[1:] == u[:-1]) & (t[1:] < t[:-1])
+    return int(np.unique(u[1:][bad]).size)
+
+
 def _table_like(obj: Any) -> bool:
     """A pandas/polars Series or Index (anything with ``to_numpy``), not a numpy array."""
     return hasattr(obj, "to_numpy") and not isinstance(obj, np.ndarray)
@@ -668,8 +704,41 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             If a column is missing, ids are missing (NaN/None), the time or weight column is
             not numeric, or the log is empty.
         """
-        self._fit(self._read(log, allow_empty=False))
+        cols = self._read(log, allow_empty=False)
+        user_codes, _ = self._fit(cols)
+        self._warn_unnamed_time(log, user_codes)
         return self
+
+    def _warn_unnamed_time(self, log: Any, user_codes: np.ndarray) -> None:
+        """Warn when events are ordered by row position although the log has a column that
+        looks like event times (``values="order"`` without ``time_col``)."""
+        if self.values != "order" or self.time_col is not None:
+            return
+        roles = [self.user_col, self.item_col, self.weight_col]
+        for name in _column_names(log):
+            if any(name is r or (type(name) is type(r) and name == r) for r in roles):
+                continue
+            why = _looks_like_time(log, name)
+            if why is None:
+                continue
+            n_bad = _users_out_of_order(log, name, user_codes)
+            if n_bad is None:
+                order = "its values are not numbers or datetimes, so the row order was kept"
+            elif n_bad:
+                order = (f"for {n_bad} of {self.n_users_} user(s) the rows are not in "
+                         f"{name!r} order, so their sequences are not in time order")
+            else:
+                order = (f"the rows are in {name!r} order here, but a log that is not sorted "
+                         "would silently give sequences out of time order")
+            warnings.warn(
+                f"The log has a column {name!r} that looks like event times ({why}), but "
+                f"time_col was not given: each user's events are ordered by their row position "
+                f"in the log, and {order}. Pass time_col={name!r} to order them by it (or drop "
+                "the column if it is not the time of the events).",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
 
     def _fit(self, cols) -> tuple[np.ndarray, np.ndarray]:
         """Learn the vocabularies; return the codes of the log's users and items."""
@@ -817,6 +886,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             return self.fit(log).transform(log, users=users)
         cols = self._read(log, allow_empty=False)
         user_codes, item_codes = self._fit(cols)
+        self._warn_unnamed_time(log, user_codes)
         keep = np.arange(self.n_events_)
         return self._assemble(cols, keep, user_codes, item_codes, self.n_users_)
 

@@ -14,6 +14,9 @@ from sklearn.base import clone
 
 from skrec.preprocessing import InteractionEncoder
 
+# _log() has a "time" column that most tests leave out on purpose (the warning is tested below)
+pytestmark = pytest.mark.filterwarnings("ignore:The log has a column 'time':UserWarning")
+
 
 def _log():
     # user "a": items 10 (t=5), 20 (t=1), 30 (t=5, tie with item 10: later in the log)
@@ -71,7 +74,8 @@ def test_order_ties_follow_row_position_not_item_id():
 
 
 def test_order_without_time_col_is_row_position():
-    X = InteractionEncoder().fit_transform(_log())
+    with pytest.warns(UserWarning, match="ordered by their row position"):
+        X = InteractionEncoder().fit_transform(_log())
     np.testing.assert_array_equal(X.toarray(), [[1, 2, 3], [1, 0, 0], [0, 1, 0]])
 
 
@@ -491,3 +495,45 @@ def test_the_dtype_error_names_each_side_with_its_dtype():
                                          r"cannot be compared with the user ids seen at fit time "
                                          r"\(dtype int64\)"):
         enc.transform({"user": np.array(["a"]), "item": np.array([1])})
+
+
+# -- a time column that was not named ----------------------------------------------------------
+
+
+def test_an_unnamed_time_column_warns_and_says_whether_rows_follow_it():
+    log = {  # user 1's rows are out of time order, user 2's are in order
+        "user": np.array([1, 1, 2, 2]),
+        "item": np.array([10, 20, 30, 40]),
+        "timestamp": np.array([9, 3, 1, 2]),
+    }
+    with pytest.warns(UserWarning, match=r"column 'timestamp' that looks like event times \(by "
+                                         r"its name\).*for 1 of 2 user\(s\) the rows are not in "
+                                         r"'timestamp' order.*time_col='timestamp'") as rec:
+        X = InteractionEncoder().fit_transform(log)
+    assert rec[0].filename == __file__  # points at the caller's line
+    np.testing.assert_array_equal(X.toarray()[0], [1, 2, 0, 0])  # still row order, as documented
+    sorted_log = {**log, "timestamp": np.array([1, 3, 1, 2])}
+    with pytest.warns(UserWarning, match="the rows are in 'timestamp' order here"):
+        InteractionEncoder().fit(sorted_log)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        InteractionEncoder(time_col="timestamp").fit(log)  # named: no warning
+        InteractionEncoder(values="ones").fit(log)  # order does not matter
+        InteractionEncoder().fit({"user": [1, 2], "item": [3, 4], "rating": [5, 1],
+                                  "title": ["a", "b"], "category": [1, 1]})
+
+
+@pytest.mark.parametrize("name", ["ts", "time", "event_time", "createdAt", "created_at",
+                                  "Date", "unix_timestamp", "watchTime"])
+def test_time_like_column_names(name):
+    with pytest.warns(UserWarning, match=f"column '{name}' that looks like event times"):
+        InteractionEncoder().fit({"user": [1, 1], "item": [1, 2], name: [2, 1]})
+
+
+def test_a_datetime_column_warns_whatever_its_name():
+    pd = pytest.importorskip("pandas")
+    log = pd.DataFrame({"user": ["a", "a"], "item": [1, 2],
+                        "logged": pd.to_datetime(["2024-01-02", "2024-01-01"], utc=True)})
+    with pytest.warns(UserWarning, match=r"'logged' that looks like event times \(dtype "
+                                         r"datetime64.*for 1 of 1 user"):
+        InteractionEncoder().fit(log)
