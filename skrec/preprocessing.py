@@ -22,7 +22,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_interactions, check_k
+from ._validation import check_interactions, check_item_features, check_k
 
 __all__ = ["InteractionEncoder"]
 
@@ -520,11 +520,13 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         Sorted unique user ids seen in :meth:`fit` (``np.unique``); row ``i`` of
         :meth:`transform`'s default output is user ``users_[i]``.
     items_ : ndarray of shape (n_items_,)
-        Sorted unique item ids seen in :meth:`fit`; column ``j`` is item ``items_[j]``.
+        Item ids in column order: column ``j`` is item ``items_[j]``. The distinct items seen
+        in :meth:`fit`, sorted, then those added by :meth:`add_items`, in the order added.
     n_users_ : int
         Number of users seen in :meth:`fit`.
     n_items_ : int
-        Number of items seen in :meth:`fit` (the number of columns of every output).
+        Number of items (the number of columns of every output): those seen in :meth:`fit`
+        and those added by :meth:`add_items`.
     n_events_ : int
         Number of events (rows of the log) seen in :meth:`fit`.
 
@@ -991,11 +993,131 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             )
         check_is_fitted(model)
         n_model = getattr(model, "n_features_in_", None)
+        if isinstance(n_model, int) and n_model > self.n_items_:
+            raise ValueError(
+                f"The model has {n_model} items but this encoder has {self.n_items_}: the "
+                f"model's last {n_model - self.n_items_} items have no id here (added with "
+                "model.add_items?). Add new items with encoder.add_items(model, item_ids, "
+                "item_features), which adds them to both; start again from the model as it was "
+                "before model.add_items (saved or refitted)."
+            )
         if n_model != self.n_items_:
             raise ValueError(
                 f"The model was fitted on {n_model} items but this encoder has {self.n_items_}: "
                 "fit the model on this encoder's matrix (model.fit(enc.fit_transform(log)))."
             )
+
+    def add_items(self, model: Any, item_ids: Any, item_features: Any) -> InteractionEncoder:
+        """Add new items, in your ids, to this encoder and to its model together.
+
+        The new items get the next column indices, in the order of ``item_ids``: ``items_``
+        and ``n_items_`` grow here, and ``model.add_items(item_features)`` grows the model
+        (see :meth:`skrec.SeqRecommender.add_items`), so :meth:`recommend`,
+        :meth:`similar_items`, :meth:`transform` and a service built on the pair know them at
+        once, without retraining. The model scores them from their feature rows until it is
+        trained on interactions with them. Save the pair together
+        (``skrec.save({"encoder": encoder, "model": model}, path)``).
+
+        Everything is checked before either object changes: when this raises, the encoder
+        and the model are both left as they were.
+
+        Parameters
+        ----------
+        model : SeqRecommender or AERecommender
+            Fitted on this encoder's matrix, with ``item_features``. It is modified in place.
+        item_ids : array-like of shape (n_new_items,)
+            Ids of the new items: distinct, none already known, comparable with
+            :attr:`items_` (numbers with numbers, strings with strings; ids that the dtype of
+            :attr:`items_` cannot hold exactly, such as uint64 ids beyond an int64
+            vocabulary, make :attr:`items_` an object array of Python scalars).
+        item_features : {array-like, sparse matrix} of shape (n_new_items, n_item_features)
+            Their feature rows, in the order of ``item_ids``, built exactly as the
+            ``item_features`` the model was fitted with (the same fitted transformers).
+
+        Returns
+        -------
+        self : InteractionEncoder
+            This encoder, with the new items as its last columns.
+
+        Raises
+        ------
+        TypeError
+            If ``model`` cannot add items (a model without ``add_items``, such as EASE).
+        ValueError
+            If the model and this encoder do not have the same items, the model was fitted
+            without item features, an id is missing, repeated or already known, ids are
+            strings for a vocabulary of numbers (or the reverse), or ``item_features`` does
+            not have one valid row per id and the model's feature columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skrec import AERecommender
+        >>> from skrec.preprocessing import InteractionEncoder
+        >>> log = {"user": np.array(["ann", "ann", "bob", "bob"]),
+        ...        "item": np.array(["tea", "cake", "tea", "jam"])}
+        >>> enc = InteractionEncoder()
+        >>> X = enc.fit_transform(log)  # columns: cake, jam, tea
+        >>> F = np.eye(3)  # one feature row per column (here: one-hot kinds)
+        >>> model = AERecommender(max_iter=2, item_features=F, random_state=0).fit(X)
+        >>> _ = enc.add_items(model, ["scone"], np.array([[1.0, 0.0, 0.0]]))
+        >>> enc.items_.tolist(), model.n_features_in_
+        (['cake', 'jam', 'tea', 'scone'], 4)
+        >>> "scone" in enc.recommend(model, log, users=["bob"], k=3)["item"].tolist()
+        True
+        """
+        self._check_model(model)
+        if not callable(getattr(model, "add_items", None)):
+            raise TypeError(
+                f"{type(model).__name__} cannot add items without retraining; a SeqRecommender "
+                "or AERecommender fitted with item_features=... can (it scores new items from "
+                "their features)."
+            )
+        if getattr(getattr(model, "module_", None), "features", None) is None:
+            raise ValueError(
+                f"This {type(model).__name__} was fitted without item_features: a new item "
+                "cannot be represented. Fit it with item_features=... to add items later."
+            )
+        new = _ids(_as_1d_ids(item_ids, "item_ids"), None, "new item")
+        items = self._grown_items(new)
+        feats = check_item_features(item_features, n_features=model.n_item_features_)
+        if feats.shape[0] != new.shape[0]:
+            raise ValueError(
+                f"item_features has {feats.shape[0]} rows but item_ids has {new.shape[0]} ids: "
+                "give one feature row per new item, in the order of item_ids."
+            )
+        if new.size:
+            model.add_items(feats)  # checks the rows again, then grows: nothing here can fail
+            self.items_ = items
+            self.n_items_ = int(items.shape[0])
+        return self
+
+    def _grown_items(self, new: np.ndarray) -> np.ndarray:
+        """:attr:`items_` followed by the ``new`` ids (checked: distinct and unknown)."""
+        if new.size == 0:  # (an empty list is float64 for numpy: no dtype to check)
+            return self.items_
+        twice = _IdIndex(new).duplicates()
+        if twice.size:
+            raise ValueError(
+                f"item_ids holds some ids more than once, e.g. {twice[:5].tolist()}."
+            )
+        names = ("the new item ids", "the item ids of this encoder")
+        _, known = self._index("items_").find(new, names)
+        if known.any():
+            raise ValueError(
+                f"{int(known.sum())} of the new item ids are already known to this encoder, e.g. "
+                f"{new[known][:5].tolist()}: each new id must be new."
+            )
+        vocab = self.items_
+        if vocab.dtype != object and new.dtype != object:
+            values, exact = _cast_exact(new, vocab.dtype, names)
+            if exact.all():
+                if vocab.dtype.kind in "US":
+                    return np.concatenate([vocab, new])  # the wider of the two string widths
+                return np.concatenate([vocab, values])
+        out = np.empty(vocab.size + new.size, dtype=object)  # Python scalars: exact
+        out[:] = [_py(v) for v in vocab.tolist()] + [_py(v) for v in new.tolist()]
+        return out
 
     def _candidate_indices(self, items: Any) -> np.ndarray | None:
         """Column indices of the candidate item ids; unknown ids are dropped with a warning."""
