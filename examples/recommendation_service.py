@@ -22,9 +22,15 @@ A request is a JSON object: ``items`` (item indices, oldest first) or ``item_ids
 when an encoder was loaded), ``k`` (default 10) and ``filter_seen`` (default true). The answer
 holds ``items`` (indices, best first), ``scores`` and, with an encoder, ``item_ids``. A
 malformed request -- bad JSON, unknown fields or item ids, ``k`` out of range, a history longer
-than the model reads (``max_len``), a body over 64 KiB -- gets a 4xx status and a message, and
-the service keeps serving. Beyond 64 open connections, new ones get a 503 and are closed.
-``benchmarks/service.py`` measures it under load.
+than the model reads (``max_len``), a body over 64 KiB, a method other than GET and POST --
+gets a 4xx status and a JSON message, and the service keeps serving. Item ids are matched
+exactly, whatever the dtype of the encoder's ids (uint64 ids beyond 2**63 included).
+
+Slow and numerous clients: a client has 10 s to send a whole request (not 10 s per read: a
+client trickling a byte every few seconds is answered 408 and cut off), an idle keep-alive
+connection is closed after as long, one client address holds at most 64 connections (then
+429) and the server 256 (then 503). ``benchmarks/service.py`` measures it under load, with and
+without 70 slow clients connected.
 
 ``--backend onnx`` serves the model's scoring graph exported to ONNX (see
 :mod:`skrec.serving`) with ONNX Runtime instead of PyTorch (``pip install "skrec[onnx]"``).
@@ -37,7 +43,9 @@ service on a free port in a thread, sends it a few requests and stops it.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -45,6 +53,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -136,20 +145,13 @@ class RecommendationService:
                 raise RequestError(400, "this service has no encoder: send 'items' (indices)")
             if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
                 raise RequestError(400, "'item_ids' must hold strings or integers")
-            # Ids of the wrong type (a string for integer ids, ...) are unknown ids.
-            vocab = self.encoder.items_.dtype
-            wanted = {"i": int, "u": int, "U": str}.get(vocab.kind, object)
-            ok = [isinstance(v, wanted) and not (isinstance(v, int) and abs(v) >= 2**63)
-                  for v in values]
-            typed = [v for v, good in zip(values, ok) if good]
-            items = self.encoder.transform_items(
-                np.array(typed, dtype=vocab if wanted is not object else object)
-                if typed else np.zeros(0, dtype=np.int64), handle_unknown="ignore")
-            unknown = [v for v, good in zip(values, ok) if not good]
-            unknown += [v for v, i in zip(typed, items.tolist()) if i < 0]
+            ids = np.empty(len(values), dtype=object)  # Python ints and strings: the encoder
+            ids[:] = values  # matches them exactly, whatever the dtype of its ids
+            items = self.encoder.transform_items(ids, handle_unknown="ignore")
+            unknown = [v for v, i in zip(values, items.tolist()) if i < 0]
             if unknown:
                 raise RequestError(400, f"unknown item ids: {unknown[:10]}")
-            return np.asarray(items, dtype=np.int64)
+            return items
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             raise RequestError(400, "'items' must hold integer item indices")
         bad = [v for v in values if not 0 <= v < self.n_items]
@@ -205,13 +207,47 @@ class RecommendationService:
         return out
 
 
+class _RequestInput(io.RawIOBase):
+    """A connection's input with one deadline for the whole request (request line, headers
+    and body), not one per read: a client sending a byte every few seconds would otherwise
+    hold its connection, and a thread, for as long as it likes."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.deadline = math.inf
+        self.received = 0  # bytes of the current request so far
+        self.expired = False
+
+    def start(self, seconds: float) -> None:
+        self.deadline, self.received, self.expired = time.monotonic() + seconds, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError("the request deadline passed")
+            self.sock.settimeout(left)
+            n = self.sock.recv_into(buffer)
+        except TimeoutError:
+            self.expired = True
+            raise
+        self.received += n
+        return n
+
+
 class Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive; JSON in and out; every failure is answered, never raised."""
 
     protocol_version = "HTTP/1.1"
     default_request_version = "HTTP/1.0"  # answer a garbled request line with a status line
     server_version = "skrec-example/1"
-    timeout = 10  # seconds a client may take to send a request (no slow-loris hold)
+    #: Seconds a client has to send a whole request, from the time its connection opened or
+    #: its previous answer was sent (an idle keep-alive connection is closed after as long).
+    request_timeout = 10.0
+    timeout = 10  # seconds to write an answer to a client that does not read it
     service: RecommendationService  # set by make_server
     quiet = True
 
@@ -219,19 +255,52 @@ class Handler(BaseHTTPRequestHandler):
         if not self.quiet:
             super().log_message(fmt, *args)
 
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+    def setup(self):
+        super().setup()
+        self.rfile.close()  # replaced by an input with a deadline per request
+        self._input = _RequestInput(self.connection)
+        self.rfile = io.BufferedReader(self._input)
 
-    def _error(self, status: int, message: str, *, close: bool = False) -> None:
+    def handle_one_request(self):
+        self._input.start(self.request_timeout)
+        self.command, self.request_version = "", self.default_request_version
+        super().handle_one_request()  # closes the connection on a TimeoutError
+        if self._input.expired and self._input.received:  # a request came, too slowly
+            self._error(408, f"the request was not received within {self.request_timeout:g} s",
+                        close=True)
+
+    def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode("utf-8")
+        self.connection.settimeout(self.timeout)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":  # an answer to HEAD has headers only
+                self.wfile.write(data)
+        except OSError:  # the client went away (or does not read): drop the connection
+            self.close_connection = True
+
+    def _error(self, status: int, message: str, *, close: bool = False, headers=None) -> None:
         self.close_connection = self.close_connection or close
-        self._send(status, {"error": message, "status": status})
+        self._send(status, {"error": message, "status": status}, headers)
+
+    def send_error(self, code, message=None, explain=None):
+        """The errors that http.server finds itself (a garbled request line, headers too long,
+        a method without a ``do_`` handler...) are answered in JSON too; an unknown or unserved
+        method gets a 405 rather than http.server's 501."""
+        headers = None
+        if code in (405, 501):
+            code, headers = 405, {"Allow": "GET, POST"}
+            message = (f"method {self.command!r} is not allowed: GET /health or "
+                       "POST /recommend")
+        self._error(code, message or self.responses.get(code, ("error",))[0], close=True,
+                    headers=headers)
 
     def do_GET(self):  # noqa: N802 - the http.server API
         if self.path == "/health":
@@ -268,53 +337,88 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, self.service.recommend(payload))
         except RequestError as exc:
             self._error(exc.status, exc.message)
-        except (ConnectionError, TimeoutError):
+        except TimeoutError:
+            raise  # too slow: handle_one_request answers 408 and closes
+        except ConnectionError:
             self.close_connection = True
         except Exception as exc:  # a bug must not take the service down: answer 500
             self._error(500, f"internal error: {type(exc).__name__}", close=True)
         return None
 
-    def _not_allowed(self):
-        self._error(405, f"method {self.command} is not allowed", close=True)
-
-    do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
-
 
 class BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, at most ``max_connections`` at once: the next ones get a 503
-    and are closed, so a flood of clients cannot exhaust the process."""
+    """A thread per connection, at most ``max_connections`` at once and ``max_per_client``
+    from one client address: beyond, a new connection gets a 503 (the server is full) or a
+    429 (that address holds its share) and is closed, so that neither many clients nor one
+    greedy client can exhaust the process. Every client has ``request_timeout`` seconds per
+    request, so a slot held by a slow client is freed within that time."""
 
     daemon_threads = True
+    request_queue_size = 128  # connections the kernel queues before the server accepts them
 
-    def __init__(self, address, handler, max_connections: int = 64):
+    def __init__(self, address, handler, max_connections: int = 256,
+                 max_per_client: int = 64):
         super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections, self.max_per_client = max_connections, max_per_client
+        self._lock = threading.Lock()
+        self._open: Counter = Counter()  # client address -> open connections
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
-            body = b'{"error": "too many connections, retry later", "status": 503}'
-            try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-                                b"application/json\r\nConnection: close\r\nContent-Length: "
-                                + str(len(body)).encode() + b"\r\n\r\n" + body)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
+        host = client_address[0]
+        with self._lock:
+            if self._open[host] >= self.max_per_client:
+                refused = (429, f"more than {self.max_per_client} connections from your "
+                                "address; close some and retry")
+            elif sum(self._open.values()) >= self.max_connections:
+                refused = (503, "too many connections, retry later")
+            else:
+                refused = None
+                self._open[host] += 1
+        if refused is not None:
+            return self._refuse(request, *refused)
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._release(host)
+            raise
+        return None
+
+    def _refuse(self, request, status: int, message: str) -> None:
+        body = json.dumps({"error": message, "status": status}).encode()
+        reason = {429: "Too Many Requests", 503: "Service Unavailable"}[status]
+        try:
+            request.settimeout(1.0)
+            request.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                            f"Connection: close\r\nRetry-After: 1\r\n"
+                            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def _release(self, host) -> None:
+        with self._lock:
+            self._open[host] -= 1
+            if self._open[host] <= 0:
+                del self._open[host]
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release(client_address[0])
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):  # a client that went away is no news
+            super().handle_error(request, client_address)
 
 
 def make_server(service: RecommendationService, port: int = 0, *, quiet: bool = True,
-                max_connections: int = 64) -> ThreadingHTTPServer:
+                max_connections: int = 256, max_per_client: int = 64,
+                request_timeout: float = 10.0) -> ThreadingHTTPServer:
     """An HTTP server for ``service`` on 127.0.0.1:``port`` (0: a free port), not started."""
-    handler = type("BoundHandler", (Handler,), {"service": service, "quiet": quiet})
-    return BoundedServer((HOST, port), handler, max_connections)
+    handler = type("BoundHandler", (Handler,), {"service": service, "quiet": quiet,
+                                                 "request_timeout": request_timeout})
+    return BoundedServer((HOST, port), handler, max_connections, max_per_client)
 
 
 def load_service(model_path, encoder_path=None, inference_precision: str | None = None,
@@ -418,13 +522,23 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default="eager", choices=["eager", "onnx"],
                         help="onnx: serve the exported graph with ONNX Runtime")
     parser.add_argument("--log", action="store_true", help="print an access log")
+    parser.add_argument("--max-connections", type=int, default=256,
+                        help="open connections at most; beyond, new ones get a 503")
+    parser.add_argument("--max-per-client", type=int, default=64,
+                        help="open connections from one address at most (beyond: a 429); "
+                             "behind a local proxy every client has its address")
+    parser.add_argument("--request-timeout", type=float, default=10.0,
+                        help="seconds a client has to send a whole request")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model is None:
         demo(fast=os.environ.get("SKREC_EXAMPLES_FAST") == "1")
         return
     service = load_service(args.model, args.encoder, args.inference_precision, args.backend)
-    server = make_server(service, args.port, quiet=not args.log)
+    server = make_server(service, args.port, quiet=not args.log,
+                         max_connections=args.max_connections,
+                         max_per_client=args.max_per_client,
+                         request_timeout=args.request_timeout)
     print(f"listening on http://{HOST}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()
