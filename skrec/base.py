@@ -626,6 +626,20 @@ default=None
         return float(ndcg_at_k(y, self.predict(X, k, user_features=user_features), k=k))
 
     # ------------------------------------------------------------------ persistence
+    def _check_fitted_state(self) -> None:
+        """Raise a ValueError (or TypeError) naming the attribute when the fitted attributes
+        do not fit together; :func:`skrec.load` calls it before returning an estimator.
+        Subclasses extend it with their own attributes."""
+        from ._fitted_state import check_array, check_int
+
+        if not self.__sklearn_is_fitted__():
+            return
+        n_items = check_int(self, "n_features_in_", low=1)
+        check_array(self, "item_popularity_", shape=(n_items,), kinds="f", finite=True,
+                    nonnegative=True, shape_from="n_features_in_")
+        if self._reads_user_features:
+            check_int(self, "n_user_features_", low=0, optional=True)
+
     #: Private caches rebuilt on demand, left out of pickles.
     _transient_attributes: tuple[str, ...] = ()
 

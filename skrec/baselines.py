@@ -126,6 +126,15 @@ class EASERecommender(BaseRecommender):
         P[np.diag_indices_from(P)] = 0.0
         self.coef_ = P.astype(np.float32)
 
+    def _check_fitted_state(self) -> None:
+        super()._check_fitted_state()
+        if self.__sklearn_is_fitted__():
+            from ._fitted_state import check_array, check_params
+
+            check_params(self)
+            n = self.n_features_in_
+            check_array(self, "coef_", shape=(n, n), kinds="f", shape_from="n_features_in_")
+
     def _score_batch(self, X: sp.csr_matrix) -> torch.Tensor:
         Xb = X.astype(bool).astype(np.float32)
         return torch.from_numpy(np.asarray(Xb @ self.coef_))
@@ -223,6 +232,20 @@ class MarkovChainRecommender(BaseRecommender):
         totals = np.asarray(counts.sum(axis=1)).ravel()
         self.transitions_ = sp.diags(1.0 / np.maximum(totals, 1.0)) @ counts
         self.transitions_ = self.transitions_.tocsr().astype(np.float32)
+
+    def _check_fitted_state(self) -> None:
+        super()._check_fitted_state()
+        if self.__sklearn_is_fitted__():
+            from ._fitted_state import check_params
+
+            check_params(self)
+            n = self.n_features_in_
+            T = getattr(self, "transitions_", None)
+            if not (sp.issparse(T) and T.format == "csr" and T.shape == (n, n)
+                    and T.dtype.kind == "f"):
+                raise ValueError(f"transitions_ must be a float CSR matrix of shape ({n}, {n}).")
+            if T.nnz and not (np.isfinite(T.data).all() and T.data.min() >= 0):
+                raise ValueError("transitions_ holds negative or non-finite probabilities.")
 
     def _next_item_probs(self, last: np.ndarray) -> torch.Tensor:
         """``(len(last), n_items)`` next-item probabilities after items ``last`` (-1: none)."""

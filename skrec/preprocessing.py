@@ -751,6 +751,27 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         self.n_events_ = int(cols["user"].shape[0])
         return user_codes, item_codes
 
+    def _check_fitted_state(self) -> None:
+        """Raise a ValueError naming the attribute when the fitted vocabularies are not what
+        :meth:`fit` makes (sorted, unique, counted); :func:`skrec.load` calls it."""
+        from ._fitted_state import check_array, check_int
+
+        if not hasattr(self, "items_"):
+            return
+        self._check_params()
+        for name in ("users", "items"):
+            ids = check_array(self, f"{name}_", kinds="biufUSOMm")
+            if ids.ndim != 1:
+                raise ValueError(f"{name}_ must be 1-D; got shape {ids.shape}.")
+            try:
+                ordered = bool(np.all(ids[1:] > ids[:-1]))
+            except TypeError:
+                ordered = False
+            if not ordered:
+                raise ValueError(f"{name}_ must hold sorted unique ids (as fit makes them).")
+            check_int(self, f"n_{name}_", low=ids.shape[0], high=ids.shape[0])
+        check_int(self, "n_events_", low=0)
+
     def transform(self, log: Any, users: Any = None) -> sp.csr_matrix:
         """Build the user x item interaction matrix of an event log.
 

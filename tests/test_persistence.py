@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import stat
 
 import numpy as np
 import pytest
@@ -25,6 +27,7 @@ from skrec.model_selection import leave_last_out_split
 from skrec.nn import module_config
 from skrec.persistence import (
     FORMAT_VERSION,
+    LoadLimits,
     ModelFileError,
     _pack,
     _unpack,
@@ -337,14 +340,32 @@ def test_foreign_files_are_refused(blob, tmp_path):
         skrec.load(path)
 
 
+def _with_header_version(blob: bytes, version: bytes) -> bytes:
+    header = blob[8 : 8 + int.from_bytes(blob[:8], "little")]
+    current = f'"skrec.format_version":"{FORMAT_VERSION}"'.encode()
+    edited = header.replace(current, b'"skrec.format_version":' + version)
+    assert edited != header
+    edited += b" " * (-len(edited) % 8)
+    return len(edited).to_bytes(8, "little") + edited + blob[8 + len(header):]
+
+
 def test_other_format_version_is_refused(blob):
-    payload, tensors = _unpack(bytearray(blob))
-    raw = _pack(json.dumps(payload), tensors)
-    header = raw[8 : 8 + int.from_bytes(raw[:8], "little")]
-    newer = header.replace(b'"skrec.format_version":"1"', b'"skrec.format_version":"2"')
-    assert newer != header
-    with pytest.raises(ModelFileError, match=f"version 2.*reads version {FORMAT_VERSION}"):
-        _load(raw[:8] + newer + raw[8 + len(header):])
+    with pytest.raises(ModelFileError, match=r"version 3; this skrec .* reads versions 1, 2"):
+        _load(_with_header_version(blob, b'"3"'))
+    # compared by type too: an int 2 is not the string "2" that skrec writes
+    with pytest.raises(ModelFileError, match="stored as int 2"):
+        _load(_with_header_version(blob, b"2"))
+
+
+def test_version_1_files_still_load(blob, data):
+    """The layout of version 1 is a subset of version 2's: old files load unchanged."""
+    def edit(payload):
+        payload["format_version"] = 1
+
+    raw = _with_header_version(_rewrite(blob, edit), b'"1"')
+    back = _load(raw)
+    X, _ = data
+    assert np.array_equal(back.predict(X), _load(blob).predict(X))
 
 
 def test_unknown_estimator_class_is_refused(blob):
@@ -393,3 +414,230 @@ def test_parameters_unknown_to_this_version_are_refused(blob):
 
     with pytest.raises(ModelFileError, match="parameters do not fit"):
         _load(_rewrite(blob, edit))
+
+
+# ---------------------------------------------------------------- item features stored once
+def _tensor_names(raw: bytes) -> dict[str, list[int]]:
+    header = json.loads(raw[8 : 8 + int.from_bytes(raw[:8], "little")])
+    return {k: v["shape"] for k, v in header.items() if k != "__metadata__"}
+
+
+@pytest.mark.parametrize("feats", ["sparse", "dense"])
+@pytest.mark.parametrize("kind", ["seq", "ae"])
+def test_item_features_are_stored_once(data, kind, feats):
+    """The module's feature rows are rebuilt from the parameter; only the rows that add_items
+    appended are stored with the module, and the loaded model is bitwise the saved one."""
+    X, _ = data
+    rng = np.random.RandomState(1)
+    n_feat = 200 if feats == "sparse" else 6
+    F = sp.random(X.shape[1] + 3, n_feat, density=0.02, format="csr", random_state=rng)
+    F = F if feats == "sparse" else rng.rand(X.shape[1] + 3, n_feat)
+    est = (SeqRecommender(**SEQ, item_features=F[:-3]) if kind == "seq"
+           else AERecommender(**AE, item_features=F[:-3])).fit(X)
+    est.add_items(F[-3:])
+    proj = est.module_.items.features if kind == "seq" else est.module_.features
+    assert proj.sparse == (feats == "sparse")  # both storages of the module are exercised
+    buf = io.BytesIO()
+    skrec.save(est, buf)
+    names = _tensor_names(buf.getvalue())
+    prefix = "module_.items.features." if kind == "seq" else "module_.features."
+    if feats == "sparse":
+        assert names[prefix + "crow"] == [4]  # the 3 added rows only
+        assert names[prefix + "col"] == [int(proj.col.numel() - F[:-3].nnz)]
+    else:
+        assert names[prefix + "dense"] == [3, n_feat]
+    back = skrec.load(io.BytesIO(buf.getvalue()))
+    assert _same(back.get_params()["item_features"], est.get_params()["item_features"])
+    state, back_state = est.module_.state_dict(), back.module_.state_dict()
+    assert state.keys() == back_state.keys()
+    for name, t in state.items():
+        assert t.dtype == back_state[name].dtype and torch.equal(t, back_state[name]), name
+    X_new = sp.hstack([X, sp.csr_matrix((X.shape[0], 3))], format="csr")
+    assert np.array_equal(back.predict_scores(X_new), est.predict_scores(X_new))
+    back.add_items(F[-2:])  # the loaded model keeps growing like the original
+    est.add_items(F[-2:])
+    for name, t in est.module_.state_dict().items():
+        assert torch.equal(t, back.module_.state_dict()[name]), name
+
+
+def test_features_changed_after_fit_are_stored_in_full(data):
+    """set_params(item_features=...) after fit: the module's rows are not the parameter's, so
+    they are stored in full, and both come back."""
+    X, _ = data
+    F = np.random.RandomState(0).rand(X.shape[1], 4)
+    est = SeqRecommender(**SEQ, item_features=F).fit(X)
+    est.set_params(item_features=F * 2)
+    buf = io.BytesIO()
+    skrec.save(est, buf)
+    assert _tensor_names(buf.getvalue())["module_.items.features.dense"] == [X.shape[1], 4]
+    back = skrec.load(io.BytesIO(buf.getvalue()))
+    assert np.array_equal(back.item_features, F * 2)
+    assert torch.equal(back.module_.items.features.dense, est.module_.items.features.dense)
+
+
+def test_forged_feature_parameter_cannot_blow_up_the_module(data):
+    """Rows rebuilt from the parameter are checked against the module config and the budget
+    before they are built: a 1e9-row sparse parameter cannot become a dense buffer."""
+    X, _ = data
+    F = np.random.RandomState(0).rand(X.shape[1], 4)
+    buf = io.BytesIO()
+    skrec.save(SeqRecommender(**SEQ, item_features=F).fit(X), buf)
+
+    def edit(payload):
+        payload["attributes"]["module_"]["$module"]["derived"]["items.features"]["rows"] = 5
+
+    with pytest.raises(ModelFileError, match=r"module_\.derived\.items\.features"):
+        _load(_rewrite(buf.getvalue(), edit))
+
+
+# ---------------------------------------------------------------- bundles
+def test_bundle_round_trips_in_order(fitted, data, tmp_path):
+    X, _ = data
+    log = {"user": np.array(["a", "b", "a"]), "item": np.array(["x", "y", "z"])}
+    enc = InteractionEncoder().fit(log)
+    path = tmp_path / "bundle.skrec"
+    skrec.save({"model": fitted[3], "encoder": enc, "ease": fitted[1]}, path)
+    back = skrec.load(path)
+    assert list(back) == ["model", "encoder", "ease"]
+    assert isinstance(back["encoder"], InteractionEncoder)
+    assert np.array_equal(back["encoder"].items_, enc.items_)
+    assert np.array_equal(back["model"].predict(X), fitted[3].predict(X))
+    assert np.array_equal(back["ease"].predict(X), fitted[1].predict(X))
+    st = pytest.importorskip("safetensors.numpy")
+    assert "model/module_.items.id_emb.weight" in st.load_file(str(path))
+
+
+def test_bundle_errors_name_the_entry(fitted):
+    class Custom(EASERecommender):
+        pass
+
+    with pytest.raises(TypeError, match="bundle entry 'bad'.*not a registered"):
+        skrec.save({"good": fitted[1], "bad": Custom()}, io.BytesIO())
+    with pytest.raises(TypeError, match="names of a bundle"):
+        skrec.save({1: fitted[1]}, io.BytesIO())
+    with pytest.raises(ValueError, match="empty dict"):
+        skrec.save({}, io.BytesIO())
+    buf = io.BytesIO()
+    skrec.save({"a": fitted[0], "b": fitted[1]}, buf)
+
+    def edit(payload):
+        payload["bundle"]["b"]["attributes"]["n_features_in_"] = 3
+
+    with pytest.raises(ModelFileError, match=r"bundle\['b'\]: .*n_features_in_"):
+        _load(_rewrite(buf.getvalue(), edit))
+
+
+# ---------------------------------------------------------------- saving safely
+def test_save_never_writes_through_a_planted_link(fitted, tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    model = tmp_path / "model.skrec"
+    # links at the names the former implementation used, for this and nearby process ids
+    for pid in range(os.getpid() - 5, os.getpid() + 5):
+        (tmp_path / f".model.skrec.{pid}.tmp").symlink_to(victim)
+    skrec.save(fitted[1], model)
+    assert victim.read_text() == "precious"
+    assert model.is_file() and not model.is_symlink()
+    # a link at the model's own path is replaced by the file, not written through
+    link = tmp_path / "linked.skrec"
+    link.symlink_to(victim)
+    skrec.save(fitted[1], link)
+    assert victim.read_text() == "precious"
+    assert link.is_file() and not link.is_symlink()
+    assert skrec.load(link).l2 == fitted[1].l2
+    leftovers = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]
+    assert not leftovers
+
+
+def test_save_creates_its_temporary_file_exclusively(fitted, tmp_path, monkeypatch):
+    """The temporary file comes from mkstemp (O_CREAT | O_EXCL, a random name, in the target
+    folder); an interrupted save leaves neither it nor a changed target behind."""
+    import tempfile as tempfile_module
+
+    calls = []
+    real_mkstemp = tempfile_module.mkstemp
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("dir"))
+        return real_mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile_module, "mkstemp", spy)
+    model = tmp_path / "model.skrec"
+    model.write_bytes(b"old")
+
+    def fail(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(OSError, match="disk full"):
+        skrec.save(fitted[1], model)
+    assert calls == [model.parent]
+    assert model.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.skrec"]
+
+
+def test_saved_file_gets_the_usual_permissions(fitted, tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = tmp_path / "model.skrec"
+    skrec.save(fitted[1], path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
+
+
+def test_text_mode_file_objects_are_refused(fitted, tmp_path):
+    with pytest.raises(TypeError, match="binary"):
+        skrec.save(fitted[1], io.StringIO())
+    path = tmp_path / "m.skrec"
+    skrec.save(fitted[1], path)
+    with open(path, encoding="latin-1") as f, pytest.raises(TypeError, match="binary"):
+        skrec.load(f)
+
+
+# ---------------------------------------------------------------- limits
+def test_load_limits_are_enforced_and_can_be_raised(blob, tmp_path):
+    path = tmp_path / "m.skrec"
+    path.write_bytes(blob)
+    with pytest.raises(ModelFileError, match="max_file_bytes"):
+        skrec.load(path, limits=LoadLimits(max_file_bytes=len(blob) - 1))
+    with pytest.raises(ModelFileError, match="max_header_bytes"):
+        skrec.load(path, limits=LoadLimits(max_header_bytes=64))
+    with pytest.raises(ModelFileError, match="max_decoded_bytes"):
+        skrec.load(path, limits=LoadLimits(max_decoded_bytes=1000))
+    assert skrec.load(path, limits=LoadLimits(max_file_bytes=len(blob))).l2 == 50.0
+
+    def edit(payload):
+        value = 0
+        for _ in range(5):
+            value = [value]
+        payload["attributes"]["deep_"] = value
+
+    nested = _rewrite(blob, edit)
+    with pytest.raises(ModelFileError, match="deep_.*max_depth"):
+        _load_limited(nested, LoadLimits(max_depth=4))
+    assert _load_limited(nested, LoadLimits(max_depth=8)).deep_ == [[[[[0]]]]]
+
+
+def _load_limited(raw: bytes, limits):
+    return skrec.load(io.BytesIO(raw), limits=limits)
+
+
+@pytest.mark.parametrize("kwargs", [{"max_file_bytes": 0}, {"max_depth": 1.5},
+                                    {"max_decoded_bytes": -1}, {"max_header_bytes": True}])
+def test_invalid_limits_are_refused(kwargs):
+    with pytest.raises(ValueError, match="LoadLimits"):
+        LoadLimits(**kwargs)
+
+
+def test_limits_of_another_type_are_refused(blob):
+    with pytest.raises(TypeError, match="LoadLimits"):
+        skrec.load(io.BytesIO(blob), limits={"max_depth": 3})
+
+
+def test_more_sparse_formats_round_trip():
+    h = _Holder(option=[sp.random(6, 4, density=0.5, format=f, random_state=0)
+                        for f in ("bsr", "dia", "dok")] + [sp.bsr_matrix(np.eye(4),
+                                                                        blocksize=(2, 2))])
+    back = _round_trip(h)
+    for a, b in zip(h.option, back.option):
+        assert type(a) is type(b) and (a != b).nnz == 0
+    assert back.option[3].blocksize == (2, 2)
