@@ -753,22 +753,24 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
 
     def _check_fitted_state(self) -> None:
         """Raise a ValueError naming the attribute when the fitted vocabularies are not what
-        :meth:`fit` makes (sorted, unique, counted); :func:`skrec.load` calls it."""
+        :meth:`fit` and :meth:`add_items` make (1-D, distinct ids, counted); :func:`skrec.load`
+        calls it. (``items_`` is in column order: sorted at fit, then the added items.)"""
         from ._fitted_state import check_array, check_int
 
         if not hasattr(self, "items_"):
             return
         self._check_params()
         for name in ("users", "items"):
-            ids = check_array(self, f"{name}_", kinds="biufUSOMm")
+            ids = check_array(self, f"{name}_", kinds="biufUSOMm", finite=True)
             if ids.ndim != 1:
                 raise ValueError(f"{name}_ must be 1-D; got shape {ids.shape}.")
             try:
-                ordered = bool(np.all(ids[1:] > ids[:-1]))
-            except TypeError:
-                ordered = False
-            if not ordered:
-                raise ValueError(f"{name}_ must hold sorted unique ids (as fit makes them).")
+                twice = _IdIndex(ids).duplicates()
+            except TypeError:  # an unhashable object
+                raise ValueError(f"{name}_ must hold numbers or strings.") from None
+            if twice.size:
+                raise ValueError(f"{name}_ must hold distinct ids; {twice[:3].tolist()} "
+                                 "appear more than once.")
             check_int(self, f"n_{name}_", low=ids.shape[0], high=ids.shape[0])
         check_int(self, "n_events_", low=0)
 
