@@ -3,14 +3,16 @@ A recommendation service over HTTP
 ==================================
 
 A small HTTP service, with the standard library only, that loads a model saved with
-:func:`skrec.save` (and optionally the :class:`~skrec.preprocessing.InteractionEncoder` that
-maps item indices to your ids, saved alongside) and answers "the top-k items for this
-history" in JSON.
+:func:`skrec.save` -- best in one file with the :class:`~skrec.preprocessing.InteractionEncoder`
+that maps item indices to your ids (``skrec.save({"model": model, "encoder": encoder},
+"service.skrec")``) -- and answers "the top-k items for this history" in JSON.
 
-Run it on a saved model (it listens on the loopback interface only)::
+Run it on a saved bundle (it listens on the loopback interface only)::
 
-    python examples/recommendation_service.py --model model.skrec --encoder encoder.skrec \
-        --port 8000
+    python examples/recommendation_service.py --model service.skrec --port 8000
+
+(a model file and its encoder's file work too: ``--model model.skrec --encoder
+encoder.skrec``; the pair must have the same items).
 
 and ask it::
 
@@ -36,8 +38,8 @@ without 70 slow clients connected.
 :mod:`skrec.serving`) with ONNX Runtime instead of PyTorch (``pip install "skrec[onnx]"``).
 
 Run without ``--model``, the script trains a model on MovieLens 100K (synthetic data when it is
-absent), saves it with :func:`skrec.save`, loads it back as a service would, starts the
-service on a free port in a thread, sends it a few requests and stops it.
+absent), saves it with its encoder with :func:`skrec.save`, loads them back as a service
+would, starts the service on a free port in a thread, sends it a few requests and stops it.
 """
 
 from __future__ import annotations
@@ -104,7 +106,8 @@ class RecommendationService:
         self.max_history = int(max_len) if max_len else min(self.n_items, MAX_SET_SIZE)
         if encoder is not None and encoder.n_items_ != self.n_items:
             raise ValueError(f"the encoder knows {encoder.n_items_} items, the model "
-                             f"{self.n_items}: they were not saved together.")
+                             f"{self.n_items}: they were not saved together (save both in one "
+                             "file: skrec.save({'encoder': encoder, 'model': model}, path)).")
         if backend not in ("eager", "onnx"):
             raise ValueError(f"backend must be 'eager' or 'onnx'; got {backend!r}.")
         self.backend = backend
@@ -423,11 +426,24 @@ def make_server(service: RecommendationService, port: int = 0, *, quiet: bool = 
 
 def load_service(model_path, encoder_path=None, inference_precision: str | None = None,
                  backend: str = "eager") -> RecommendationService:
-    """Load the model (and encoder) saved with :func:`skrec.save` and wrap them."""
-    model = skrec.load(model_path)
+    """Load what :func:`skrec.save` wrote and wrap it: a bundle file
+    (``{"model": model, "encoder": encoder}``, the encoder optional), or a model file and
+    optionally its encoder's file (the pair is checked: same number of items)."""
+    loaded = skrec.load(model_path)
+    if isinstance(loaded, dict):  # a bundle: the model and its encoder, kept together
+        unknown = set(loaded) - {"model", "encoder"}
+        if "model" not in loaded or unknown:
+            raise ValueError(f"a bundle for the service holds 'model' and optionally 'encoder'; "
+                             f"this one holds {sorted(loaded)}.")
+        if encoder_path and "encoder" in loaded:
+            raise ValueError("the bundle holds its encoder already: leave out the encoder file.")
+        model, encoder = loaded["model"], loaded.get("encoder")
+    else:
+        model, encoder = loaded, None
+    if encoder_path:
+        encoder = skrec.load(encoder_path)
     if inference_precision is not None:
         model.set_params(inference_precision=inference_precision)
-    encoder = skrec.load(encoder_path) if encoder_path else None
     return RecommendationService(model, encoder, backend)
 
 
@@ -436,7 +452,7 @@ def load_service(model_path, encoder_path=None, inference_precision: str | None 
 # --------------------------------------------------------------------------------------------
 
 
-def _train_and_save(folder: Path, fast: bool) -> tuple[Path, Path]:
+def _train_and_save(folder: Path, fast: bool) -> Path:
     from skrec import SeqRecommender
     from skrec.datasets import load_movielens, make_interactions
     from skrec.preprocessing import InteractionEncoder
@@ -456,12 +472,10 @@ def _train_and_save(folder: Path, fast: bool) -> tuple[Path, Path]:
         print(f"synthetic data: {X.shape[0]} users x {X.shape[1]} items")
     params = dict(max_iter=1, d_model=32, max_len=50) if fast else dict(max_iter=20)
     model = SeqRecommender(random_state=0, **params).fit(X[:200] if fast else X)
-    model_path, encoder_path = folder / "model.skrec", folder / "encoder.skrec"
-    skrec.save(model, model_path)
-    skrec.save(encoder, encoder_path)
-    print(f"saved {model_path.name} ({model_path.stat().st_size / 1e6:.1f} MB) and "
-          f"{encoder_path.name}")
-    return model_path, encoder_path
+    path = folder / "service.skrec"
+    skrec.save({"model": model, "encoder": encoder}, path)  # one file: they stay together
+    print(f"saved the model and its encoder in {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
+    return path
 
 
 def _ask(url: str, body: bytes | None = None, method: str = "POST") -> tuple[int, dict]:
@@ -475,8 +489,7 @@ def _ask(url: str, body: bytes | None = None, method: str = "POST") -> tuple[int
 
 def demo(fast: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        model_path, encoder_path = _train_and_save(Path(tmp), fast)
-        service = load_service(model_path, encoder_path)
+        service = load_service(_train_and_save(Path(tmp), fast))
     server = make_server(service, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -504,6 +517,8 @@ def demo(fast: bool) -> None:
             ms = (time.perf_counter() - t0) * 1e3
             shown = {k: (v[:5] if isinstance(v, list) else v) for k, v in answer.items()}
             print(f"{label:<34} -> {status} in {ms:5.1f} ms: {shown}")
+        status, answer = _ask(f"{url}/recommend", method="OPTIONS")
+        print(f"{'a method it does not serve':<34} -> {status}: {answer}")
         status, _ = _ask(f"{url}/recommend", json.dumps({"items": [3]}).encode())
         print(f"\nstill serving after the bad requests: {status == 200}")
     finally:
@@ -513,8 +528,9 @@ def demo(fast: bool) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="skrec recommendation service (loopback only)")
-    parser.add_argument("--model", help="a model saved with skrec.save")
-    parser.add_argument("--encoder", help="its InteractionEncoder, saved with skrec.save")
+    parser.add_argument("--model", help="a file of skrec.save: a model, or a bundle "
+                                        "{'model': ..., 'encoder': ...}")
+    parser.add_argument("--encoder", help="the model's InteractionEncoder, saved on its own")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--inference-precision", default=None,

@@ -4,8 +4,13 @@ together, so that the new items are recommended, saved, loaded and served at onc
 from __future__ import annotations
 
 import copy
+import http.client
+import importlib.util
 import io
+import json
 import pickle
+import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +221,95 @@ def test_the_lookup_cache_is_neither_pickled_nor_saved(fitted):
     assert sp.issparse(X) and X.indices.tolist() == [N_ITEMS]
     np.testing.assert_allclose(loaded_model.predict_scores(X), model.predict_scores(X),
                                rtol=1e-6)
+
+
+# ---------------------------------------------------------------- end to end, as in a notebook
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "recommendation_service.py"
+
+
+def _service_module():
+    spec = importlib.util.spec_from_file_location("recommendation_service", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _post(port: int, payload: dict) -> tuple[int, dict]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/recommend", body=json.dumps(payload).encode())
+        resp = conn.getresponse()
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def test_from_a_log_to_new_items_served_in_your_ids(log, tmp_path):
+    # 1. An event log in your ids -> the matrix, with the item ids of its columns.
+    encoder = InteractionEncoder(time_col="ts")
+    X = encoder.fit_transform(log)
+    genre = {f"sku-{c:02d}": c % N_GENRES for c in range(N_ITEMS)}  # your catalogue's data
+
+    # 2. A model with item features (one row per column, in encoder.items_ order).
+    F = _genres([genre[i] for i in encoder.items_])
+    model = SeqRecommender(item_features=F, **SEQ).fit(X)
+
+    # 3. Two new products arrive, with their features: add them in your ids, no retraining.
+    encoder.add_items(model, ["new-a", "new-b"], _genres([1, 2]))
+
+    # 4. They are recommended to a user at once, in your ids (from the user's latest events,
+    #    as many as the model reads: what the service is sent below).
+    mine = log["user"] == "u07"
+    latest = np.argsort(log["ts"][mine], kind="stable")[-SEQ["max_len"]:]
+    history = {k: v[mine][latest] for k, v in log.items()}
+    recs = encoder.recommend(model, history, users=["u07"], k=N_ITEMS + 2, as_frame=False)
+    assert {"new-a", "new-b"} <= set(recs["item"].tolist())
+    top_new = encoder.recommend(model, history, users=["u07"], k=1, items=["new-a", "new-b"],
+                                as_frame=False)["item"][0]
+
+    # 5. Saved together in one file, 6. loaded back as the same pair.
+    path = tmp_path / "shop.skrec"
+    skrec.save({"encoder": encoder, "model": model}, path)
+    parts = skrec.load(path)
+    assert list(parts) == ["encoder", "model"]
+    assert parts["encoder"].items_.tolist() == encoder.items_.tolist()
+    again = parts["encoder"].recommend(parts["model"], history, users=["u07"], k=N_ITEMS + 2,
+                                       as_frame=False)
+    assert again["item"].tolist() == recs["item"].tolist()
+    np.testing.assert_allclose(again["score"], recs["score"], rtol=1e-5, atol=1e-6)
+
+    # 7. Served by the example service from that file, in your ids.
+    example = _service_module()
+    service = example.load_service(path)
+    server = example.make_server(service, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        item_ids = history["item"].tolist()  # oldest first
+        status, answer = _post(port, {"item_ids": item_ids, "k": N_ITEMS + 2})
+        assert status == 200
+        assert answer["item_ids"] == recs["item"].tolist()
+        np.testing.assert_allclose(answer["scores"], recs["score"], rtol=1e-5, atol=1e-6)
+        # a history that holds a new item: known to the service, and not recommended again
+        status, answer = _post(port, {"item_ids": [*item_ids[1:], top_new], "k": N_ITEMS})
+        assert status == 200 and top_new not in answer["item_ids"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_pair_saved_apart_is_checked_when_served(fitted, tmp_path):
+    example = _service_module()
+    enc, model = _pair(fitted)
+    skrec.save(enc, tmp_path / "encoder-before.skrec")
+    enc.add_items(model, ["new-a"], _genres([0]))
+    skrec.save(enc, tmp_path / "encoder.skrec")
+    skrec.save(model, tmp_path / "model.skrec")
+    # two files saved after add_items: served as today
+    service = example.load_service(tmp_path / "model.skrec", tmp_path / "encoder.skrec")
+    assert service.recommend({"item_ids": ["new-a"], "k": 2})["items"]
+    # the encoder saved before it: refused, with what to do
+    with pytest.raises(ValueError, match=r"encoder knows 20 items, the model 21: they were "
+                                         r"not saved together \(save both in one file"):
+        example.load_service(tmp_path / "model.skrec", tmp_path / "encoder-before.skrec")

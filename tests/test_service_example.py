@@ -350,3 +350,24 @@ def test_valid_requests_are_served_while_slow_clients_hold_connections(example, 
         finally:
             for sock in slow:
                 sock.close()
+
+
+# ---------------------------------------------------------------- a model and encoder in one file
+def test_a_bundle_file_is_served_and_checked(example, served, tmp_path):
+    model, service, _ = served
+    path = tmp_path / "service.skrec"
+    skrec.save({"model": model, "encoder": service.encoder}, path)
+    bundled = example.load_service(path)
+    assert bundled.info()["original_ids"] is True
+    request = {"item_ids": ["m03", "m07"], "k": 4}
+    assert bundled.recommend(request) == service.recommend(request)
+    skrec.save({"model": model}, path)
+    assert example.load_service(path).info()["original_ids"] is False
+    skrec.save({"model": model, "encoder": service.encoder}, path)
+    skrec.save(service.encoder, tmp_path / "encoder.skrec")
+    with pytest.raises(ValueError, match="holds its encoder already"):
+        example.load_service(path, tmp_path / "encoder.skrec")
+    skrec.save({"model": model, "extra": service.encoder}, path)
+    with pytest.raises(ValueError, match=r"holds 'model' and optionally 'encoder'; this one "
+                                         r"holds \['extra', 'model'\]"):
+        example.load_service(path)
