@@ -181,9 +181,14 @@ def _as_id_array(values: Any) -> np.ndarray:
     if isinstance(values, np.ndarray):
         return values
     arr = np.asarray(values)
-    if arr.dtype.kind in "fO" and arr.size:
+    if arr.dtype.kind in "fOUS" and arr.size:
         obj = np.asarray(values, dtype=object)
-        if obj.shape == arr.shape and all(_is_int(v) for v in obj.reshape(-1).tolist()):
+        if obj.shape != arr.shape:
+            return arr
+        flat = obj.reshape(-1).tolist()
+        if arr.dtype.kind in "US":  # numpy turns [1, "a"] into ["1", "a"]: keep the 1
+            return arr if all(isinstance(v, str | bytes) for v in flat) else obj
+        if all(_is_int(v) for v in flat):
             for dtype in (np.int64, np.uint64):
                 try:
                     return np.array(obj.tolist(), dtype=dtype)
@@ -240,9 +245,14 @@ def _cast_exact(ids: np.ndarray, dtype: np.dtype, names: tuple[str, str]) -> tup
     if q == "O":  # Python objects: one by one (object arrays are Python-speed anyway)
         flat = [_py(v) for v in ids.reshape(-1).tolist()]
         ok = np.fromiter((_fits(v, dtype) for v in flat), dtype=bool, count=len(flat))
-        out = np.zeros(len(flat), dtype=dtype)
-        if ok.any():
-            out[ok] = [v for v, good in zip(flat, ok) if good]
+        if k in "US":  # as wide as the longest id: never cut to the vocabulary's width
+            empty = "" if k == "U" else b""
+            out = np.array([v if good else empty for v, good in zip(flat, ok)],
+                           dtype=np.str_ if k == "U" else np.bytes_)
+        else:
+            out = np.zeros(len(flat), dtype=dtype)
+            if ok.any():
+                out[ok] = [v for v, good in zip(flat, ok) if good]
         return out.reshape(ids.shape), ok.reshape(ids.shape)
     if {_id_kind(ids.dtype), _id_kind(dtype)} == {"number", "string"}:
         raise ValueError(

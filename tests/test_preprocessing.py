@@ -432,9 +432,13 @@ BIG = 2**62  # int64 and uint64 ids around here were rounded through float64
     # strings of other widths; numbers in an object array of strings match nothing
     (np.array(["a", "bb"]), np.array(["bb", "bbb", "a"]), [1, -1, 0]),
     (np.array(["a", "bb"]), np.array(["a", 1, None], dtype=object), [0, -1, -1]),
+    # longer strings in an object array are not cut to the vocabulary's width
+    (np.array(["abc", "x"]), np.array(["abcd", "x", 5], dtype=object), [-1, 1, -1]),
     # mixed object ids (ints beyond 64 bits, strings): numbers first, then strings
     (np.array([2**70, "b", 1, "a"], dtype=object),
      np.array(["a", 2**70, 1, "zz", 2**70 + 1, [1]], dtype=object), [2, 1, 0, -1, -1, -1]),
+    # a list mixing them is not turned into strings by numpy ([1, "a"] -> ["1", "a"])
+    (np.array([1, "a"], dtype=object), [1, "a", "1"], [0, 1, -1]),
 ])
 def test_ids_are_matched_exactly_whatever_their_dtype(vocab, query, expected):
     enc = _encoder(vocab)
@@ -456,6 +460,9 @@ def test_log_columns_of_large_integers_keep_their_exact_values():
     assert enc.items_.tolist() == [2**63 + 3, 2**63 + 4]
     np.testing.assert_array_equal(X.toarray(), [[1, 0], [1, 0], [0, 1]])
     assert enc.transform_users([2**63 + 2]).tolist() == [2]
+    # a list of ints and strings stays ints and strings
+    enc = InteractionEncoder().fit({"user": [1, 2], "item": [1, "1"]})
+    assert enc.items_.tolist() == [1, "1"] and enc.n_items_ == 2
     # object columns of numpy scalars of both signs: exact Python ints
     mixed = np.array([np.int64(-1), np.uint64(2**64 - 1), np.int64(-1)], dtype=object)
     enc = InteractionEncoder().fit({"user": mixed, "item": [1, 2, 3]})
