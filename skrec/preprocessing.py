@@ -308,8 +308,12 @@ class _IdIndex:
         self.sorter: np.ndarray | None = None
         if vocab.dtype == object:
             self.table = {}
-            for i, v in enumerate(vocab.tolist()):
-                self.table.setdefault(_py(v), i)
+            try:
+                for i, v in enumerate(vocab.tolist()):
+                    self.table.setdefault(_py(v), i)
+            except TypeError:
+                raise ValueError(f"ids must be numbers or strings; got an unhashable "
+                                 f"{type(v).__name__}.") from None
             self.sorted = vocab
         else:
             if vocab.size > 1 and not np.all(vocab[1:] > vocab[:-1]):
@@ -776,8 +780,8 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
                 raise ValueError(f"{name}_ must be 1-D; got shape {ids.shape}.")
             try:
                 twice = _IdIndex(ids).duplicates()
-            except TypeError:  # an unhashable object
-                raise ValueError(f"{name}_ must hold numbers or strings.") from None
+            except ValueError as exc:  # an unhashable object
+                raise ValueError(f"{name}_: {exc}") from None
             if twice.size:
                 raise ValueError(f"{name}_ must hold distinct ids; {twice[:3].tolist()} "
                                  "appear more than once.")

@@ -481,8 +481,12 @@ def test_mixed_type_ids_are_encoded_and_served():
     model = EASERecommender(l2=1.0).fit(X)
     recs = enc.recommend(model, log, users=["u"], k=2, as_frame=False)
     assert set(recs["item"].tolist()) <= {2**70, "sku-2"}
+    bad = np.empty(2, dtype=object)
+    bad[:] = [[1], "a"]  # a list is no id
     with pytest.raises(ValueError, match="could not be sorted"):
-        InteractionEncoder().fit({"user": [1, 2], "item": np.array([[1], "a"], dtype=object)})
+        InteractionEncoder().fit({"user": [1, 2], "item": bad})
+    with pytest.raises(ValueError, match="got an unhashable list"):
+        enc.transform(log, users=bad)
 
 
 def test_the_dtype_error_names_each_side_with_its_dtype():
