@@ -265,11 +265,14 @@ def _resize_tensor(attr: str, shape: tuple):
     return edit
 
 
-def _reverse_items(payload, tensors):
+def _repeat_items(payload, tensors):
+    """The encoder's last item id replaced by its first: an id twice (items_ may be in any
+    order since InteractionEncoder.add_items appends, but its ids are distinct)."""
     body = payload["attributes"]["items_"]["$strings"]
     code, data = tensors[body["data"]]
     _, offsets = tensors[body["offsets"]]
-    items = [bytes(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:])][::-1]
+    items = [bytes(data[a:b]) for a, b in zip(offsets[:-1], offsets[1:])]
+    items[-1] = items[0]
     new_offsets = np.concatenate([[0], np.cumsum([len(s) for s in items])]).astype(np.int64)
     tensors[body["data"]] = ("U8", np.frombuffer(b"".join(items), dtype=np.uint8))
     tensors[body["offsets"]] = ("I64", new_offsets)
@@ -528,7 +531,7 @@ def cases() -> list[Case]:
         _payload("ease", _resize_tensor("item_popularity_", (39,))))
     add("EASE coef_ of the wrong shape", "consistency", r"coef_",
         _payload("ease", _resize_tensor("coef_", (40, 39))))
-    add("encoder ids not sorted", "consistency", r"items_", _payload("encoder", _reverse_items))
+    add("encoder ids repeated", "consistency", r"items_", _payload("encoder", _repeat_items))
     add("n_items_ against items_", "consistency", r"n_items_",
         _payload("encoder", _set_attr("n_items_", 10**9)))
     add("feature index out of range", "consistency", r"module_\.items\.features",

@@ -1,4 +1,5 @@
-"""The example HTTP service under load on 127.0.0.1: p50/p99 latency and a burst of bad requests.
+"""The example HTTP service under load on 127.0.0.1: p50/p99 latency, slow clients, a burst of
+bad requests, every HTTP method.
 
 Starts ``examples/recommendation_service.py`` in its own process (one torch thread; the
 PyTorch ``eager`` backend, then the ``onnx`` one) on a
@@ -8,9 +9,22 @@ this process, sends requests at a fixed rate (open loop: request ``i`` is due at
 ``t0 + i / rate`` whatever the answers) for ``--duration`` seconds per rate. Each request is
 the history of a real ML-100K user (the latest ``max_len`` items). Latency counts from the
 time a request was due, so a server or client that falls behind shows in the tail.
+
+Slow clients: the same load at ``--slow-rate`` runs in three settings, in turn for
+``--slow-rounds`` rounds (so that a change in the machine's load hits them alike): alone, with
+``--slow-clients`` (70) slow clients connected from one other loopback address (127.0.0.2),
+and with as many from as many addresses (127.0.1.x). A slow client sends a request line, then
+one header byte every 2 s; when the server cuts it off it reconnects at once (after a refusal,
+429 or 503, it waits 2 s). The valid requests' median p99 with them is compared with the
+median p99 alone (goal: at most 2x); how long the server let a slow client hold its
+connection, and how its connections ended (408: its deadline passed; 429: its address held
+its share), are recorded.
+
 Afterwards a burst of malformed requests (bad JSON, unknown ids, k out of range, histories
-longer than ``max_len``, a huge body, bad headers, ...) must all get a 4xx, and the service
-must still answer. Everything is bounded in count and time; only loopback addresses are used.
+longer than ``max_len``, a huge body, bad headers, unserved methods, ...) must all get a 4xx,
+every HTTP method on every path must be answered in JSON (a 4xx unless served), and the
+service must still answer. Everything is bounded in count and time; only loopback addresses
+are used.
 
 Run: ``python benchmarks/service.py [--rates 100 500] [--duration 30] [--backends eager onnx]``.
 """
@@ -22,6 +36,8 @@ import http.client
 import itertools
 import json
 import os
+import platform
+import select
 import signal
 import socket
 import subprocess
@@ -200,6 +216,8 @@ def malformed_requests(n_items: int, max_len: int) -> list[tuple[str, bytes]]:
         ("item as a string", js({"items": ["1"]})),
         ("item as a bool", js({"items": [True]})),
         ("unknown original id", js({"item_ids": [10**9]})),
+        ("negative original id", js({"item_ids": [-1]})),
+        ("original id beyond 64 bits", js({"item_ids": [2**64 + 1]})),
         ("original id of the wrong type", js({"item_ids": ["Toy Story"]})),
         ("k = 0", js({"items": [1], "k": 0})),
         ("k too large", js({"items": [1], "k": 10**6})),
@@ -214,7 +232,8 @@ def malformed_requests(n_items: int, max_len: int) -> list[tuple[str, bytes]]:
         ("no Content-Length", f"POST /recommend HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()),
         ("unknown path", post(b"{}", path="/admin")),
         ("GET unknown path", f"GET /etc/passwd HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()),
-        ("DELETE", f"DELETE /recommend HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode()),
+        *[(method, f"{method} /recommend HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+          for method in ("HEAD", "DELETE", "OPTIONS", "TRACE", "PUT", "PATCH", "BREW")],
         ("garbage request line", b"HELLO\r\n\r\n"),
     ]
 
@@ -254,6 +273,180 @@ def burst(port: int, cases: list[tuple[str, bytes]], repeats: int, n_workers: in
     }
 
 
+class SlowClients:
+    """``n`` clients, each sending a request line and then one header byte every ``interval``
+    seconds, from the ``sources`` addresses in turn. A client cut off by the server reconnects
+    at once; one refused (429, 503) retries after ``interval``. Runs in one thread (select)."""
+
+    def __init__(self, port: int, n: int, sources: list[str], interval: float = 2.0):
+        self.port, self.n, self.sources, self.interval = port, n, sources, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.statuses: Counter = Counter()  # how each connection ended
+        self.held: list[float] = []  # seconds each accepted connection was held
+        self.opened = 0
+        self.max_open = 0
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(10)
+
+    def _connect(self, i: int):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            sock.bind((self.sources[i % len(self.sources)], 0))
+            sock.settimeout(5)
+            sock.connect((HOST, self.port))
+            sock.sendall(f"POST /recommend HTTP/1.1\r\nHost: {HOST}\r\nX-Slow: ".encode())
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            self.statuses["connect failed"] += 1
+            return None
+        self.opened += 1
+        return sock
+
+    def _run(self):
+        n, interval = self.n, self.interval
+        socks: list = [None] * n
+        opened = [0.0] * n
+        due = [0.0] * n  # next byte, or next connection attempt
+        while not self._stop.is_set():
+            now = time.monotonic()
+            for i in range(n):
+                if socks[i] is None and now >= due[i]:
+                    socks[i] = self._connect(i)
+                    opened[i] = now
+                    due[i] = now + interval * (1 + i / n)  # spread the bytes over time
+            live = [s for s in socks if s is not None]
+            self.max_open = max(self.max_open, len(live))
+            readable = select.select(live, [], [], 0.05)[0] if live else []
+            now = time.monotonic()
+            for i, sock in enumerate(socks):
+                if sock is None:
+                    continue
+                ended = None
+                if sock in readable:
+                    try:
+                        head = sock.recv(4096)
+                    except OSError:
+                        head = b""
+                    ended = head[9:12].decode(errors="replace") if head else "closed"
+                elif now >= due[i]:
+                    try:
+                        sock.send(b"a")
+                        due[i] = now + interval
+                    except OSError:
+                        ended = "reset"
+                if ended is not None:
+                    sock.close()
+                    socks[i] = None
+                    self.statuses[ended] += 1
+                    refused = ended in ("429", "503")
+                    if not refused:
+                        self.held.append(now - opened[i])
+                    due[i] = now + (interval if refused else 0.0)
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+
+    def summary(self) -> dict:
+        held = np.asarray(self.held) if self.held else np.zeros(1)
+        return {"slow_clients": self.n, "addresses": len(self.sources),
+                "connections_opened": self.opened, "most_open_at_once": self.max_open,
+                "ended_by": dict(sorted(self.statuses.items())),
+                "held_p50_s": float(np.median(held)), "held_max_s": float(held.max())}
+
+
+def _usable_sources(sources: list[str]) -> bool:
+    try:
+        for source in sources:
+            with socket.socket() as sock:
+                sock.bind((source, 0))
+    except OSError:
+        return False
+    return True
+
+
+def slow_client_runs(port: int, bodies: list[bytes], rate: float, duration: float,
+                     n_slow: int, rounds: int) -> tuple[list[dict], list[dict]]:
+    """The load at ``rate`` alone, then with ``n_slow`` slow clients from one address, then
+    from ``n_slow`` addresses; ``rounds`` times in turn, so that a change in the machine's
+    load hits the three alike. Returns every run and, per setting, the median p99 over the
+    rounds next to the median alone."""
+    settings = [("alone", [])]
+    for name, sources in (("one address", ["127.0.0.2"]),
+                          (f"{n_slow} addresses", [f"127.0.1.{i + 1}" for i in range(n_slow)])):
+        if _usable_sources(sources):
+            settings.append((name, sources))
+        else:
+            print(f"skipped {name}: cannot bind {sources[0]} (not a loopback address here)")
+    runs = []
+    for r in range(rounds):
+        for name, sources in settings:
+            if not sources:
+                row = {"slow_clients": 0, "addresses": 0,
+                       **load_test(port, bodies, rate, duration)}
+            else:
+                with SlowClients(port, n_slow, sources) as slow:
+                    time.sleep(3.0)  # all connected and trickling
+                    row = load_test(port, bodies, rate, duration)
+                row = {**slow.summary(), **row}
+            runs.append({"round": r + 1, "setting": name, **row})
+            print(runs[-1], flush=True)
+    summary = []
+    alone = float(np.median([x["p99_ms"] for x in runs if x["setting"] == "alone"]))
+    for name, _ in settings:
+        mine = [x for x in runs if x["setting"] == name]
+        p99 = float(np.median([x["p99_ms"] for x in mine]))
+        summary.append({
+            "setting": name, "rounds": len(mine), "ok": sum(x["ok"] for x in mine),
+            "errors": sum(x["errors"] for x in mine),
+            "p50_ms": float(np.median([x["p50_ms"] for x in mine])), "p99_ms": p99,
+            "p99_vs_alone": p99 / alone,
+            "held_max_s": max((x.get("held_max_s", 0.0) for x in mine), default=0.0),
+            "ended_by": dict(sum((Counter(x.get("ended_by", {})) for x in mine), Counter())),
+        })
+    return runs, summary
+
+
+#: Every method on every path: the served ones answer 200, the others a 4xx; all in JSON.
+METHODS = ("GET", "POST", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "PATCH", "CONNECT",
+           "PROPFIND", "BREW", "get")
+SERVED = {("GET", "/health"), ("POST", "/recommend")}
+
+
+def methods_check(port: int) -> dict:
+    rows = []
+    for method, path in itertools.product(METHODS, ("/recommend", "/health", "/admin")):
+        body = b'{"items": [1]}'
+        raw = (f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n"
+               f"Connection: close\r\n\r\n").encode() + body
+        with socket.create_connection((HOST, port), timeout=10) as sock:
+            sock.sendall(raw)
+            resp = http.client.HTTPResponse(sock, method=method)
+            resp.begin()
+            data = resp.read()
+        try:
+            parsed = json.loads(data) if method != "HEAD" else None
+            is_json = resp.getheader("Content-Type") == "application/json" and (
+                method == "HEAD" or isinstance(parsed, dict))
+        except ValueError:
+            is_json = False
+        served = (method, path) in SERVED
+        rows.append({"method": method, "path": path, "status": resp.status, "json": is_json,
+                     "ok": is_json and (resp.status == 200 if served
+                                        else 400 <= resp.status < 500)})
+    return {"requests": len(rows), "all_json": all(r["json"] for r in rows),
+            "all_as_expected": all(r["ok"] for r in rows),
+            "statuses": dict(sorted(Counter(r["status"] for r in rows).items())),
+            "not_as_expected": [r for r in rows if not r["ok"]]}
+
+
 def serve_and_load(args, backend, model, model_path, encoder_path, X) -> dict:
     """One backend: start its server, load it at each rate, send the burst, stop it."""
     proc, port = start_server(model_path, encoder_path, args.inference_precision, backend)
@@ -266,16 +459,37 @@ def serve_and_load(args, backend, model, model_path, encoder_path, X) -> dict:
                                                    duration=args.duration)}
             rows.append(row)
             print(row, flush=True)
+        slow, slow_runs = [], []
+        if args.slow_clients:
+            slow_runs, slow = slow_client_runs(port, bodies, args.slow_rate, args.slow_duration,
+                                               args.slow_clients, args.slow_rounds)
+            slow = [{"backend": backend, **row} for row in slow]
+            slow_runs = [{"backend": backend, **row} for row in slow_runs]
         cases = malformed_requests(X.shape[1], model.max_len)
         bad = burst(port, cases, args.burst_repeats)
+        methods = methods_check(port)
         after = load_test(port, bodies, rate=50.0, duration=1.0)
         alive = proc.poll() is None
     finally:
         stop_server(proc)
     print(f"{backend}: malformed burst of {bad['requests']} requests ({len(cases)} kinds) in "
           f"{bad['seconds']:.2f} s, statuses {bad['statuses']}, all 4xx: {bad['all_4xx']}; "
-          f"after it {after['ok']}/{after['planned']} ok, server alive: {alive}", flush=True)
-    return {"rows": rows, "malformed_burst": bad, "after_burst": after, "server_alive": alive}
+          f"{methods['requests']} method x path requests, all JSON: {methods['all_json']}, "
+          f"as expected: {methods['all_as_expected']}; after them {after['ok']}/"
+          f"{after['planned']} ok, server alive: {alive}", flush=True)
+    return {"rows": rows, "slow_rows": slow, "slow_runs": slow_runs,
+            "malformed_burst": bad, "methods": methods,
+            "after_burst": after, "server_alive": alive}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def main(argv=None):
@@ -288,6 +502,12 @@ def main(argv=None):
     parser.add_argument("--backends", nargs="+", default=["eager", "onnx"],
                         choices=["eager", "onnx"])
     parser.add_argument("--burst-repeats", type=int, default=20)
+    parser.add_argument("--slow-clients", type=int, default=70, help="0: no slow-client runs")
+    parser.add_argument("--slow-rate", type=float, default=100.0,
+                        help="requests per second of the valid load beside the slow clients")
+    parser.add_argument("--slow-duration", type=float, default=20.0, help="seconds per run")
+    parser.add_argument("--slow-rounds", type=int, default=3,
+                        help="the three settings are run in turn this many times")
     parser.add_argument("--name", default="service", help="result file name")
     parser.add_argument("--note", default="", help="recorded with the results (e.g. 'trial')")
     args = parser.parse_args(argv)
@@ -300,15 +520,31 @@ def main(argv=None):
     rows = [row for r in results.values() for row in r["rows"]]
     print(markdown_table(rows, ["backend", "rate", "sent", "ok", "errors", "achieved_rps",
                                 "p50_ms", "p90_ms", "p99_ms", "max_ms"]))
+    slow_rows = [row for r in results.values() for row in r["slow_rows"]]
+    slow_columns = ["backend", "setting", "rounds", "ok", "errors", "p50_ms", "p99_ms",
+                    "p99_vs_alone", "held_max_s", "ended_by"]
+    if slow_rows:
+        print(markdown_table(slow_rows, slow_columns))
     save_json(args.name, {
         "note": args.note,
         "rows": rows,
+        "slow_clients": slow_rows,
+        "slow_clients_how": f"the valid load at {args.slow_rate:g} requests/s, "
+                            f"{args.slow_duration:g} s per run, alone and beside "
+                            f"{args.slow_clients} slow clients (a "
+                            "request line, then one header byte every 2 s; cut-off ones "
+                            "reconnect at once, refused ones after 2 s) from one address or from "
+                            f"as many addresses, the three in turn, {args.slow_rounds} rounds; "
+                            "medians over the rounds; p99_vs_alone: p99 / the p99 alone (goal "
+                            "<= 2); held_max_s: the longest a slow client held a connection",
+        "slow_client_runs": [row for r in results.values() for row in r["slow_runs"]],
+        "methods": {b: r["methods"] for b, r in results.items()},
         "malformed_burst": {b: r["malformed_burst"] for b, r in results.items()},
         "after_burst": {b: r["after_burst"] for b, r in results.items()},
         "server_alive": {b: r["server_alive"] for b, r in results.items()},
         "data": data_name, "model": "SeqRecommender (defaults, 1 epoch)",
         "inference_precision": args.inference_precision, "server_torch_threads": 1,
-        "cpus": os.cpu_count(),
+        "cpus": os.cpu_count(), "cpu": _cpu_name(),
     })
 
 

@@ -3,14 +3,16 @@ A recommendation service over HTTP
 ==================================
 
 A small HTTP service, with the standard library only, that loads a model saved with
-:func:`skrec.save` (and optionally the :class:`~skrec.preprocessing.InteractionEncoder` that
-maps item indices to your ids, saved alongside) and answers "the top-k items for this
-history" in JSON.
+:func:`skrec.save` -- best in one file with the :class:`~skrec.preprocessing.InteractionEncoder`
+that maps item indices to your ids (``skrec.save({"model": model, "encoder": encoder},
+"service.skrec")``) -- and answers "the top-k items for this history" in JSON.
 
-Run it on a saved model (it listens on the loopback interface only)::
+Run it on a saved bundle (it listens on the loopback interface only)::
 
-    python examples/recommendation_service.py --model model.skrec --encoder encoder.skrec \
-        --port 8000
+    python examples/recommendation_service.py --model service.skrec --port 8000
+
+(a model file and its encoder's file work too: ``--model model.skrec --encoder
+encoder.skrec``; the pair must have the same items).
 
 and ask it::
 
@@ -22,22 +24,30 @@ A request is a JSON object: ``items`` (item indices, oldest first) or ``item_ids
 when an encoder was loaded), ``k`` (default 10) and ``filter_seen`` (default true). The answer
 holds ``items`` (indices, best first), ``scores`` and, with an encoder, ``item_ids``. A
 malformed request -- bad JSON, unknown fields or item ids, ``k`` out of range, a history longer
-than the model reads (``max_len``), a body over 64 KiB -- gets a 4xx status and a message, and
-the service keeps serving. Beyond 64 open connections, new ones get a 503 and are closed.
-``benchmarks/service.py`` measures it under load.
+than the model reads (``max_len``), a body over 64 KiB, a method other than GET and POST --
+gets a 4xx status and a JSON message, and the service keeps serving. Item ids are matched
+exactly, whatever the dtype of the encoder's ids (uint64 ids beyond 2**63 included).
+
+Slow and numerous clients: a client has 10 s to send a whole request (not 10 s per read: a
+client trickling a byte every few seconds is answered 408 and cut off), an idle keep-alive
+connection is closed after as long, one client address holds at most 64 connections (then
+429) and the server 256 (then 503). ``benchmarks/service.py`` measures it under load, with and
+without 70 slow clients connected.
 
 ``--backend onnx`` serves the model's scoring graph exported to ONNX (see
 :mod:`skrec.serving`) with ONNX Runtime instead of PyTorch (``pip install "skrec[onnx]"``).
 
 Run without ``--model``, the script trains a model on MovieLens 100K (synthetic data when it is
-absent), saves it with :func:`skrec.save`, loads it back as a service would, starts the
-service on a free port in a thread, sends it a few requests and stops it.
+absent), saves it with its encoder with :func:`skrec.save`, loads them back as a service
+would, starts the service on a free port in a thread, sends it a few requests and stops it.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import os
 import sys
 import tempfile
@@ -45,6 +55,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -95,7 +106,8 @@ class RecommendationService:
         self.max_history = int(max_len) if max_len else min(self.n_items, MAX_SET_SIZE)
         if encoder is not None and encoder.n_items_ != self.n_items:
             raise ValueError(f"the encoder knows {encoder.n_items_} items, the model "
-                             f"{self.n_items}: they were not saved together.")
+                             f"{self.n_items}: they were not saved together (save both in one "
+                             "file: skrec.save({'encoder': encoder, 'model': model}, path)).")
         if backend not in ("eager", "onnx"):
             raise ValueError(f"backend must be 'eager' or 'onnx'; got {backend!r}.")
         self.backend = backend
@@ -136,20 +148,13 @@ class RecommendationService:
                 raise RequestError(400, "this service has no encoder: send 'items' (indices)")
             if not all(isinstance(v, str | int) and not isinstance(v, bool) for v in values):
                 raise RequestError(400, "'item_ids' must hold strings or integers")
-            # Ids of the wrong type (a string for integer ids, ...) are unknown ids.
-            vocab = self.encoder.items_.dtype
-            wanted = {"i": int, "u": int, "U": str}.get(vocab.kind, object)
-            ok = [isinstance(v, wanted) and not (isinstance(v, int) and abs(v) >= 2**63)
-                  for v in values]
-            typed = [v for v, good in zip(values, ok) if good]
-            items = self.encoder.transform_items(
-                np.array(typed, dtype=vocab if wanted is not object else object)
-                if typed else np.zeros(0, dtype=np.int64), handle_unknown="ignore")
-            unknown = [v for v, good in zip(values, ok) if not good]
-            unknown += [v for v, i in zip(typed, items.tolist()) if i < 0]
+            ids = np.empty(len(values), dtype=object)  # Python ints and strings: the encoder
+            ids[:] = values  # matches them exactly, whatever the dtype of its ids
+            items = self.encoder.transform_items(ids, handle_unknown="ignore")
+            unknown = [v for v, i in zip(values, items.tolist()) if i < 0]
             if unknown:
                 raise RequestError(400, f"unknown item ids: {unknown[:10]}")
-            return np.asarray(items, dtype=np.int64)
+            return items
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
             raise RequestError(400, "'items' must hold integer item indices")
         bad = [v for v in values if not 0 <= v < self.n_items]
@@ -205,13 +210,47 @@ class RecommendationService:
         return out
 
 
+class _RequestInput(io.RawIOBase):
+    """A connection's input with one deadline for the whole request (request line, headers
+    and body), not one per read: a client sending a byte every few seconds would otherwise
+    hold its connection, and a thread, for as long as it likes."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.deadline = math.inf
+        self.received = 0  # bytes of the current request so far
+        self.expired = False
+
+    def start(self, seconds: float) -> None:
+        self.deadline, self.received, self.expired = time.monotonic() + seconds, 0, False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        left = self.deadline - time.monotonic()
+        try:
+            if left <= 0:
+                raise TimeoutError("the request deadline passed")
+            self.sock.settimeout(left)
+            n = self.sock.recv_into(buffer)
+        except TimeoutError:
+            self.expired = True
+            raise
+        self.received += n
+        return n
+
+
 class Handler(BaseHTTPRequestHandler):
     """HTTP/1.1 with keep-alive; JSON in and out; every failure is answered, never raised."""
 
     protocol_version = "HTTP/1.1"
     default_request_version = "HTTP/1.0"  # answer a garbled request line with a status line
     server_version = "skrec-example/1"
-    timeout = 10  # seconds a client may take to send a request (no slow-loris hold)
+    #: Seconds a client has to send a whole request, from the time its connection opened or
+    #: its previous answer was sent (an idle keep-alive connection is closed after as long).
+    request_timeout = 10.0
+    timeout = 10  # seconds to write an answer to a client that does not read it
     service: RecommendationService  # set by make_server
     quiet = True
 
@@ -219,19 +258,52 @@ class Handler(BaseHTTPRequestHandler):
         if not self.quiet:
             super().log_message(fmt, *args)
 
-    def _send(self, status: int, body: dict) -> None:
-        data = json.dumps(body).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        self.wfile.write(data)
+    def setup(self):
+        super().setup()
+        self.rfile.close()  # replaced by an input with a deadline per request
+        self._input = _RequestInput(self.connection)
+        self.rfile = io.BufferedReader(self._input)
 
-    def _error(self, status: int, message: str, *, close: bool = False) -> None:
+    def handle_one_request(self):
+        self._input.start(self.request_timeout)
+        self.command, self.request_version = "", self.default_request_version
+        super().handle_one_request()  # closes the connection on a TimeoutError
+        if self._input.expired and self._input.received:  # a request came, too slowly
+            self._error(408, f"the request was not received within {self.request_timeout:g} s",
+                        close=True)
+
+    def _send(self, status: int, body: dict, headers: dict | None = None) -> None:
+        data = json.dumps(body).encode("utf-8")
+        self.connection.settimeout(self.timeout)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if self.close_connection:
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":  # an answer to HEAD has headers only
+                self.wfile.write(data)
+        except OSError:  # the client went away (or does not read): drop the connection
+            self.close_connection = True
+
+    def _error(self, status: int, message: str, *, close: bool = False, headers=None) -> None:
         self.close_connection = self.close_connection or close
-        self._send(status, {"error": message, "status": status})
+        self._send(status, {"error": message, "status": status}, headers)
+
+    def send_error(self, code, message=None, explain=None):
+        """The errors that http.server finds itself (a garbled request line, headers too long,
+        a method without a ``do_`` handler...) are answered in JSON too; an unknown or unserved
+        method gets a 405 rather than http.server's 501."""
+        headers = None
+        if code in (405, 501):
+            code, headers = 405, {"Allow": "GET, POST"}
+            message = (f"method {self.command!r} is not allowed: GET /health or "
+                       "POST /recommend")
+        self._error(code, message or self.responses.get(code, ("error",))[0], close=True,
+                    headers=headers)
 
     def do_GET(self):  # noqa: N802 - the http.server API
         if self.path == "/health":
@@ -268,62 +340,110 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, self.service.recommend(payload))
         except RequestError as exc:
             self._error(exc.status, exc.message)
-        except (ConnectionError, TimeoutError):
+        except TimeoutError:
+            raise  # too slow: handle_one_request answers 408 and closes
+        except ConnectionError:
             self.close_connection = True
         except Exception as exc:  # a bug must not take the service down: answer 500
             self._error(500, f"internal error: {type(exc).__name__}", close=True)
         return None
 
-    def _not_allowed(self):
-        self._error(405, f"method {self.command} is not allowed", close=True)
-
-    do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
-
 
 class BoundedServer(ThreadingHTTPServer):
-    """A thread per connection, at most ``max_connections`` at once: the next ones get a 503
-    and are closed, so a flood of clients cannot exhaust the process."""
+    """A thread per connection, at most ``max_connections`` at once and ``max_per_client``
+    from one client address: beyond, a new connection gets a 503 (the server is full) or a
+    429 (that address holds its share) and is closed, so that neither many clients nor one
+    greedy client can exhaust the process. Every client has ``request_timeout`` seconds per
+    request, so a slot held by a slow client is freed within that time."""
 
     daemon_threads = True
+    request_queue_size = 128  # connections the kernel queues before the server accepts them
 
-    def __init__(self, address, handler, max_connections: int = 64):
+    def __init__(self, address, handler, max_connections: int = 256,
+                 max_per_client: int = 64):
         super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
+        self.max_connections, self.max_per_client = max_connections, max_per_client
+        self._lock = threading.Lock()
+        self._open: Counter = Counter()  # client address -> open connections
 
     def process_request(self, request, client_address):
-        if not self._slots.acquire(blocking=False):
-            body = b'{"error": "too many connections, retry later", "status": 503}'
-            try:
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: "
-                                b"application/json\r\nConnection: close\r\nContent-Length: "
-                                + str(len(body)).encode() + b"\r\n\r\n" + body)
-            except OSError:
-                pass
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
+        host = client_address[0]
+        with self._lock:
+            if self._open[host] >= self.max_per_client:
+                refused = (429, f"more than {self.max_per_client} connections from your "
+                                "address; close some and retry")
+            elif sum(self._open.values()) >= self.max_connections:
+                refused = (503, "too many connections, retry later")
+            else:
+                refused = None
+                self._open[host] += 1
+        if refused is not None:
+            return self._refuse(request, *refused)
+        try:
+            super().process_request(request, client_address)
+        except Exception:
+            self._release(host)
+            raise
+        return None
+
+    def _refuse(self, request, status: int, message: str) -> None:
+        body = json.dumps({"error": message, "status": status}).encode()
+        reason = {429: "Too Many Requests", 503: "Service Unavailable"}[status]
+        try:
+            request.settimeout(1.0)
+            request.sendall(f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+                            f"Connection: close\r\nRetry-After: 1\r\n"
+                            f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        except OSError:
+            pass
+        self.shutdown_request(request)
+
+    def _release(self, host) -> None:
+        with self._lock:
+            self._open[host] -= 1
+            if self._open[host] <= 0:
+                del self._open[host]
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self._release(client_address[0])
+
+    def handle_error(self, request, client_address):
+        if not isinstance(sys.exc_info()[1], OSError):  # a client that went away is no news
+            super().handle_error(request, client_address)
 
 
 def make_server(service: RecommendationService, port: int = 0, *, quiet: bool = True,
-                max_connections: int = 64) -> ThreadingHTTPServer:
+                max_connections: int = 256, max_per_client: int = 64,
+                request_timeout: float = 10.0) -> ThreadingHTTPServer:
     """An HTTP server for ``service`` on 127.0.0.1:``port`` (0: a free port), not started."""
-    handler = type("BoundHandler", (Handler,), {"service": service, "quiet": quiet})
-    return BoundedServer((HOST, port), handler, max_connections)
+    handler = type("BoundHandler", (Handler,), {"service": service, "quiet": quiet,
+                                                 "request_timeout": request_timeout})
+    return BoundedServer((HOST, port), handler, max_connections, max_per_client)
 
 
 def load_service(model_path, encoder_path=None, inference_precision: str | None = None,
                  backend: str = "eager") -> RecommendationService:
-    """Load the model (and encoder) saved with :func:`skrec.save` and wrap them."""
-    model = skrec.load(model_path)
+    """Load what :func:`skrec.save` wrote and wrap it: a bundle file
+    (``{"model": model, "encoder": encoder}``, the encoder optional), or a model file and
+    optionally its encoder's file (the pair is checked: same number of items)."""
+    loaded = skrec.load(model_path)
+    if isinstance(loaded, dict):  # a bundle: the model and its encoder, kept together
+        unknown = set(loaded) - {"model", "encoder"}
+        if "model" not in loaded or unknown:
+            raise ValueError(f"a bundle for the service holds 'model' and optionally 'encoder'; "
+                             f"this one holds {sorted(loaded)}.")
+        if encoder_path and "encoder" in loaded:
+            raise ValueError("the bundle holds its encoder already: leave out the encoder file.")
+        model, encoder = loaded["model"], loaded.get("encoder")
+    else:
+        model, encoder = loaded, None
+    if encoder_path:
+        encoder = skrec.load(encoder_path)
     if inference_precision is not None:
         model.set_params(inference_precision=inference_precision)
-    encoder = skrec.load(encoder_path) if encoder_path else None
     return RecommendationService(model, encoder, backend)
 
 
@@ -332,7 +452,7 @@ def load_service(model_path, encoder_path=None, inference_precision: str | None 
 # --------------------------------------------------------------------------------------------
 
 
-def _train_and_save(folder: Path, fast: bool) -> tuple[Path, Path]:
+def _train_and_save(folder: Path, fast: bool) -> Path:
     from skrec import SeqRecommender
     from skrec.datasets import load_movielens, make_interactions
     from skrec.preprocessing import InteractionEncoder
@@ -352,12 +472,10 @@ def _train_and_save(folder: Path, fast: bool) -> tuple[Path, Path]:
         print(f"synthetic data: {X.shape[0]} users x {X.shape[1]} items")
     params = dict(max_iter=1, d_model=32, max_len=50) if fast else dict(max_iter=20)
     model = SeqRecommender(random_state=0, **params).fit(X[:200] if fast else X)
-    model_path, encoder_path = folder / "model.skrec", folder / "encoder.skrec"
-    skrec.save(model, model_path)
-    skrec.save(encoder, encoder_path)
-    print(f"saved {model_path.name} ({model_path.stat().st_size / 1e6:.1f} MB) and "
-          f"{encoder_path.name}")
-    return model_path, encoder_path
+    path = folder / "service.skrec"
+    skrec.save({"model": model, "encoder": encoder}, path)  # one file: they stay together
+    print(f"saved the model and its encoder in {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
+    return path
 
 
 def _ask(url: str, body: bytes | None = None, method: str = "POST") -> tuple[int, dict]:
@@ -371,8 +489,7 @@ def _ask(url: str, body: bytes | None = None, method: str = "POST") -> tuple[int
 
 def demo(fast: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        model_path, encoder_path = _train_and_save(Path(tmp), fast)
-        service = load_service(model_path, encoder_path)
+        service = load_service(_train_and_save(Path(tmp), fast))
     server = make_server(service, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -400,6 +517,8 @@ def demo(fast: bool) -> None:
             ms = (time.perf_counter() - t0) * 1e3
             shown = {k: (v[:5] if isinstance(v, list) else v) for k, v in answer.items()}
             print(f"{label:<34} -> {status} in {ms:5.1f} ms: {shown}")
+        status, answer = _ask(f"{url}/recommend", method="OPTIONS")
+        print(f"{'a method it does not serve':<34} -> {status}: {answer}")
         status, _ = _ask(f"{url}/recommend", json.dumps({"items": [3]}).encode())
         print(f"\nstill serving after the bad requests: {status == 200}")
     finally:
@@ -409,8 +528,9 @@ def demo(fast: bool) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description="skrec recommendation service (loopback only)")
-    parser.add_argument("--model", help="a model saved with skrec.save")
-    parser.add_argument("--encoder", help="its InteractionEncoder, saved with skrec.save")
+    parser.add_argument("--model", help="a file of skrec.save: a model, or a bundle "
+                                        "{'model': ..., 'encoder': ...}")
+    parser.add_argument("--encoder", help="the model's InteractionEncoder, saved on its own")
     parser.add_argument("--port", type=int, default=8000, help="0: any free port")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--inference-precision", default=None,
@@ -418,13 +538,23 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default="eager", choices=["eager", "onnx"],
                         help="onnx: serve the exported graph with ONNX Runtime")
     parser.add_argument("--log", action="store_true", help="print an access log")
+    parser.add_argument("--max-connections", type=int, default=256,
+                        help="open connections at most; beyond, new ones get a 503")
+    parser.add_argument("--max-per-client", type=int, default=64,
+                        help="open connections from one address at most (beyond: a 429); "
+                             "behind a local proxy every client has its address")
+    parser.add_argument("--request-timeout", type=float, default=10.0,
+                        help="seconds a client has to send a whole request")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.model is None:
         demo(fast=os.environ.get("SKREC_EXAMPLES_FAST") == "1")
         return
     service = load_service(args.model, args.encoder, args.inference_precision, args.backend)
-    server = make_server(service, args.port, quiet=not args.log)
+    server = make_server(service, args.port, quiet=not args.log,
+                         max_connections=args.max_connections,
+                         max_per_client=args.max_per_client,
+                         request_timeout=args.request_timeout)
     print(f"listening on http://{HOST}:{server.server_address[1]}", flush=True)
     try:
         server.serve_forever()

@@ -10,6 +10,9 @@ import time), and so is any mapping of column name -> 1-D array, such as a dict 
 
 from __future__ import annotations
 
+import math
+import numbers
+import re
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -19,7 +22,7 @@ import scipy.sparse as sp
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from ._validation import check_interactions, check_k
+from ._validation import check_interactions, check_item_features, check_k
 
 __all__ = ["InteractionEncoder"]
 
@@ -62,7 +65,7 @@ def _get_column(log: Any, name: Any) -> tuple[np.ndarray, np.ndarray | None]:
         else:
             arr = col.to_numpy()
     else:
-        arr = np.asarray(col)
+        arr = _as_id_array(col)
     if arr.ndim != 1:
         raise ValueError(f"log column {name!r} must be 1-D; got shape {arr.shape}.")
     return arr, missing
@@ -85,8 +88,10 @@ def _ids(arr: np.ndarray, missing: np.ndarray | None, what: str) -> np.ndarray:
     """Validate a 1-D array of ids (no missing values) and give it a native dtype if it can.
 
     Object arrays whose elements are all ``str`` (pandas string and categorical columns) become
-    numpy unicode arrays: sorting and searching them is then done in C, an order of magnitude
-    faster than comparing Python objects.
+    numpy unicode arrays, and those of integers int64 (or uint64) arrays: sorting and searching
+    them is then done in C, an order of magnitude faster than comparing Python objects. Other
+    object arrays (mixed types, integers beyond 64 bits) hold Python scalars, which compare
+    exactly.
     """
     mask = _missing_mask(arr) if missing is None else missing
     if mask.any():
@@ -98,10 +103,20 @@ def _ids(arr: np.ndarray, missing: np.ndarray | None, what: str) -> np.ndarray:
         try:
             native = arr.astype(np.str_)
         except (TypeError, ValueError):  # pragma: no cover - str() of an object failed
-            return arr
-        same = native == arr  # False wherever an element was not a str
+            native = None
+        same = native == arr if native is not None else None  # False where not a str
         if isinstance(same, np.ndarray) and same.all():
             return native
+        values = [_py(v) for v in arr.tolist()]
+        if all(_is_int(v) for v in values):  # integers: a native dtype if one holds them all
+            for dtype in (np.int64, np.uint64):
+                try:
+                    return np.array(values, dtype=dtype)
+                except OverflowError:
+                    pass
+        out = np.empty(arr.shape, dtype=object)  # Python scalars: they compare exactly
+        out[:] = values
+        return out
     return arr
 
 
@@ -140,6 +155,49 @@ def _numeric(arr: np.ndarray, missing: np.ndarray | None, name: str, *, allow_ti
     return out
 
 
+# ---------------------------------------------------------------------------------------------
+# Exact id matching, whatever the dtypes (int64, uint64, floats, strings, mixed objects).
+# ---------------------------------------------------------------------------------------------
+
+
+def _py(value: Any) -> Any:
+    """A numpy scalar as the Python scalar it holds (other values unchanged)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def _as_id_array(values: Any) -> np.ndarray:
+    """``values`` as a numpy array, without rounding integer ids through float64.
+
+    ``np.asarray([2**63 + 1, 5])`` is float64 (2**63 + 1 becomes 2**63): a list of integers
+    becomes int64, else uint64, else (when neither holds them all) an object array of Python
+    ints. Arrays are returned as they are.
+    """
+    if _table_like(values):
+        values = values.to_numpy()
+    if isinstance(values, np.ndarray):
+        return values
+    arr = np.asarray(values)
+    if arr.dtype.kind in "fOUS" and arr.size:
+        obj = np.asarray(values, dtype=object)
+        if obj.shape != arr.shape:
+            return arr
+        flat = obj.reshape(-1).tolist()
+        if arr.dtype.kind in "US":  # numpy turns [1, "a"] into ["1", "a"]: keep the 1
+            return arr if all(isinstance(v, str | bytes) for v in flat) else obj
+        if all(_is_int(v) for v in flat):
+            for dtype in (np.int64, np.uint64):
+                try:
+                    return np.array(obj.tolist(), dtype=dtype)
+                except OverflowError:
+                    pass
+            return obj
+    return arr
+
+
 def _id_kind(dtype: np.dtype) -> str:
     if dtype.kind in "biuf":
         return "number"
@@ -148,47 +206,191 @@ def _id_kind(dtype: np.dtype) -> str:
     return dtype.kind
 
 
-def _lookup(sorted_ids: np.ndarray, ids: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of ``ids`` in ``sorted_ids`` and a mask of the ids found there."""
-    if sorted_ids.size == 0 or ids.size == 0:
-        return np.zeros(ids.shape, dtype=np.intp), np.zeros(ids.shape, dtype=bool)
-    kinds = {_id_kind(sorted_ids.dtype), _id_kind(ids.dtype)}
-    if kinds == {"number", "string"}:
+def _fits(value: Any, dtype: np.dtype) -> bool:
+    """Whether the Python scalar ``value`` is exactly representable in ``dtype``."""
+    kind = dtype.kind
+    if kind in "US":
+        return isinstance(value, str if kind == "U" else bytes)
+    if kind in "iub":
+        if isinstance(value, float):
+            if not (math.isfinite(value) and value.is_integer()):
+                return False
+            value = int(value)
+        if not isinstance(value, int):
+            return False
+        if kind == "b":
+            return value in (0, 1)
+        info = np.iinfo(dtype)
+        return info.min <= value <= info.max
+    if kind == "f":
+        if not isinstance(value, int | float):
+            return False
+        try:
+            return math.isfinite(float(value)) and float(dtype.type(value)) == value
+        except OverflowError:
+            return False
+    return False
+
+
+def _cast_exact(ids: np.ndarray, dtype: np.dtype, names: tuple[str, str]) -> tuple[np.ndarray,
+                                                                                    np.ndarray]:
+    """``ids`` converted to ``dtype`` and the mask of the ids that this converts **exactly**.
+
+    The others (an int64 id -1 against uint64 ids, 2**63 against int64 ids, 2.5 against
+    integers, a number in a mixed object array against strings...) cannot equal any id of
+    that dtype. ``names`` name ``ids`` and the vocabulary in the error for numbers vs strings.
+    """
+    q, k = ids.dtype.kind, dtype.kind
+    ones = np.ones(ids.shape, dtype=bool)
+    if q == "O":  # Python objects: one by one (object arrays are Python-speed anyway)
+        flat = [_py(v) for v in ids.reshape(-1).tolist()]
+        ok = np.fromiter((_fits(v, dtype) for v in flat), dtype=bool, count=len(flat))
+        if k in "US":  # as wide as the longest id: never cut to the vocabulary's width
+            empty = "" if k == "U" else b""
+            out = np.array([v if good else empty for v, good in zip(flat, ok)],
+                           dtype=np.str_ if k == "U" else np.bytes_)
+        else:
+            out = np.zeros(len(flat), dtype=dtype)
+            if ok.any():
+                out[ok] = [v for v, good in zip(flat, ok) if good]
+        return out.reshape(ids.shape), ok.reshape(ids.shape)
+    if {_id_kind(ids.dtype), _id_kind(dtype)} == {"number", "string"}:
         raise ValueError(
-            f"{what} ids of dtype {ids.dtype} cannot be compared with the {what} ids of dtype "
-            f"{sorted_ids.dtype} seen at fit time (numbers vs strings)."
+            f"{names[0]} (dtype {ids.dtype}) cannot be compared with {names[1]} (dtype {dtype}): "
+            "numbers vs strings."
         )
+    if q == "b":
+        ids, q = ids.astype(np.uint8), "u"
+    if k in "iu" and q in "iu":
+        info = np.iinfo(dtype)
+        ok = ids <= info.max if q == "u" else (ids >= info.min) & (ids <= info.max)
+        return np.where(ok, ids, 0).astype(dtype), ok
+    if k in "iu" and q == "f":
+        bits = np.iinfo(dtype).bits
+        lo, hi = (-(2.0 ** (bits - 1)), 2.0 ** (bits - 1)) if k == "i" else (0.0, 2.0 ** bits)
+        with np.errstate(invalid="ignore"):
+            ok = np.isfinite(ids) & (ids == np.floor(ids)) & (ids >= lo) & (ids < hi)
+        return np.where(ok, ids, 0).astype(dtype), ok
+    if k == "f" and q in "iuf":
+        with np.errstate(over="ignore", invalid="ignore"):
+            out = ids.astype(dtype)
+            if q == "f":
+                return out, out.astype(ids.dtype) == ids
+            bits = ids.dtype.itemsize * 8
+            lim = 2.0 ** (bits - 1) if q == "i" else 2.0 ** bits
+            ok = (out < lim) & (out >= -lim)
+            ok &= np.where(ok, out, 0).astype(ids.dtype) == ids
+        return out, ok
+    if k == q and k in "US":
+        return ids, ones  # searchsorted compares strings of any widths
+    if k == q:
+        try:
+            out = ids.astype(dtype)
+            return out, np.asarray(out.astype(ids.dtype) == ids, dtype=bool)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(
+        f"{names[0]} (dtype {ids.dtype}) cannot be compared with {names[1]} (dtype {dtype})."
+    )
+
+
+class _IdIndex:
+    """Exact lookup of ids in a vocabulary of ids in any order, whatever the dtypes.
+
+    Native vocabularies are searched with ``np.searchsorted`` after an exact conversion of
+    the queries to their dtype (never through float64); object vocabularies (mixed types,
+    integers beyond 64 bits) through a dict of Python scalars.
+    """
+
+    def __init__(self, vocab: np.ndarray) -> None:
+        self.vocab = vocab
+        self.table: dict | None = None
+        self.sorter: np.ndarray | None = None
+        if vocab.dtype == object:
+            self.table = {}
+            try:
+                for i, v in enumerate(vocab.tolist()):
+                    self.table.setdefault(_py(v), i)
+            except TypeError:
+                raise ValueError(f"ids must be numbers or strings; got an unhashable "
+                                 f"{type(v).__name__}.") from None
+            self.sorted = vocab
+        else:
+            if vocab.size > 1 and not np.all(vocab[1:] > vocab[:-1]):
+                self.sorter = np.argsort(vocab, kind="stable")
+            self.sorted = vocab if self.sorter is None else vocab[self.sorter]
+
+    def duplicates(self) -> np.ndarray:
+        """The ids that the vocabulary holds more than once."""
+        if self.table is not None:
+            seen: set = set()
+            return np.array([v for v in map(_py, self.vocab.tolist())
+                             if v in seen or seen.add(v)], dtype=object)
+        s = self.sorted
+        return s[1:][s[1:] == s[:-1]] if s.size > 1 else s[:0]
+
+    def find(self, ids: np.ndarray, names: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
+        """Positions of ``ids`` in the vocabulary and the mask of the ids found there.
+
+        ``names`` name ``ids`` and the vocabulary in errors (for numbers vs strings).
+        """
+        if self.vocab.size == 0 or ids.size == 0:
+            return np.zeros(ids.shape, dtype=np.intp), np.zeros(ids.shape, dtype=bool)
+        if self.table is not None:
+            get = self.table.get
+            pos = np.fromiter((_get_hashable(get, _py(v)) for v in ids.reshape(-1).tolist()),
+                              dtype=np.intp, count=ids.size).reshape(ids.shape)
+            return np.maximum(pos, 0), pos >= 0
+        values, ok = _cast_exact(ids, self.vocab.dtype, names)
+        pos = np.minimum(np.searchsorted(self.sorted, values), self.sorted.size - 1)
+        found = ok & np.asarray(self.sorted[pos] == values, dtype=bool)
+        if self.sorter is not None:
+            pos = self.sorter[pos]
+        return pos, found
+
+
+def _get_hashable(get, value: Any) -> int:
     try:
-        pos = np.searchsorted(sorted_ids, ids)
-        pos = np.minimum(pos, sorted_ids.size - 1)
-        found = np.asarray(sorted_ids[pos] == ids, dtype=bool)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(
-            f"{what} ids of dtype {ids.dtype} cannot be compared with the {what} ids of dtype "
-            f"{sorted_ids.dtype} seen at fit time: {exc}"
-        ) from None
-    if found.shape != ids.shape:  # numpy gave a scalar: incomparable dtypes
-        raise ValueError(
-            f"{what} ids of dtype {ids.dtype} cannot be compared with the {what} ids of dtype "
-            f"{sorted_ids.dtype} seen at fit time."
-        )
-    return pos, found
+        return get(value, -1)
+    except TypeError:  # an unhashable id (a list...) is no id of the vocabulary
+        return -1
+
+
+def _order_key(value: Any) -> tuple:
+    """Sort key of ids of mixed types: numbers, then strings, then bytes, each in order."""
+    if isinstance(value, numbers.Real):
+        return (0, value)
+    if isinstance(value, str):
+        return (1, value)
+    if isinstance(value, bytes):
+        return (2, value)
+    return (3, type(value).__qualname__, value)
 
 
 def _unique_sorted(arr: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted distinct ids of ``arr`` and the code of each element (ids of mixed types sort
+    numbers first, then strings)."""
     try:
         uniq, codes = np.unique(arr, return_inverse=True)
         return uniq, codes.reshape(-1)
+    except TypeError:
+        pass
+    values = [_py(v) for v in arr.tolist()]
+    try:
+        ordered = sorted(set(values), key=_order_key)
     except TypeError as exc:
         raise ValueError(
-            f"{what} ids could not be sorted (mixed types such as int and str?): {exc}"
+            f"{what} ids must be numbers, strings or other hashable values of one type; they "
+            f"could not be sorted: {exc}"
         ) from None
+    uniq = np.empty(len(ordered), dtype=object)
+    uniq[:] = ordered
+    table = {v: i for i, v in enumerate(ordered)}
+    return uniq, np.fromiter((table[v] for v in values), dtype=np.intp, count=len(values))
 
 
 def _as_1d_ids(users: Any, what: str) -> np.ndarray:
-    if hasattr(users, "to_numpy"):
-        users = users.to_numpy()
-    arr = np.asarray(users)
+    arr = _as_id_array(users)
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
@@ -196,15 +398,13 @@ def _as_1d_ids(users: Any, what: str) -> np.ndarray:
     return arr
 
 
-def _encode_ids(vocab: np.ndarray, ids: Any, what: str, handle_unknown: str) -> np.ndarray:
-    """Positions of ``ids`` (any shape) in the sorted ``vocab``; -1 or an error if unknown."""
+def _encode_ids(index: _IdIndex, ids: Any, what: str, handle_unknown: str) -> np.ndarray:
+    """Positions of ``ids`` (any shape) in ``index``'s vocabulary; -1 or an error if unknown."""
     if handle_unknown not in ("error", "ignore"):
         raise ValueError(f'handle_unknown must be "error" or "ignore"; got {handle_unknown!r}.')
-    if _table_like(ids):
-        ids = ids.to_numpy()
-    arr = np.asarray(ids)
+    arr = _as_id_array(ids)
     flat = arr.reshape(-1)
-    pos, found = _lookup(vocab, flat, what)
+    pos, found = index.find(flat, (f"{what} ids", f"the {what} ids seen at fit time"))
     if not found.all() and handle_unknown == "error":
         bad = flat[~found]
         raise ValueError(
@@ -240,6 +440,41 @@ def _decode_ids(vocab: np.ndarray, indices: Any, fill_value: Any, name: str) -> 
         out = out.astype(np.result_type(out.dtype, fill.dtype))
     out[pad] = fill_value
     return out
+
+
+#: Column-name words that mean "the time of the event".
+_TIME_WORDS = frozenset({"time", "timestamp", "ts", "date", "datetime", "dt", "tstamp", "epoch",
+                         "when", "unixtime", "eventtime"})
+
+
+def _looks_like_time(log: Any, name: Any) -> str | None:
+    """Why column ``name`` of ``log`` looks like event times (its dtype or name), or None."""
+    dtype = getattr(log[name], "dtype", None)
+    if getattr(dtype, "tz", None) is not None or getattr(dtype, "kind", None) in ("M", "m"):
+        return f"dtype {dtype}"
+    if not isinstance(name, str):
+        return None
+    words = re.split(r"[^a-z0-9]+", re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower())
+    words = [w for w in words if w]
+    if any(w in _TIME_WORDS or w.endswith(("time", "timestamp")) for w in words) or (
+            len(words) > 1 and words[-1] in ("at", "on")):  # created_at, updated_on
+        return "by its name"
+    return None
+
+
+def _users_out_of_order(log: Any, name: Any, user_codes: np.ndarray) -> int | None:
+    """Number of users whose rows are not in the order of column ``name`` (None: the column
+    is not numbers or datetimes)."""
+    try:
+        t = _numeric(*_get_column(log, name), name, allow_time=True)
+    except (ValueError, TypeError):
+        return None
+    if t.shape != user_codes.shape:
+        return None
+    perm = np.argsort(user_codes, kind="stable")
+    u, t = user_codes[perm], t[perm]
+    bad = (u[1:] == u[:-1]) & (t[1:] < t[:-1])
+    return int(np.unique(u[1:][bad]).size)
 
 
 def _table_like(obj: Any) -> bool:
@@ -299,11 +534,13 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         Sorted unique user ids seen in :meth:`fit` (``np.unique``); row ``i`` of
         :meth:`transform`'s default output is user ``users_[i]``.
     items_ : ndarray of shape (n_items_,)
-        Sorted unique item ids seen in :meth:`fit`; column ``j`` is item ``items_[j]``.
+        Item ids in column order: column ``j`` is item ``items_[j]``. The distinct items seen
+        in :meth:`fit`, sorted, then those added by :meth:`add_items`, in the order added.
     n_users_ : int
         Number of users seen in :meth:`fit`.
     n_items_ : int
-        Number of items seen in :meth:`fit` (the number of columns of every output).
+        Number of items (the number of columns of every output): those seen in :meth:`fit`
+        and those added by :meth:`add_items`.
     n_events_ : int
         Number of events (rows of the log) seen in :meth:`fit`.
 
@@ -362,6 +599,20 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         tags.input_tags.categorical = True
         tags.target_tags.required = False
         return tags
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        state.pop("_id_index", None)  # a cache, rebuilt on first use
+        return state
+
+    def _index(self, attr: str) -> _IdIndex:
+        """The exact lookup of ``users_`` or ``items_``, built once per array."""
+        vocab = getattr(self, attr)
+        cache = self.__dict__.setdefault("_id_index", {})
+        index = cache.get(attr)
+        if index is None or index.vocab is not vocab:
+            index = cache[attr] = _IdIndex(vocab)
+        return index
 
     # -- reading the log -----------------------------------------------------------------------
 
@@ -469,8 +720,41 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             If a column is missing, ids are missing (NaN/None), the time or weight column is
             not numeric, or the log is empty.
         """
-        self._fit(self._read(log, allow_empty=False))
+        cols = self._read(log, allow_empty=False)
+        user_codes, _ = self._fit(cols)
+        self._warn_unnamed_time(log, user_codes)
         return self
+
+    def _warn_unnamed_time(self, log: Any, user_codes: np.ndarray) -> None:
+        """Warn when events are ordered by row position although the log has a column that
+        looks like event times (``values="order"`` without ``time_col``)."""
+        if self.values != "order" or self.time_col is not None:
+            return
+        roles = [self.user_col, self.item_col, self.weight_col]
+        for name in _column_names(log):
+            if any(name is r or (type(name) is type(r) and name == r) for r in roles):
+                continue
+            why = _looks_like_time(log, name)
+            if why is None:
+                continue
+            n_bad = _users_out_of_order(log, name, user_codes)
+            if n_bad is None:
+                order = "its values are not numbers or datetimes, so the row order was kept"
+            elif n_bad:
+                order = (f"for {n_bad} of {self.n_users_} user(s) the rows are not in "
+                         f"{name!r} order, so their sequences are not in time order")
+            else:
+                order = (f"the rows are in {name!r} order here, but a log that is not sorted "
+                         "would silently give sequences out of time order")
+            warnings.warn(
+                f"The log has a column {name!r} that looks like event times ({why}), but "
+                f"time_col was not given: each user's events are ordered by their row position "
+                f"in the log, and {order}. Pass time_col={name!r} to order them by it (or drop "
+                "the column if it is not the time of the events).",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
 
     def _fit(self, cols) -> tuple[np.ndarray, np.ndarray]:
         """Learn the vocabularies; return the codes of the log's users and items."""
@@ -483,22 +767,24 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
 
     def _check_fitted_state(self) -> None:
         """Raise a ValueError naming the attribute when the fitted vocabularies are not what
-        :meth:`fit` makes (sorted, unique, counted); :func:`skrec.load` calls it."""
+        :meth:`fit` and :meth:`add_items` make (1-D, distinct ids, counted); :func:`skrec.load`
+        calls it. (``items_`` is in column order: sorted at fit, then the added items.)"""
         from ._fitted_state import check_array, check_int
 
         if not hasattr(self, "items_"):
             return
         self._check_params()
         for name in ("users", "items"):
-            ids = check_array(self, f"{name}_", kinds="biufUSOMm")
+            ids = check_array(self, f"{name}_", kinds="biufUSOMm", finite=True)
             if ids.ndim != 1:
                 raise ValueError(f"{name}_ must be 1-D; got shape {ids.shape}.")
             try:
-                ordered = bool(np.all(ids[1:] > ids[:-1]))
-            except TypeError:
-                ordered = False
-            if not ordered:
-                raise ValueError(f"{name}_ must hold sorted unique ids (as fit makes them).")
+                twice = _IdIndex(ids).duplicates()
+            except ValueError as exc:  # an unhashable object
+                raise ValueError(f"{name}_: {exc}") from None
+            if twice.size:
+                raise ValueError(f"{name}_ must hold distinct ids; {twice[:3].tolist()} "
+                                 "appear more than once.")
             check_int(self, f"n_{name}_", low=ids.shape[0], high=ids.shape[0])
         check_int(self, "n_events_", low=0)
 
@@ -538,11 +824,14 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
 
         if users is None:
             n_rows = self.n_users_
-            row_idx, row_known = _lookup(self.users_, user_ids, "user")
+            row_idx, row_known = self._index("users_").find(
+                user_ids, (f"the log's user ids (column {self.user_col!r})",
+                           "the user ids seen at fit time"))
             n_unknown = int(n_events - row_known.sum())
             if n_unknown:
+                n_users = _unique_sorted(user_ids[~row_known], "user")[0].size
                 warnings.warn(
-                    f"{n_unknown} event(s) of {np.unique(user_ids[~row_known]).size} user(s) "
+                    f"{n_unknown} event(s) of {n_users} user(s) "
                     "not seen at fit time were dropped; pass users=[...] to build rows for "
                     "new users.",
                     UserWarning,
@@ -551,19 +840,24 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         else:
             rows = _ids(_as_1d_ids(users, "users"), None, "users")
             n_rows = rows.shape[0]
-            order = np.argsort(rows, kind="stable")
-            sorted_rows = rows[order]
-            if n_rows > 1 and np.asarray(sorted_rows[1:] == sorted_rows[:-1]).any():
-                raise ValueError("users contains duplicate ids; each row must be a distinct user.")
-            pos, row_known = _lookup(sorted_rows, user_ids, "user")
-            row_idx = order[pos] if n_rows else pos
+            index = _IdIndex(rows)
+            twice = index.duplicates()
+            if twice.size:
+                raise ValueError(f"users contains duplicate ids (e.g. {twice[:5].tolist()}); "
+                                 "each row must be a distinct user.")
+            row_idx, row_known = index.find(
+                user_ids, (f"the log's user ids (column {self.user_col!r})",
+                           "the ids given in users="))
 
-        item_idx, item_known = _lookup(self.items_, item_ids, "item")
+        item_idx, item_known = self._index("items_").find(
+            item_ids, (f"the log's item ids (column {self.item_col!r})",
+                       "the item ids seen at fit time"))
         unknown_items = row_known & ~item_known
         n_unknown_items = int(unknown_items.sum())
         if n_unknown_items:
+            n_items = _unique_sorted(item_ids[unknown_items], "item")[0].size
             warnings.warn(
-                f"{n_unknown_items} event(s) with {np.unique(item_ids[unknown_items]).size} "
+                f"{n_unknown_items} event(s) with {n_items} "
                 "item(s) not seen at fit time were dropped.",
                 UserWarning,
                 stacklevel=stacklevel,
@@ -631,6 +925,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             return self.fit(log).transform(log, users=users)
         cols = self._read(log, allow_empty=False)
         user_codes, item_codes = self._fit(cols)
+        self._warn_unnamed_time(log, user_codes)
         keep = np.arange(self.n_events_)
         return self._assemble(cols, keep, user_codes, item_codes, self.n_users_)
 
@@ -651,7 +946,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             Column indices into :attr:`items_` (``-1`` for unknown ids when ignored).
         """
         check_is_fitted(self, "items_")
-        return _encode_ids(self.items_, ids, "item", handle_unknown)
+        return _encode_ids(self._index("items_"), ids, "item", handle_unknown)
 
     def transform_users(self, ids: Any, *, handle_unknown: str = "error") -> np.ndarray:
         """Map original user ids to row indices of :meth:`transform`'s default output.
@@ -685,7 +980,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         array([ 0, -1])
         """
         check_is_fitted(self, "users_")
-        return _encode_ids(self.users_, ids, "user", handle_unknown)
+        return _encode_ids(self._index("users_"), ids, "user", handle_unknown)
 
     def inverse_transform_items(self, indices: Any, fill_value: Any = None) -> np.ndarray:
         """Map column indices (such as ``predict``'s output) back to original item ids.
@@ -735,17 +1030,137 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
             )
         check_is_fitted(model)
         n_model = getattr(model, "n_features_in_", None)
+        if isinstance(n_model, int) and n_model > self.n_items_:
+            raise ValueError(
+                f"The model has {n_model} items but this encoder has {self.n_items_}: the "
+                f"model's last {n_model - self.n_items_} items have no id here (added with "
+                "model.add_items?). Add new items with encoder.add_items(model, item_ids, "
+                "item_features), which adds them to both; start again from the model as it was "
+                "before model.add_items (saved or refitted)."
+            )
         if n_model != self.n_items_:
             raise ValueError(
                 f"The model was fitted on {n_model} items but this encoder has {self.n_items_}: "
                 "fit the model on this encoder's matrix (model.fit(enc.fit_transform(log)))."
             )
 
+    def add_items(self, model: Any, item_ids: Any, item_features: Any) -> InteractionEncoder:
+        """Add new items, in your ids, to this encoder and to its model together.
+
+        The new items get the next column indices, in the order of ``item_ids``: ``items_``
+        and ``n_items_`` grow here, and ``model.add_items(item_features)`` grows the model
+        (see :meth:`skrec.SeqRecommender.add_items`), so :meth:`recommend`,
+        :meth:`similar_items`, :meth:`transform` and a service built on the pair know them at
+        once, without retraining. The model scores them from their feature rows until it is
+        trained on interactions with them. Save the pair together
+        (``skrec.save({"encoder": encoder, "model": model}, path)``).
+
+        Everything is checked before either object changes: when this raises, the encoder
+        and the model are both left as they were.
+
+        Parameters
+        ----------
+        model : SeqRecommender or AERecommender
+            Fitted on this encoder's matrix, with ``item_features``. It is modified in place.
+        item_ids : array-like of shape (n_new_items,)
+            Ids of the new items: distinct, none already known, comparable with
+            :attr:`items_` (numbers with numbers, strings with strings; ids that the dtype of
+            :attr:`items_` cannot hold exactly, such as uint64 ids beyond an int64
+            vocabulary, make :attr:`items_` an object array of Python scalars).
+        item_features : {array-like, sparse matrix} of shape (n_new_items, n_item_features)
+            Their feature rows, in the order of ``item_ids``, built exactly as the
+            ``item_features`` the model was fitted with (the same fitted transformers).
+
+        Returns
+        -------
+        self : InteractionEncoder
+            This encoder, with the new items as its last columns.
+
+        Raises
+        ------
+        TypeError
+            If ``model`` cannot add items (a model without ``add_items``, such as EASE).
+        ValueError
+            If the model and this encoder do not have the same items, the model was fitted
+            without item features, an id is missing, repeated or already known, ids are
+            strings for a vocabulary of numbers (or the reverse), or ``item_features`` does
+            not have one valid row per id and the model's feature columns.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from skrec import AERecommender
+        >>> from skrec.preprocessing import InteractionEncoder
+        >>> log = {"user": np.array(["ann", "ann", "bob", "bob"]),
+        ...        "item": np.array(["tea", "cake", "tea", "jam"])}
+        >>> enc = InteractionEncoder()
+        >>> X = enc.fit_transform(log)  # columns: cake, jam, tea
+        >>> F = np.eye(3)  # one feature row per column (here: one-hot kinds)
+        >>> model = AERecommender(max_iter=2, item_features=F, random_state=0).fit(X)
+        >>> _ = enc.add_items(model, ["scone"], np.array([[1.0, 0.0, 0.0]]))
+        >>> enc.items_.tolist(), model.n_features_in_
+        (['cake', 'jam', 'tea', 'scone'], 4)
+        >>> "scone" in enc.recommend(model, log, users=["bob"], k=3)["item"].tolist()
+        True
+        """
+        self._check_model(model)
+        if not callable(getattr(model, "add_items", None)):
+            raise TypeError(
+                f"{type(model).__name__} cannot add items without retraining; a SeqRecommender "
+                "or AERecommender fitted with item_features=... can (it scores new items from "
+                "their features)."
+            )
+        if getattr(getattr(model, "module_", None), "features", None) is None:
+            raise ValueError(
+                f"This {type(model).__name__} was fitted without item_features: a new item "
+                "cannot be represented. Fit it with item_features=... to add items later."
+            )
+        new = _ids(_as_1d_ids(item_ids, "item_ids"), None, "new item")
+        items = self._grown_items(new)
+        feats = check_item_features(item_features, n_features=model.n_item_features_)
+        if feats.shape[0] != new.shape[0]:
+            raise ValueError(
+                f"item_features has {feats.shape[0]} rows but item_ids has {new.shape[0]} ids: "
+                "give one feature row per new item, in the order of item_ids."
+            )
+        if new.size:
+            model.add_items(feats)  # checks the rows again, then grows: nothing here can fail
+            self.items_ = items
+            self.n_items_ = int(items.shape[0])
+        return self
+
+    def _grown_items(self, new: np.ndarray) -> np.ndarray:
+        """:attr:`items_` followed by the ``new`` ids (checked: distinct and unknown)."""
+        if new.size == 0:  # (an empty list is float64 for numpy: no dtype to check)
+            return self.items_
+        twice = _IdIndex(new).duplicates()
+        if twice.size:
+            raise ValueError(
+                f"item_ids holds some ids more than once, e.g. {twice[:5].tolist()}."
+            )
+        names = ("the new item ids", "the item ids of this encoder")
+        _, known = self._index("items_").find(new, names)
+        if known.any():
+            raise ValueError(
+                f"{int(known.sum())} of the new item ids are already known to this encoder, e.g. "
+                f"{new[known][:5].tolist()}: each new id must be new."
+            )
+        vocab = self.items_
+        if vocab.dtype != object and new.dtype != object:
+            values, exact = _cast_exact(new, vocab.dtype, names)
+            if exact.all():
+                if vocab.dtype.kind in "US":
+                    return np.concatenate([vocab, new])  # the wider of the two string widths
+                return np.concatenate([vocab, values])
+        out = np.empty(vocab.size + new.size, dtype=object)  # Python scalars: exact
+        out[:] = [_py(v) for v in vocab.tolist()] + [_py(v) for v in new.tolist()]
+        return out
+
     def _candidate_indices(self, items: Any) -> np.ndarray | None:
         """Column indices of the candidate item ids; unknown ids are dropped with a warning."""
         if items is None:
             return None
-        idx = _encode_ids(self.items_, _as_1d_ids(items, "items"), "item", "ignore")
+        idx = _encode_ids(self._index("items_"), _as_1d_ids(items, "items"), "item", "ignore")
         n_unknown = int((idx < 0).sum())
         if n_unknown:
             warnings.warn(

@@ -14,6 +14,9 @@ from sklearn.base import clone
 
 from skrec.preprocessing import InteractionEncoder
 
+# _log() has a "time" column that most tests leave out on purpose (the warning is tested below)
+pytestmark = pytest.mark.filterwarnings("ignore:The log has a column 'time':UserWarning")
+
 
 def _log():
     # user "a": items 10 (t=5), 20 (t=1), 30 (t=5, tie with item 10: later in the log)
@@ -71,7 +74,8 @@ def test_order_ties_follow_row_position_not_item_id():
 
 
 def test_order_without_time_col_is_row_position():
-    X = InteractionEncoder().fit_transform(_log())
+    with pytest.warns(UserWarning, match="ordered by their row position"):
+        X = InteractionEncoder().fit_transform(_log())
     np.testing.assert_array_equal(X.toarray(), [[1, 2, 3], [1, 0, 0], [0, 1, 0]])
 
 
@@ -396,3 +400,151 @@ assert isinstance(back, dict), type(back)
 assert (enc.transform(back) != X).nnz == 0
 """
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# -- ids are matched exactly, whatever their dtype -------------------------------------------
+
+
+def _encoder(items, users=None):
+    items = list(items) if not isinstance(items, np.ndarray) else items
+    users = np.zeros(len(items), dtype=np.int64) if users is None else users
+    return InteractionEncoder().fit({"user": users, "item": items})
+
+
+BIG = 2**62  # int64 and uint64 ids around here were rounded through float64
+
+
+@pytest.mark.parametrize("vocab, query, expected", [
+    # uint64 ids looked up with int64 ids, negative ones and Python ints of every size
+    (np.array([BIG, BIG + 1, BIG + 2, 5], dtype=np.uint64),
+     np.array([BIG + 1, 5, -1, BIG + 3], dtype=np.int64), [2, 0, -1, -1]),
+    (np.array([BIG, BIG + 1, BIG + 2, 5], dtype=np.uint64),
+     [BIG + 1, -1, 2**64, 2**64 - 1], [2, -1, -1, -1]),
+    (np.array([2**63 + 1, 2**63 + 2, 2**64 - 1, 3], dtype=np.uint64),
+     [2**63 + 1, 2**63, 2**64 - 1, 3], [1, -1, 3, 0]),
+    # int64 ids looked up with uint64 ids beyond int64 and with floats
+    (np.array([-5, BIG, BIG + 1], dtype=np.int64),
+     np.array([BIG + 1, 2**63 + BIG + 1], dtype=np.uint64), [2, -1]),
+    (np.array([-5, BIG, BIG + 1], dtype=np.int64),
+     np.array([-5.0, 2.0**62, 2.5, np.inf, 2.0**63]), [0, 1, -1, -1, -1]),
+    # float ids looked up with integers that float64 cannot hold exactly
+    (np.array([1.5, 2.0**53]), np.array([2**53, 2**53 + 1], dtype=np.int64), [1, -1]),
+    # strings of other widths; numbers in an object array of strings match nothing
+    (np.array(["a", "bb"]), np.array(["bb", "bbb", "a"]), [1, -1, 0]),
+    (np.array(["a", "bb"]), np.array(["a", 1, None], dtype=object), [0, -1, -1]),
+    # longer strings in an object array are not cut to the vocabulary's width
+    (np.array(["abc", "x"]), np.array(["abcd", "x", 5], dtype=object), [-1, 1, -1]),
+    # mixed object ids (ints beyond 64 bits, strings): numbers first, then strings
+    (np.array([2**70, "b", 1, "a"], dtype=object),
+     np.array(["a", 2**70, 1, "zz", 2**70 + 1, [1]], dtype=object), [2, 1, 0, -1, -1, -1]),
+    # a list mixing them is not turned into strings by numpy ([1, "a"] -> ["1", "a"])
+    (np.array([1, "a"], dtype=object), [1, "a", "1"], [0, 1, -1]),
+])
+def test_ids_are_matched_exactly_whatever_their_dtype(vocab, query, expected):
+    enc = _encoder(vocab)
+    got = enc.transform_items(query, handle_unknown="ignore")
+    assert got.tolist() == expected
+    found = got >= 0
+    query_list = list(np.asarray(query, dtype=object).tolist())
+    back = enc.inverse_transform_items(got[found]).tolist()
+    assert back == [q for q, f in zip(query_list, found) if f]
+
+
+def test_log_columns_of_large_integers_keep_their_exact_values():
+    # a dict of lists: np.asarray would round 2**63 + 1 to a float
+    log = {"user": [2**63 + 1, 2**63 + 2, 7], "item": [2**63 + 3, 2**63 + 4, 2**63 + 3]}
+    enc = InteractionEncoder()
+    X = enc.fit_transform(log)
+    assert enc.users_.dtype == np.uint64 and enc.items_.dtype == np.uint64
+    assert enc.users_.tolist() == [7, 2**63 + 1, 2**63 + 2]
+    assert enc.items_.tolist() == [2**63 + 3, 2**63 + 4]
+    np.testing.assert_array_equal(X.toarray(), [[1, 0], [1, 0], [0, 1]])
+    assert enc.transform_users([2**63 + 2]).tolist() == [2]
+    # a list of ints and strings stays ints and strings
+    enc = InteractionEncoder().fit({"user": [1, 2], "item": [1, "1"]})
+    assert enc.items_.tolist() == [1, "1"] and enc.n_items_ == 2
+    # object columns of numpy scalars of both signs: exact Python ints
+    mixed = np.array([np.int64(-1), np.uint64(2**64 - 1), np.int64(-1)], dtype=object)
+    enc = InteractionEncoder().fit({"user": mixed, "item": [1, 2, 3]})
+    assert enc.users_.tolist() == [-1, 2**64 - 1]
+    assert enc.transform_users(np.array([2**64 - 1], dtype=np.uint64)).tolist() == [1]
+
+
+def test_mixed_type_ids_are_encoded_and_served():
+    from skrec import EASERecommender
+
+    items = np.array(["sku-1", 42, "sku-2", 42, 2**70], dtype=object)
+    log = {"user": np.array(["u", "u", "v", "w", "w"]), "item": items}
+    enc = InteractionEncoder()
+    X = enc.fit_transform(log)
+    assert enc.items_.tolist() == [42, 2**70, "sku-1", "sku-2"]
+    model = EASERecommender(l2=1.0).fit(X)
+    recs = enc.recommend(model, log, users=["u"], k=2, as_frame=False)
+    assert set(recs["item"].tolist()) <= {2**70, "sku-2"}
+    bad = np.empty(2, dtype=object)
+    bad[:] = [[1], "a"]  # a list is no id
+    with pytest.raises(ValueError, match="could not be sorted"):
+        InteractionEncoder().fit({"user": [1, 2], "item": bad})
+    with pytest.raises(ValueError, match="got an unhashable list"):
+        enc.transform(log, users=bad)
+
+
+def test_the_dtype_error_names_each_side_with_its_dtype():
+    from skrec import EASERecommender
+
+    log = {"user": np.array([1, 1, 2]), "item": np.array([1, 2, 3])}
+    enc = InteractionEncoder()
+    model = EASERecommender(l2=1.0).fit(enc.fit_transform(log))
+    with pytest.raises(ValueError, match=r"log's user ids \(column 'user'\) \(dtype int64\) "
+                                         r"cannot be compared with the ids given in users= "
+                                         r"\(dtype <U"):
+        enc.recommend(model, log, users=["a"])
+    with pytest.raises(ValueError, match=r"item ids \(dtype <U1\) cannot be compared with the "
+                                         r"item ids seen at fit time \(dtype int64\)"):
+        enc.transform_items(["x"])
+    with pytest.raises(ValueError, match=r"log's user ids \(column 'user'\) \(dtype <U1\) "
+                                         r"cannot be compared with the user ids seen at fit time "
+                                         r"\(dtype int64\)"):
+        enc.transform({"user": np.array(["a"]), "item": np.array([1])})
+
+
+# -- a time column that was not named ----------------------------------------------------------
+
+
+def test_an_unnamed_time_column_warns_and_says_whether_rows_follow_it():
+    log = {  # user 1's rows are out of time order, user 2's are in order
+        "user": np.array([1, 1, 2, 2]),
+        "item": np.array([10, 20, 30, 40]),
+        "timestamp": np.array([9, 3, 1, 2]),
+    }
+    with pytest.warns(UserWarning, match=r"column 'timestamp' that looks like event times \(by "
+                                         r"its name\).*for 1 of 2 user\(s\) the rows are not in "
+                                         r"'timestamp' order.*time_col='timestamp'") as rec:
+        X = InteractionEncoder().fit_transform(log)
+    assert rec[0].filename == __file__  # points at the caller's line
+    np.testing.assert_array_equal(X.toarray()[0], [1, 2, 0, 0])  # still row order, as documented
+    sorted_log = {**log, "timestamp": np.array([1, 3, 1, 2])}
+    with pytest.warns(UserWarning, match="the rows are in 'timestamp' order here"):
+        InteractionEncoder().fit(sorted_log)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        InteractionEncoder(time_col="timestamp").fit(log)  # named: no warning
+        InteractionEncoder(values="ones").fit(log)  # order does not matter
+        InteractionEncoder().fit({"user": [1, 2], "item": [3, 4], "rating": [5, 1],
+                                  "title": ["a", "b"], "category": [1, 1]})
+
+
+@pytest.mark.parametrize("name", ["ts", "time", "event_time", "createdAt", "created_at",
+                                  "Date", "unix_timestamp", "watchTime"])
+def test_time_like_column_names(name):
+    with pytest.warns(UserWarning, match=f"column '{name}' that looks like event times"):
+        InteractionEncoder().fit({"user": [1, 1], "item": [1, 2], name: [2, 1]})
+
+
+def test_a_datetime_column_warns_whatever_its_name():
+    pd = pytest.importorskip("pandas")
+    log = pd.DataFrame({"user": ["a", "a"], "item": [1, 2],
+                        "logged": pd.to_datetime(["2024-01-02", "2024-01-01"], utc=True)})
+    with pytest.warns(UserWarning, match=r"'logged' that looks like event times \(dtype "
+                                         r"datetime64.*for 1 of 1 user"):
+        InteractionEncoder().fit(log)

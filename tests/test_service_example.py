@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import importlib.util
 import io
@@ -68,6 +69,38 @@ def _raw(port, data: bytes) -> int:
         sock.sendall(data)
         head = sock.recv(4096)
     return int(head.split(b" ", 2)[1])
+
+
+def _answer(port, data: bytes, source: str = "127.0.0.1", method: str = "GET"):
+    """Send raw bytes from ``source``; return (status, headers, body bytes) of the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10,
+                                  source_address=(source, 0)) as sock:
+        sock.sendall(data)
+        resp = http.client.HTTPResponse(sock, method=method)
+        resp.begin()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+
+
+@contextlib.contextmanager
+def _serving(example, service, **kwargs):
+    server = example.make_server(service, port=0, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _second_loopback_address() -> str:
+    """127.0.0.2 (another client address on the loopback interface), or skip."""
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.2", 0))
+    except OSError:
+        pytest.skip("127.0.0.2 is not a loopback address here")
+    return "127.0.0.2"
 
 
 def test_answers_match_the_model(served):
@@ -183,3 +216,158 @@ def test_service_rejects_an_encoder_of_another_catalogue(example):
     with pytest.raises(ValueError, match="not saved together"):
         example.RecommendationService(model, encoder)
     assert example.RecommendationService(model).max_history == 10  # a set model: n_items
+
+
+# ---------------------------------------------------------------- every method, in JSON
+@pytest.mark.parametrize("path", ["/recommend", "/health"])
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "TRACE", "PUT", "DELETE", "PATCH",
+                                    "CONNECT", "PROPFIND", "BREW", "get"])
+def test_every_method_it_does_not_serve_gets_a_json_405(served, method, path):
+    _, _, port = served
+    status, headers, body = _answer(port, f"{method} {path} HTTP/1.1\r\nHost: x\r\n"
+                                          f"Content-Length: 2\r\n\r\n{{}}".encode(),
+                                    method=method)
+    assert status == 405 and headers["content-type"] == "application/json"
+    assert headers["allow"] == "GET, POST" and headers["connection"] == "close"
+    if method == "HEAD":  # headers only, as HTTP wants
+        assert body == b"" and int(headers["content-length"]) > 0
+    else:
+        answer = json.loads(body)
+        assert answer["status"] == 405 and method in answer["error"]
+    assert _post(port, {"items": [1]})[0] == 200
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"GARBAGE\r\n\r\n", 400),
+    (b"GET /health HTTP/1.x\r\n\r\n", 400),
+    (b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n", 414),
+    (b"GET /health HTTP/1.1\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", 431),
+])
+def test_errors_found_by_http_server_are_answered_in_json(served, raw, status):
+    _, _, port = served
+    got, headers, body = _answer(port, raw)
+    assert got == status and headers["content-type"] == "application/json"
+    assert json.loads(body)["status"] == status
+
+
+# ---------------------------------------------------------------- ids matched exactly
+def test_item_ids_are_matched_exactly_whatever_their_dtype(example, served):
+    model, _, _ = served
+    ids = np.arange(25, dtype=np.uint64) + np.uint64(2**63)  # beyond int64
+    encoder = InteractionEncoder().fit({"user": np.zeros(25, dtype=np.int64), "item": ids})
+    service = example.RecommendationService(model, encoder)
+    with _serving(example, service) as port:
+        status, answer = _post(port, {"item_ids": [2**63 + 3, 2**63 + 7], "k": 3})
+        assert status == 200
+        assert answer["item_ids"] == [2**63 + i for i in answer["items"]]
+        assert answer == _post(port, {"items": [3, 7], "k": 3})[1]
+        for bad in ([-1], [2**63 - 1], [2**64 + 3], [3], ["9223372036854775811"]):
+            status, answer = _post(port, {"item_ids": bad})
+            assert status == 400 and "unknown item ids" in answer["error"], bad
+        assert _post(port, {"items": [-1]})[0] == 400
+
+
+# ---------------------------------------------------------------- slow and numerous clients
+def test_a_slow_client_gets_a_408_when_its_request_deadline_passes(example, served):
+    _, service, _ = served
+    with _serving(example, service, request_timeout=0.6) as port:
+        for opening in (b"POST /recommend HTTP/1.1\r\nHost: x\r\nX-Slow: ",  # slow headers
+                        b"POST /recommend HTTP/1.1\r\nContent-Length: 50\r\n\r\n{"):  # slow body
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                t0 = time.monotonic()
+                sock.sendall(opening)
+                answer = b""
+                while time.monotonic() - t0 < 5:  # a byte every 0.2 s: each read is quick
+                    time.sleep(0.2)
+                    try:
+                        sock.sendall(b"a")
+                        sock.settimeout(0.01)
+                        answer = sock.recv(4096)
+                    except TimeoutError:
+                        continue
+                    except OSError:
+                        break
+                    finally:
+                        sock.settimeout(5)
+                    break
+                held = time.monotonic() - t0
+            assert held < 2.0, held  # the deadline, not the last read, ended it
+            assert answer.startswith(b"HTTP/1.1 408") and b'"status": 408' in answer
+        # an idle connection is closed without an answer; a busy keep-alive one is not
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            t0 = time.monotonic()
+            assert sock.recv(100) == b"" and time.monotonic() - t0 < 2.0
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for _ in range(3):  # 3 x 0.4 s on one connection: the deadline is per request
+            conn.request("POST", "/recommend", body=b'{"items": [1]}')
+            assert conn.getresponse().read() and time.sleep(0.4) is None
+        conn.close()
+
+
+def test_one_address_cannot_take_more_than_its_share(example, served):
+    _, service, _ = served
+    other = _second_loopback_address()
+    with _serving(example, service, max_connections=8, max_per_client=2) as port:
+        held = [socket.create_connection(("127.0.0.1", port), timeout=5,
+                                         source_address=(other, 0)) for _ in range(2)]
+        time.sleep(0.2)
+        status, headers, body = _answer(port, b"GET /health HTTP/1.1\r\n\r\n", source=other)
+        assert status == 429 and json.loads(body)["status"] == 429
+        assert headers["content-type"] == "application/json"
+        assert _post(port, {"items": [1]})[0] == 200  # other addresses are served
+        for sock in held:
+            sock.close()
+        deadline = time.monotonic() + 5
+        while _answer(port, b"GET /health HTTP/1.1\r\n\r\n", source=other)[0] != 200:
+            assert time.monotonic() < deadline, "the address's slots were not released"
+            time.sleep(0.05)
+
+
+def test_valid_requests_are_served_while_slow_clients_hold_connections(example, served):
+    """A small version of benchmarks/service.py's slow-client run."""
+    model, service, _ = served
+    other = _second_loopback_address()
+    with _serving(example, service, max_connections=12, max_per_client=4,
+                  request_timeout=1.0) as port:
+        slow = []
+        for _ in range(10):  # one address, 10 slow clients: 4 held, the rest refused
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5,
+                                            source_address=(other, 0))
+            sock.sendall(b"POST /recommend HTTP/1.1\r\nX-Slow: ")
+            slow.append(sock)
+        try:
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 1.5:  # across the slow clients' deadline
+                status, answer = _post(port, {"items": [3, 7], "k": 2})
+                assert status == 200 and len(answer["items"]) == 2
+                time.sleep(0.05)
+            answers = []
+            for sock in slow:
+                sock.settimeout(2)
+                answers.append(sock.recv(4096)[:12])
+            assert sorted(answers).count(b"HTTP/1.1 429") == 6
+            assert sorted(answers).count(b"HTTP/1.1 408") == 4
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+# ---------------------------------------------------------------- a model and encoder in one file
+def test_a_bundle_file_is_served_and_checked(example, served, tmp_path):
+    model, service, _ = served
+    path = tmp_path / "service.skrec"
+    skrec.save({"model": model, "encoder": service.encoder}, path)
+    bundled = example.load_service(path)
+    assert bundled.info()["original_ids"] is True
+    request = {"item_ids": ["m03", "m07"], "k": 4}
+    assert bundled.recommend(request) == service.recommend(request)
+    skrec.save({"model": model}, path)
+    assert example.load_service(path).info()["original_ids"] is False
+    skrec.save({"model": model, "encoder": service.encoder}, path)
+    skrec.save(service.encoder, tmp_path / "encoder.skrec")
+    with pytest.raises(ValueError, match="holds its encoder already"):
+        example.load_service(path, tmp_path / "encoder.skrec")
+    skrec.save({"model": model, "extra": service.encoder}, path)
+    with pytest.raises(ValueError, match=r"holds 'model' and optionally 'encoder'; this one "
+                                         r"holds \['extra', 'model'\]"):
+        example.load_service(path)
