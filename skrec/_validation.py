@@ -324,11 +324,40 @@ def check_targets(y, *, n_rows: int, n_items: int, name: str = "y") -> sp.csr_ma
     return out
 
 
-def check_k(k, name: str = "k") -> int:
-    """Validate a cut-off ``k`` (a positive integer) and return it as ``int``."""
+def check_k(k, name: str = "k", *, limit: int | None = None) -> int:
+    """Validate a cut-off ``k`` (a positive integer); return it, clamped to ``limit``.
+
+    The one rule for the width of every ranked list skrec returns: a list over a catalogue of
+    ``n_items`` items holds at most ``n_items`` distinct items, so the width is
+    ``min(k, n_items)``. Call it with ``limit=n_items`` **before** allocating anything of
+    width ``k``: ``k=10**9`` must not allocate ``n_users x 10**9`` cells to clamp afterwards.
+    Within that width, lists with fewer candidates (seen items filtered, ``items=``
+    restrictions) are still padded with ``-1``.
+
+    Parameters
+    ----------
+    k : int
+        The requested number of items.
+    name : str, default="k"
+        Name used in the error message.
+    limit : int, default=None
+        The catalogue size (``n_features_in_``, or the number of items of a session or
+        graph); ``None`` returns ``k`` unclamped (metrics, whose denominators use ``k``).
+
+    Returns
+    -------
+    k : int
+        ``min(k, limit)``, or ``k`` when ``limit`` is ``None``.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive integer (``0``, ``-1``, ``2.5``, ``"3"``, ``True``, ...).
+    """
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"{name} must be a positive integer; got {k!r}.")
-    return int(k)
+    k = int(k)
+    return k if limit is None else min(k, int(limit))
 
 
 def check_user_features(features, *, n_users: int, n_features: int | None = None,

@@ -116,7 +116,9 @@ def rank_top_k(
     X : scipy.sparse.csr_matrix of shape (n_rows, n_items)
         The same users' interactions (seen items, and which rows are cold).
     k : int
-        Number of items to return per user.
+        Number of items to return per user: clamp it first with
+        ``check_k(k, limit=n_items)`` (the caller allocates its ``(n_rows, k)`` output;
+        columns beyond the catalogue would only ever hold padding).
     filter_seen : bool, default=True
         Exclude items the user already interacted with.
     candidates : torch.Tensor of shape (n_items,), dtype bool, default=None
@@ -348,7 +350,8 @@ default=None
             The users' interactions (fold-in: any users, seen at fit time or not).
             Users with an empty row get the most popular items.
         k : int, default=10
-            Number of items per user.
+            Number of items per user; more than the catalogue holds gives the whole
+            catalogue (the width is ``min(k, n_items)``).
         filter_seen : bool, default=True
             Exclude the items in each user's row.
         items : array-like of int or bool mask, default=None
@@ -381,7 +384,8 @@ default=None
         skrec.preprocessing.InteractionEncoder.recommend : The same from an event log, as a
             DataFrame of original user and item ids.
         """
-        k = check_k(k)
+        check_is_fitted(self)
+        k = check_k(k, limit=self.n_features_in_)  # clamp before allocating (n_users, k)
         batch_size = check_batch_size(batch_size)
         X = self._validate_X(X)
         U = self._check_user_features(user_features, X.shape[0])
@@ -487,7 +491,7 @@ default=None
             :meth:`skrec.preprocessing.InteractionEncoder.similar_items`, or map them first
             with :meth:`~skrec.preprocessing.InteractionEncoder.transform_items`.
         k : int, default=10
-            Number of similar items per query item.
+            Number of similar items per query item (the width is ``min(k, n_items)``).
         filter_self : bool, default=True
             Leave each query item out of its own list.
         items : array-like of int or bool mask, default=None
@@ -498,10 +502,10 @@ default=None
 
         Returns
         -------
-        ids : ndarray of shape (n_queries, k), dtype int64
-            Item indices, most similar first, padded with ``-1`` when fewer than ``k``
-            candidates remain. 1-D of shape ``(k,)`` when ``item_ids`` is a single index.
-        scores : ndarray of shape (n_queries, k), dtype float32
+        ids : ndarray of shape (n_queries, min(k, n_items)), dtype int64
+            Item indices, most similar first, padded with ``-1`` when fewer candidates
+            remain. 1-D when ``item_ids`` is a single index.
+        scores : ndarray of shape (n_queries, min(k, n_items)), dtype float32
             Their similarities (``-inf`` for padding); same shape as ``ids``.
 
         Raises
@@ -520,7 +524,7 @@ default=None
         ((2, 5), True)
         """
         check_is_fitted(self)
-        k = check_k(k)
+        k = check_k(k, limit=self.n_features_in_)  # clamp before allocating (n_queries, k)
         batch_size = check_batch_size(batch_size)
         query, scalar = self._item_indices(item_ids)
         candidates = self._candidate_mask(items)
@@ -551,7 +555,7 @@ default=None
         X : {array-like, sparse matrix} of shape (n_users, n_items)
             The users' interactions (fold-in).
         k : int, default=10
-            Number of items per user.
+            Number of items per user (the width is ``min(k, n_items)``).
         filter_seen : bool, default=True
             Exclude the items in each user's row.
         user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
@@ -560,8 +564,8 @@ default=None
 
         Returns
         -------
-        ids : ndarray of shape (n_users, k), dtype int64
-            Item indices, padded with ``-1`` when fewer than ``k`` candidates remain.
+        ids : ndarray of shape (n_users, min(k, n_items)), dtype int64
+            Item indices, padded with ``-1`` when fewer candidates remain.
         """
         return self.recommend(X, k, filter_seen=filter_seen, user_features=user_features)[0]
 

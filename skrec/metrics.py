@@ -173,7 +173,8 @@ _DOC_PARAMS = """
         Ranked item indices, best first, padded with -1. Only the first ``k`` columns are used;
         missing positions and -1 count as misses; a repeated item counts once (first occurrence).
     k : int, default=10
-        Cut-off.
+        Cut-off. Any positive integer: nothing of size ``k`` is allocated, so a cut-off beyond
+        the catalogue (``k=10**9``) costs no more than the catalogue size.
     average : bool, default=True
         If True, return the mean over users that have at least one relevant item. If False,
         return the per-user values, with NaN for users without relevant items.
@@ -211,9 +212,12 @@ def ndcg_at_k(y_true, y_pred, k: int = 10, *, average: bool = True) -> float | n
     ``min(k, |relevant|)`` relevant items first.
     """
     hits, n_rel, k = _prepare(y_true, y_pred, k)
-    discount = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+    # Discounts of the positions that can matter: the ranked ones and, for the ideal DCG,
+    # min(k, |relevant|) ones; never k of them (k may be huge: "ndcg@99999999999").
+    depth = min(k, max(hits.shape[1], int(n_rel.max(initial=0))))
+    discount = 1.0 / np.log2(np.arange(2, depth + 2, dtype=np.float64))
     dcg = hits @ discount[: hits.shape[1]] if hits.shape[1] else np.zeros(hits.shape[0])
-    ideal = np.concatenate(([0.0], np.cumsum(discount)))[np.minimum(n_rel, k)]
+    ideal = np.concatenate(([0.0], np.cumsum(discount)))[np.minimum(n_rel, depth)]
     with np.errstate(divide="ignore", invalid="ignore"):
         per_user = dcg / ideal
     return _finish(per_user, n_rel, average, "ndcg_at_k")

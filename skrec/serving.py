@@ -71,7 +71,7 @@ class ScoringGraph(nn.Module):
         check_is_fitted(estimator, "module_")
         self.module = copy.deepcopy(estimator.module_).to("cpu").float().eval()
         self.n_items = int(estimator.n_features_in_)
-        self.k = None if k is None else min(check_k(k), self.n_items)
+        self.k = None if k is None else check_k(k, limit=self.n_items)
         self.max_history = estimator._history_limit()
         # Recurrent encoders export with the full history length only (torch.export fixes
         # an RNN's sequence length): graph_inputs pads to it.

@@ -433,6 +433,25 @@ def test_popularity_ties_broken_by_index():
     np.testing.assert_array_equal(est.predict(np.zeros((1, 4)), k=4), [[0, 1, 2, 3]])
 
 
+def test_k_is_clamped_to_the_catalogue_before_any_allocation(fitted_ease, split):
+    """A huge k gives the whole catalogue (min(k, n_items) columns) and allocates nothing of
+    width k: 10**12 columns of int64 could not be allocated at all."""
+    X, y = split
+    n_items = X.shape[1]
+    ids, scores = fitted_ease.recommend(X[:5], k=10**12)
+    assert ids.shape == scores.shape == (5, n_items)
+    np.testing.assert_array_equal(ids, fitted_ease.recommend(X[:5], k=n_items)[0])
+    assert fitted_ease.predict(X[:5], k=np.int64(2**62)).shape == (5, n_items)
+    sim, sim_scores = fitted_ease.similar_items([0, 1], k=10**12)
+    assert sim.shape == sim_scores.shape == (2, n_items)
+    assert fitted_ease.similar_items(3, k=10**12)[0].shape == (n_items,)
+    assert fitted_ease.score(X, y, k=10**12) == pytest.approx(
+        fitted_ease.score(X, y, k=n_items))
+    # within the catalogue, padding still marks the candidates that ran out
+    ids, scores = fitted_ease.recommend(X[:5], k=10**12, items=[0, 1, 2], filter_seen=False)
+    assert ids.shape == (5, n_items) and (ids[:, 3:] == -1).all()
+
+
 def test_predict_scores(fitted_ease, split):
     X, _ = split
     X_cold = _with_cold_rows(X, rows=(2,))
