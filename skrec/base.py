@@ -42,7 +42,7 @@ from ._validation import (
     warn_if_not_ordered,
 )
 
-__all__ = ["BaseRecommender", "mask_scores", "rank_top_k"]
+__all__ = ["BaseRecommender", "mask_scores", "popularity_scores", "rank_top_k"]
 
 #: Upper bound on the number of score cells materialised at once by the ranking path.
 _MAX_SCORE_CELLS = 1 << 24
@@ -154,6 +154,46 @@ def interaction_counts(X: sp.csr_matrix, y: sp.csr_matrix | None = None) -> np.n
     if y is not None:
         counts += np.bincount(y.indices, minlength=X.shape[1])
     return counts
+
+
+def popularity_scores(counts: np.ndarray) -> np.ndarray:
+    """Each item's share of the interactions, made strictly decreasing in popularity order.
+
+    The scores of users with an empty row (see :meth:`BaseRecommender._cold_scores`) and of
+    :class:`~skrec.baselines.PopularityRecommender`: ``counts / counts.sum()`` in float32,
+    with ties broken towards the **lower item index** by lowering each later tied item by one
+    float32 step (one unit in the last place) below the item before it. Every ranking path
+    (``torch.topk`` in :func:`rank_top_k`, the exported scoring graph, sessions) then ranks
+    popular items in one deterministic order, the order of a stable sort by decreasing count,
+    without a tie-break of its own; each score differs from the exact share by at most as
+    many float32 steps as there are items tied with it or just above it.
+
+    Parameters
+    ----------
+    counts : ndarray of shape (n_items,)
+        Interactions per item (``item_popularity_``).
+
+    Returns
+    -------
+    scores : ndarray of shape (n_items,), dtype float32
+        Strictly decreasing along ``np.argsort(-counts, kind="stable")``; they sum to about 1
+        (all about 0 when ``counts`` holds no interaction). Items without interactions score
+        0 or just below it (-1e-45, -3e-45, ...: tiny negative numbers that keep the order).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    n = counts.size
+    total = counts.sum()
+    share = counts / total if total > 0 else np.zeros(n)
+    order = np.argsort(-counts, kind="stable")
+    # float32 bit patterns as integers order non-negative floats; a running minimum of
+    # (key + position) makes them strictly decreasing by one step where tied.
+    key = share[order].astype(np.float32).view(np.int32).astype(np.int64)
+    position = np.arange(n, dtype=np.int64)
+    key = np.minimum.accumulate(key + position) - position
+    magnitude = np.abs(key).astype(np.int32).view(np.float32)
+    scores = np.empty(n, dtype=np.float32)
+    scores[order] = np.where(key < 0, -magnitude, magnitude)
+    return scores
 
 
 def _has_item_similarity(est) -> bool:
@@ -298,16 +338,16 @@ default=None
 
     # ------------------------------------------------------------------ ranking
     def _cold_scores(self, user_features=None) -> torch.Tensor | None:
-        """Scores for users with an empty row: ``n_items - popularity rank`` (ties by index).
+        """Scores for users with an empty row: each item's share of the training interactions.
 
+        ``item_popularity_ / item_popularity_.sum()`` (0.05: 5 % of the interactions), ties
+        broken towards the lower item index by a float32 step (see
+        :func:`popularity_scores`), so that every ranking path orders them the same way.
         ``None`` when ``user_features`` are given: the model scores such users from them.
         """
         if user_features is not None:
             return None
-        order = np.argsort(-self.item_popularity_, kind="stable")
-        scores = np.empty(order.size, dtype=np.float32)
-        scores[order] = np.arange(order.size, 0, -1, dtype=np.float32)
-        return torch.from_numpy(scores)
+        return torch.from_numpy(popularity_scores(self.item_popularity_))
 
     #: Cap on users scored at once (models with per-user activations set it).
     _max_inference_batch: int | None = None
@@ -368,10 +408,13 @@ default=None
 
         Returns
         -------
-        ids : ndarray of shape (n_users, k), dtype int64
-            Item indices, best first, padded with ``-1`` when fewer than ``k`` candidates.
-        scores : ndarray of shape (n_users, k), dtype float32
-            Their scores (``-inf`` for padding).
+        ids : ndarray of shape (n_users, min(k, n_items)), dtype int64
+            Item indices, best first, padded with ``-1`` when fewer candidates remain (seen
+            items filtered, ``items`` restricted).
+        scores : ndarray of shape (n_users, min(k, n_items)), dtype float32
+            Their scores (``-inf`` for padding). Users with an empty row (and no user
+            features) get each item's share of the training interactions (see
+            :meth:`_cold_scores`).
 
         Raises
         ------

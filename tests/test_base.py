@@ -433,6 +433,26 @@ def test_popularity_ties_broken_by_index():
     np.testing.assert_array_equal(est.predict(np.zeros((1, 4)), k=4), [[0, 1, 2, 3]])
 
 
+def test_cold_scores_are_popularity_shares_in_a_tie_free_order():
+    """Cold users get each item's share of the training interactions, not rank numbers,
+    and the ranking order stays a stable sort by decreasing count (ties: lower index)."""
+    rng = np.random.default_rng(0)
+    dense = (rng.random((200, 40)) < 0.05) * 1.0  # many tied counts
+    dense[:, 7] = 0.0  # and an item nobody interacted with
+    X = sp.csr_matrix(dense)
+    for Est in ESTIMATORS:
+        est = Est().fit(X)
+        counts = est.item_popularity_
+        ids, scores = est.recommend(sp.csr_matrix((2, 40)), k=40)
+        np.testing.assert_array_equal(ids[0], np.argsort(-counts, kind="stable"))
+        np.testing.assert_array_equal(ids[1], ids[0])
+        share = (counts / counts.sum())[ids[0]]
+        assert np.all(np.diff(scores[0]) < 0)  # strictly decreasing: no tie left to topk
+        np.testing.assert_allclose(scores[0], share, rtol=1e-5, atol=1e-40)
+        assert scores[0].sum() == pytest.approx(1.0, abs=1e-5)
+        assert scores[0][ids[0] == 7] <= 0.0  # an item nobody interacted with
+
+
 def test_k_is_clamped_to_the_catalogue_before_any_allocation(fitted_ease, split):
     """A huge k gives the whole catalogue (min(k, n_items) columns) and allocates nothing of
     width k: 10**12 columns of int64 could not be allocated at all."""
