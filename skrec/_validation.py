@@ -34,6 +34,7 @@ __all__ = [
     "check_k",
     "check_targets",
     "check_user_features",
+    "feature_scale_hint",
     "reject_tables",
     "warn_if_not_ordered",
 ]
@@ -405,6 +406,16 @@ def check_item_features(features, *, n_items: int | None = None,
     features : scipy.sparse.csr_matrix or ndarray, dtype float32
         Sparse input stays sparse (canonical CSR: sorted indices, no duplicates, no stored
         zeros); anything else becomes a dense C-contiguous array.
+
+    Raises
+    ------
+    ValueError
+        If the values are NaN or infinite, beyond float32's range (``|x| > 3.4e38``: they
+        would become infinite), or so large that training overflows (``|x| > 1.8e19``, whose
+        squares exceed float32's range), with the advice to scale them; or if the shape does
+        not match ``n_items``/``n_features``.
+    TypeError
+        If they hold text, categories or other objects, not numbers.
     """
     if hasattr(features, "columns") and hasattr(features, "dtypes"):  # a pandas DataFrame
         try:
@@ -419,6 +430,8 @@ def check_item_features(features, *, n_items: int | None = None,
                 or np.issubdtype(features.dtype, np.integer)
                 or features.dtype == bool):
             raise _fail_dtype(name, features.dtype)
+        _check_feature_range(features.data if features.format in ("csr", "csc", "coo", "bsr")
+                             else features.tocoo().data, name)
         out = sp.csr_matrix(features, dtype=np.float32, copy=True)
         out.sum_duplicates()
         out.eliminate_zeros()
@@ -438,6 +451,7 @@ def check_item_features(features, *, n_items: int | None = None,
             raise _fail_dtype(name, arr.dtype)
         if arr.ndim != 2:
             raise _fail(name, f"must be 2-D (n_{_rows_of}, n_features); got shape {arr.shape}.")
+        _check_feature_range(arr, name)
         out = np.array(arr, dtype=np.float32, order="C", copy=True)
         values = out
     if not np.isfinite(values).all():
@@ -454,6 +468,71 @@ def check_item_features(features, *, n_items: int | None = None,
     if n_features is not None and cols != n_features:
         raise _fail(name, f"has {cols} columns; the model was fitted with {n_features}.")
     return out
+
+
+#: Largest float32 value; a feature beyond it becomes inf.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Largest magnitude whose square stays a float32: features above it overflow in training
+#: (norms, variances, the optimizer's second moments square them).
+FEATURE_MAX = float(np.sqrt(_FLOAT32_MAX))
+
+
+def _check_feature_range(values, name: str) -> None:
+    """NaN/inf, values beyond float32, and values whose squares overflow it: ValueErrors that
+    say which, on the values as given (before the float32 copy turns 1e39 into inf)."""
+    if values is None or np.size(values) == 0:
+        return
+    values = np.asarray(values)
+    if values.dtype == bool or np.issubdtype(values.dtype, np.integer):
+        largest = float(max(abs(int(values.max())), abs(int(values.min()))))
+    else:
+        if not np.isfinite(values).all():
+            raise _fail(name, "contains NaN or infinite values.")
+        largest = float(max(abs(float(values.max())), abs(float(values.min()))))
+    scale = ("Scale the features to about unit size, e.g. with sklearn.preprocessing."
+             "StandardScaler (dense) or MaxAbsScaler (sparse), or a log transform for counts.")
+    if largest > _FLOAT32_MAX:
+        raise _fail(name, f"holds values up to {largest:.3g}, beyond float32's range "
+                          f"(+-{_FLOAT32_MAX:.3g}), in which skrec's models compute: they would "
+                          f"become infinite. {scale}")
+    if largest > FEATURE_MAX:
+        raise _fail(name, f"holds values up to {largest:.3g}: so large that training "
+                          f"overflows float32 (their squares exceed {_FLOAT32_MAX:.3g}), in "
+                          f"any precision. {scale}")
+
+
+def feature_scale_hint(features, name: str) -> str:
+    """A sentence about badly scaled side features, for the message of a diverging fit.
+
+    Side features of magnitude 100 and more (raw counts, prices, timestamps) make the
+    models' first layer produce huge activations: the autoencoders' training loss becomes
+    inf or NaN with features of a few hundred. The trainer appends this hint to its
+    ``FloatingPointError`` instead of blaming the precision.
+
+    Parameters
+    ----------
+    features : {ndarray, sparse matrix} or None
+        Validated features (as :func:`check_item_features` returns them).
+    name : str
+        Their name in the message (``"item_features"``, ``"user_features"``).
+
+    Returns
+    -------
+    hint : str
+        ``""`` when ``features`` is ``None`` or its largest magnitude is below 100, else a
+        sentence naming the largest value and how to scale them.
+    """
+    if features is None:
+        return ""
+    values = features.data if sp.issparse(features) else np.asarray(features)
+    if values.size == 0:
+        return ""
+    largest = float(np.abs(values).max())
+    if not largest >= 100.0:
+        return ""
+    return (f" {name} holds values up to {largest:.3g}, the likely cause: features that "
+            "large make the first layer's activations overflow. Scale them to about unit size "
+            "(e.g. sklearn's StandardScaler, or MaxAbsScaler for sparse ones).")
 
 
 def check_batch_size(batch_size, name: str = "batch_size") -> int | None:
