@@ -196,6 +196,34 @@ def popularity_scores(counts: np.ndarray) -> np.ndarray:
     return scores
 
 
+def holdout_targets(X: sp.csr_matrix, y, *, n_items: int):
+    """``(X, y)`` to score: ``y`` validated, or, when it is ``None``, each user's latest
+    interaction held out of ``X`` (leave-last-out), as :meth:`BaseRecommender.score` and
+    :class:`~skrec.metrics.RecScorer` do without targets (``GridSearchCV(...).fit(X)``).
+
+    Parameters
+    ----------
+    X : scipy.sparse.csr_matrix of shape (n_users, n_items)
+        Validated interactions.
+    y : {sparse matrix, array-like} or None
+        Held-out items of the same users, or ``None``.
+    n_items : int
+        The catalogue size.
+
+    Returns
+    -------
+    X : scipy.sparse.csr_matrix
+        The input of ``predict`` (without the held-out items when ``y`` was ``None``).
+    y : scipy.sparse.csr_matrix
+        The held-out items.
+    """
+    if y is None:
+        from .model_selection import leave_last_out_split
+
+        return leave_last_out_split(X)
+    return X, check_targets(y, n_rows=X.shape[0], n_items=n_items)
+
+
 def _has_item_similarity(est) -> bool:
     """Whether ``est`` defines an item-item similarity (the condition of ``similar_items``)."""
     cls = type(est)
@@ -646,15 +674,21 @@ default=None
                 out[rows] = s.cpu().numpy()
         return out
 
-    def score(self, X, y, k: int = 10, *, user_features=None) -> float:
+    def score(self, X, y=None, k: int = 10, *, user_features=None) -> float:
         """NDCG@k of the recommendations from ``X`` against the held-out items ``y``.
 
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_users, n_items)
             The users' known interactions (already-seen items are not recommended).
-        y : {sparse matrix, array-like} of shape (n_users, n_items) or (n_users,)
+        y : {sparse matrix, array-like} of shape (n_users, n_items) or (n_users,), \
+default=None
             Held-out items: a matrix (values > 0 are relevant) or one item index per user.
+            ``None``: each user's latest interaction (largest value) is held out of their row
+            and predicted from the rest (:func:`~skrec.model_selection.leave_last_out_split`
+            inside), so ``GridSearchCV(rec, grid).fit(X)`` scores its held-out users without
+            a ``y``. On users the model was trained on, that item was seen in training: the
+            score is then optimistic; split first and pass ``y`` (see :ref:`evaluation`).
         k : int, default=10
             Cut-off.
         user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
@@ -664,12 +698,13 @@ default=None
         Returns
         -------
         ndcg : float
-            Mean NDCG@k over users with at least one held-out item.
+            Mean NDCG@k over users with at least one held-out item (NaN, with a warning, when
+            none has one: with ``y=None``, when no user has two interactions).
         """
         from .metrics import ndcg_at_k
 
         X = self._validate_X(X)
-        y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
+        X, y = holdout_targets(X, y, n_items=self.n_features_in_)
         return float(ndcg_at_k(y, self.predict(X, k, user_features=user_features), k=k))
 
     # ------------------------------------------------------------------ persistence

@@ -391,7 +391,7 @@ class RecScorer:
         """The metric function this scorer calls."""
         return _METRICS[self.metric] if isinstance(self.metric, str) else self.metric
 
-    def __call__(self, estimator, X, y, **kwargs) -> float:
+    def __call__(self, estimator, X, y=None, **kwargs) -> float:
         """Score ``estimator``'s top-``k`` predictions for ``X`` against the held-out ``y``.
 
         Parameters
@@ -400,8 +400,10 @@ class RecScorer:
             A fitted recommender with a ``predict(X, k=...)`` method.
         X : {array-like, sparse matrix} of shape (n_users, n_items)
             The users' known interactions (input to ``predict``).
-        y : {sparse matrix, array-like}
-            The users' held-out items.
+        y : {sparse matrix, array-like}, default=None
+            The users' held-out items. ``None`` (``GridSearchCV(...).fit(X)`` without ``y``):
+            each user's latest interaction is held out of ``X`` and predicted from the rest,
+            as :meth:`skrec.base.BaseRecommender.score` does.
         **kwargs : dict
             ``user_features`` (when given) goes to ``predict``; the rest is ignored
             (accepted for compatibility with scikit-learn's scorer calls).
@@ -412,6 +414,10 @@ class RecScorer:
             The metric averaged over users with at least one held-out item.
         """
         users = kwargs.get("user_features")
+        if y is None and self.metric != "coverage":
+            from .model_selection import leave_last_out_split
+
+            X, y = leave_last_out_split(X)  # predict then checks its number of items
         y_pred = estimator.predict(X, k=self.k,
                                    **({} if users is None else {"user_features": users}))
         if self.metric == "coverage":

@@ -511,6 +511,39 @@ def test_score_with_1d_y(fitted_ease, split):
     assert 0.0 < s_1d <= 1.0
 
 
+def test_score_without_y_holds_out_each_users_latest_item(split, interactions):
+    est = EASERecommender(l2=50.0).fit(interactions[:200])
+    X_test = interactions[200:]
+    assert est.score(X_test) == pytest.approx(est.score(*leave_last_out_split(X_test)))
+    assert ndcg_scorer(est, X_test) == pytest.approx(est.score(X_test))
+
+
+@pytest.mark.parametrize("scoring", [None, "scorers"])
+def test_grid_search_without_y_scores_every_candidate(interactions, scoring):
+    """GridSearchCV(...).fit(X) without y: finite scores, the best candidate picked (it scored
+    NaN for all and silently kept the first)."""
+    import warnings
+
+    from sklearn.model_selection import KFold
+
+    from skrec.metrics import make_scorers
+
+    grid = {"l2": [1e6, 1e-2, 30.0]}
+    kw = {} if scoring is None else {"scoring": make_scorers(["ndcg@10", "recall@20"]),
+                                     "refit": "ndcg@10"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Scoring failed" warning
+        search = GridSearchCV(EASERecommender(), grid, cv=KFold(3), **kw).fit(interactions)
+    key = "mean_test_score" if scoring is None else "mean_test_ndcg@10"
+    scores = search.cv_results_[key]
+    assert np.isfinite(scores).all() and len(set(scores)) == 3
+    assert search.best_params_["l2"] == grid["l2"][int(np.argmax(scores))]
+    folds = list(KFold(3).split(interactions))
+    manual = np.mean([EASERecommender(l2=30.0).fit(interactions[tr]).score(interactions[te])
+                      for tr, te in folds])
+    assert scores[2] == pytest.approx(manual)
+
+
 def test_fit_with_y_trains_on_union(split):
     X, y = split
     a = EASERecommender(l2=20.0).fit(X, y)
