@@ -124,7 +124,7 @@ if neural:
     fig, axes = plt.subplots(1, len(neural), figsize=(5.5 * len(neural), 3.8), squeeze=False)
     for ax, name in zip(axes[0], neural):
         plot_history(models[name], metrics=("loss", "val_ndcg@10"), ax=ax)
-        ax.set_title(name, pad=25)  # the legend sits just above the axes
+        ax.set_title(name)  # placed above the legend, which sits above the axes
     plt.tight_layout()
     plt.show()
 
