@@ -232,6 +232,7 @@ def recall_at_k(y_true, y_pred, k: int = 10, *, average: bool = True) -> float |
     relevant items. (Classic recall divides by ``|relevant|``.)
     """
     hits, n_rel, k = _prepare(y_true, y_pred, k)
+    k = min(k, max(int(n_rel.max(initial=0)), 1))  # a k beyond int64 (2**63) stays exact
     with np.errstate(divide="ignore", invalid="ignore"):
         per_user = hits.sum(axis=1) / np.minimum(n_rel, k)
     return _finish(per_user, n_rel, average, "recall_at_k")

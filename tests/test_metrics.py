@@ -100,6 +100,10 @@ def test_fewer_columns_than_k_count_as_misses():
 def test_huge_k_allocates_nothing_of_size_k(metric):
     """k beyond the catalogue is the whole ranking: the same value as k = n_items (precision
     keeps its denominator k), and no array of length k (10**12 floats could not exist)."""
+    np.testing.assert_allclose(metric(Y_HAND, P_HAND, k=2**63, average=False),
+                               metric(Y_HAND, P_HAND, k=10**12, average=False) * (
+                                   10**12 / 2**63 if metric is precision_at_k else 1),
+                               equal_nan=True)  # beyond int64
     huge = metric(Y_HAND, P_HAND, k=10**12, average=False)
     at_n = metric(Y_HAND, P_HAND, k=5, average=False)
     if metric is precision_at_k:
