@@ -22,6 +22,8 @@ an event log would silently become a matrix of n_events "users" x n_columns "ite
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -290,9 +292,6 @@ def event_log_hint(csr: sp.csr_matrix, name: str = "X") -> str | None:
 
 def _warn_outside_skrec(message: str, category=UserWarning) -> None:
     """Warn, attributing the warning to the first caller outside skrec (the user's line)."""
-    import os
-    import sys
-
     package = os.path.dirname(os.path.abspath(__file__))
     level, frame = 2, sys._getframe(1)  # stacklevel 2 is the frame that called this function
     while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
@@ -640,7 +639,7 @@ def check_item_features(features, *, n_items: int | None = None,
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Largest magnitude whose square stays a float32: features above it overflow in training
 #: (norms, variances, the optimizer's second moments square them).
-FEATURE_MAX = float(np.sqrt(_FLOAT32_MAX))
+_FEATURE_MAX = float(np.sqrt(_FLOAT32_MAX))
 
 
 def _check_feature_range(values, name: str) -> None:
@@ -661,7 +660,7 @@ def _check_feature_range(values, name: str) -> None:
         raise _fail(name, f"holds values up to {largest:.3g}, beyond float32's range "
                           f"(+-{_FLOAT32_MAX:.3g}), in which skrec's models compute: they would "
                           f"become infinite. {scale}")
-    if largest > FEATURE_MAX:
+    if largest > _FEATURE_MAX:
         raise _fail(name, f"holds values up to {largest:.3g}: so large that training "
                           f"overflows float32 (their squares exceed {_FLOAT32_MAX:.3g}), in "
                           f"any precision. {scale}")
