@@ -6,7 +6,9 @@
 #   bash docs/build.sh --no-gallery    # skips running the examples (what CI wants)
 #   bash docs/build.sh --fast          # runs the examples in their short mode (SKREC_EXAMPLES_FAST=1)
 # Extra arguments after the options go to sphinx-build. Output: docs/_build/html/index.html.
-# Needs the docs extra: pip install -c constraints.txt -e ".[docs]"
+# Needs the docs dependencies: pip install -c constraints.txt ".[docs]" (a regular install is
+# enough, an editable one works too). The build always documents this source tree, whatever
+# skrec is installed (or none): conf.py puts the repository first on sys.path.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,9 +29,13 @@ done
 python="${PYTHON:-python}"
 if ! "$python" -c "import sphinx, numpydoc, sphinx_gallery, pydata_sphinx_theme, matplotlib" 2>/dev/null; then
   echo "error: the docs dependencies are missing; install them with" >&2
-  echo "       pip install -c constraints.txt -e \".[docs]\"" >&2
+  echo "       pip install -c constraints.txt \".[docs]\"   (from $repo)" >&2
   exit 1
 fi
+# The source tree first, for sphinx and for anything it starts (an installed skrec, regular or
+# editable, never shadows the code being documented).
+export PYTHONPATH="$repo${PYTHONPATH:+:$PYTHONPATH}"
+echo "== documenting $("$python" -c 'import skrec; print(skrec.__file__)')"
 
 if [ "$clean" -eq 1 ]; then
   rm -rf docs/_build docs/auto_examples docs/gen_modules docs/api.rst

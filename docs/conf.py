@@ -22,11 +22,20 @@ from pathlib import Path
 
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS / "sphinxext"))
-sys.path.insert(0, str(DOCS.parent))  # the repository's skrec, also when not installed
+# The repository's skrec, first: the docs describe this source tree whether skrec is not
+# installed, installed regularly (perhaps an older copy) or installed in editable mode.
+sys.path.insert(0, str(DOCS.parent))
 
 from skrec_docs import write_api_page  # noqa: E402
 
 import skrec  # noqa: E402
+
+if Path(skrec.__file__).resolve().parent != DOCS.parent / "skrec":
+    raise RuntimeError(
+        f"The docs build imported skrec from {skrec.__file__}, not from the source tree "
+        f"{DOCS.parent / 'skrec'}: something imported another skrec before conf.py ran. "
+        "Build with `bash docs/build.sh`."
+    )
 
 write_api_page(DOCS / "api.rst")  # from the modules' __all__, so new public objects appear
 

@@ -16,7 +16,8 @@ the warm movies' popularity, one list for everybody).
 
 The data are MovieLens 100K, read from ``$SKREC_DATA_DIR`` or ``../shared/data/ml-100k`` next
 to the repository (skrec does not ship MovieLens). Without the files the example falls back to
-synthetic data with random "genres" (so it runs anywhere, with meaningless numbers). Set
+synthetic data with random "genres" (so it runs anywhere, with meaningless numbers, and says
+so loudly). Set
 ``SKREC_EXAMPLES_FAST=1`` for a short run.
 """
 
@@ -27,6 +28,7 @@ synthetic data with random "genres" (so it runs anywhere, with meaningless numbe
 # multi-hot (``CountVectorizer(analyzer=list)`` reads each tuple of genre names), the decade
 # one-hot: a sparse matrix ``F`` with one row per movie.
 import os
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -59,6 +61,21 @@ def find_ml100k() -> Path | None:
     return next((p for p in candidates if (p / "u.data").is_file()), None)
 
 
+def say_synthetic(instead: str) -> None:
+    """Say loudly that the numbers below come from synthetic data, and how to get the real."""
+    where = os.environ.get("SKREC_DATA_DIR")
+    looked = (f"SKREC_DATA_DIR={where} holds no u.data" if where
+              else "SKREC_DATA_DIR is not set")
+    message = (
+        f"MovieLens 100K NOT FOUND ({looked}, and no shared/data/ml-100k above this script): "
+        f"this run uses {instead}, so its numbers say nothing about MovieLens. For the real "
+        "data, unzip https://files.grouplens.org/datasets/movielens/ml-100k.zip and run "
+        "again with SKREC_DATA_DIR=/path/to/ml-100k (the folder holding u.data)."
+    )
+    print("=" * 78, message, "=" * 78, sep="\n")
+    warnings.warn(message, UserWarning, stacklevel=2)
+
+
 path = find_ml100k()
 if path is not None:
     data = load_movielens(path)
@@ -66,7 +83,7 @@ if path is not None:
     items = load_movielens_items(path, item_ids=data.item_ids)
     items["decade"] = (items["year"].fillna(0) // 10 * 10).astype(int).astype(str)
 else:
-    print("MovieLens 100K not found: synthetic data with random genres instead.")
+    say_synthetic("synthetic data with random genres")
     X = make_interactions(n_users=400, n_items=300, mean_length=25, random_state=0)
     rng = np.random.default_rng(0)
     genres = np.array(["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"])

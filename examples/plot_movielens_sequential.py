@@ -13,7 +13,8 @@ catalogue (no sampled candidates), with already-seen movies excluded.
 The data are MovieLens 100K (943 users, 1,682 movies). skrec does not ship MovieLens (the
 GroupLens licence forbids redistribution): this example reads it from ``$SKREC_DATA_DIR`` or
 ``../shared/data/ml-100k`` next to the repository, and **falls back to synthetic data** from
-:func:`skrec.datasets.make_interactions` when the files are absent, so it runs anywhere.
+:func:`skrec.datasets.make_interactions` when the files are absent, so it runs anywhere (it
+then says so loudly, with how to point it at the data).
 With a network, :func:`skrec.datasets.fetch_movielens` downloads and caches the official
 archive.
 
@@ -28,6 +29,7 @@ Set ``SKREC_EXAMPLES_FAST=1`` to train for a few epochs only (for CI).
 # file's row order). That is what a sequence model reads.
 import os
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -57,6 +59,21 @@ def find_ml100k() -> Path | None:
     return next((p for p in candidates if (p / "u.data").is_file()), None)
 
 
+def say_synthetic(instead: str) -> None:
+    """Say loudly that the numbers below come from synthetic data, and how to get the real."""
+    where = os.environ.get("SKREC_DATA_DIR")
+    looked = (f"SKREC_DATA_DIR={where} holds no u.data" if where
+              else "SKREC_DATA_DIR is not set")
+    message = (
+        f"MovieLens 100K NOT FOUND ({looked}, and no shared/data/ml-100k above this script): "
+        f"this run uses {instead}, so its numbers say nothing about MovieLens. For the real "
+        "data, unzip https://files.grouplens.org/datasets/movielens/ml-100k.zip and run "
+        "again with SKREC_DATA_DIR=/path/to/ml-100k (the folder holding u.data)."
+    )
+    print("=" * 78, message, "=" * 78, sep="\n")
+    warnings.warn(message, UserWarning, stacklevel=2)
+
+
 path = find_ml100k()
 if path is not None:
     data = load_movielens(path)
@@ -64,10 +81,7 @@ if path is not None:
     titles = getattr(data, "item_titles", None)
     print(f"MovieLens 100K from {path}")
 else:
-    print(
-        "MovieLens 100K not found: using synthetic data instead (make_interactions). "
-        "Set SKREC_DATA_DIR or call skrec.datasets.fetch_movielens('100k') to use the real data."
-    )
+    say_synthetic("synthetic data (make_interactions)")
     X_all = make_interactions(n_users=943, n_items=1000, mean_length=60, random_state=0)
     titles = None
 print(f"{X_all.shape[0]} users, {X_all.shape[1]} items, {X_all.nnz} interactions")

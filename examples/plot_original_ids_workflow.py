@@ -20,7 +20,8 @@ The pieces:
 The data are MovieLens 100K, read from ``$SKREC_DATA_DIR`` or ``../shared/data/ml-100k`` next
 to the repository (skrec does not ship MovieLens: the GroupLens licence forbids
 redistribution; :func:`skrec.datasets.fetch_movielens` downloads it). Without the files the
-example **falls back to a synthetic log** with made-up titles, so it runs anywhere. Set
+example **falls back to a synthetic log** with made-up titles, so it runs anywhere (and says
+so loudly). Set
 ``SKREC_EXAMPLES_FAST=1`` for a short run (for CI).
 """
 
@@ -30,6 +31,7 @@ example **falls back to a synthetic log** with made-up titles, so it runs anywhe
 # ``u.data`` is a plain tab-separated log: user id, movie id, rating (1-5) and a Unix time.
 # Any DataFrame with a user, an item and a time column works the same way.
 import os
+import warnings
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -60,6 +62,21 @@ def find_ml100k() -> Path | None:
     return next((p for p in candidates if (p / "u.data").is_file()), None)
 
 
+def say_synthetic(instead: str) -> None:
+    """Say loudly that the numbers below come from synthetic data, and how to get the real."""
+    where = os.environ.get("SKREC_DATA_DIR")
+    looked = (f"SKREC_DATA_DIR={where} holds no u.data" if where
+              else "SKREC_DATA_DIR is not set")
+    message = (
+        f"MovieLens 100K NOT FOUND ({looked}, and no shared/data/ml-100k above this script): "
+        f"this run uses {instead}, so its numbers say nothing about MovieLens. For the real "
+        "data, unzip https://files.grouplens.org/datasets/movielens/ml-100k.zip and run "
+        "again with SKREC_DATA_DIR=/path/to/ml-100k (the folder holding u.data)."
+    )
+    print("=" * 78, message, "=" * 78, sep="\n")
+    warnings.warn(message, UserWarning, stacklevel=2)
+
+
 path = find_ml100k()
 if path is not None:
     log = pd.read_csv(
@@ -68,10 +85,7 @@ if path is not None:
     titles = load_movielens_titles(path)  # movie id -> title
     print(f"MovieLens 100K from {path}")
 else:
-    print(
-        "MovieLens 100K not found: using a synthetic log instead (make_interactions). "
-        "Set SKREC_DATA_DIR or call skrec.datasets.fetch_movielens('100k') for the real data."
-    )
+    say_synthetic("a synthetic log with made-up titles")
     coo = make_interactions(n_users=600, n_items=400, mean_length=30, random_state=0).tocoo()
     rng = np.random.default_rng(0)
     log = pd.DataFrame(

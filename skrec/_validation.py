@@ -22,6 +22,8 @@ an event log would silently become a matrix of n_events "users" x n_columns "ite
 from __future__ import annotations
 
 import numbers
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -34,13 +36,19 @@ __all__ = [
     "check_k",
     "check_targets",
     "check_user_features",
+    "event_log_hint",
     "feature_parts",
+    "feature_scale_hint",
     "reject_tables",
     "stores_sparse",
     "warn_if_not_ordered",
 ]
 
 _TABLE_MODULES = ("pandas", "polars", "pyarrow")  # and anything with `columns`
+#: A table or array with at most this many columns (and many more rows) may be an event log.
+_LOG_MAX_COLUMNS = 4
+#: ... an array with at least this many rows.
+_LOG_MIN_ROWS = 20
 
 
 def _fail(name: str, problem: str) -> ValueError:
@@ -53,10 +61,16 @@ def _negative(name: str) -> ValueError:
     )
 
 
+#: The end of the messages about values that are ids, text or dates rather than a matrix.
+_LOG_HINT = ("An event log of ids (one row per event: user, item, time) is not a matrix: build "
+             "one from the log with skrec.preprocessing.InteractionEncoder.")
+
+
 def _fail_dtype(name: str, dtype) -> ValueError:
     if np.issubdtype(dtype, np.complexfloating):
         return _fail(name, f"must hold real numbers: Complex data not supported (dtype {dtype}).")
-    return _fail(name, f"must hold real numbers; got dtype {dtype}.")
+    hint = f" {_LOG_HINT}" if np.dtype(dtype).kind in "USOMm" else ""
+    return _fail(name, f"must hold real numbers; got dtype {dtype}.{hint}")
 
 
 def _table_kind(obj) -> str | None:
@@ -72,13 +86,52 @@ def _table_kind(obj) -> str | None:
     return None
 
 
+def _numeric_dtype(dtype) -> bool:
+    """Whether a column dtype (numpy, pandas or polars) holds numbers."""
+    kind = getattr(dtype, "kind", None)
+    if isinstance(kind, str) and len(kind) == 1:
+        return kind in "biuf"
+    return str(dtype).lower().startswith(("int", "uint", "float"))
+
+
+def _looks_like_log(obj) -> bool:
+    """Whether a table reads as an event log (one row per event) rather than as a wide user x
+    item matrix: a Series or records, at most 4 columns, or a column that is not numeric
+    (ids as text, dates). A wide all-numeric frame (a pivot table) is matrix-like."""
+    columns = getattr(obj, "columns", None)
+    if columns is None:
+        return True
+    if len(columns) <= _LOG_MAX_COLUMNS:
+        return True
+    dtypes = getattr(obj, "dtypes", None)
+    try:
+        return not all(_numeric_dtype(d) for d in list(dtypes))
+    except TypeError:
+        return True
+
+
+def _one_numeric_column(obj) -> bool:
+    """A Series or a one-column frame of numbers: possibly one target index per row."""
+    if getattr(obj, "columns", None) is None:  # a Series (its dtypes is one dtype)
+        dtype = getattr(obj, "dtype", None)
+        return dtype is not None and _numeric_dtype(dtype)
+    dtypes = getattr(obj, "dtypes", None)
+    try:
+        dtypes = list(dtypes)
+    except TypeError:
+        return False
+    return len(dtypes) == 1 and _numeric_dtype(dtypes[0])
+
+
 def reject_tables(obj, name: str = "X", *, what: str = "matrix") -> None:
     """Raise a ``TypeError`` pointing to ``InteractionEncoder`` if ``obj`` is a table.
 
     pandas/polars DataFrames and Series (anything with ``columns``, or from a data-frame
     library) and lists of tuples look like event logs (one row per event). Read as an array,
     such a log would silently become a matrix with one "user" per event and one "item" per
-    column.
+    column. The message advises ``.to_numpy()`` only where that gives a meaningful matrix: a
+    wide all-numeric frame (a pivot table, columns = items), or for targets a single numeric
+    column; never for a table that looks like a log.
 
     Parameters
     ----------
@@ -97,40 +150,70 @@ def reject_tables(obj, name: str = "X", *, what: str = "matrix") -> None:
     kind = _table_kind(obj)
     if kind is None:
         return
+    encoder = (
+        "build the matrix from the log with skrec.preprocessing.InteractionEncoder, e.g. "
+        "`enc = InteractionEncoder(user_col='user', item_col='item', time_col='time'); "
+        "X = enc.fit_transform(log)`"
+    )
+    columns = getattr(obj, "columns", None)
+    shown = ""
+    if columns is not None:
+        names = [str(c) for c in list(columns)[:6]]
+        shown = f" with columns {names}" + (" ..." if len(columns) > 6 else "")
     if what == "rankings":
         hint = (
             "pass the (n_users, k) array of item indices returned by predict/recommend (a "
             "DataFrame of recommendations holds original ids, not column indices)."
         )
+    elif what == "targets" and _one_numeric_column(obj):
+        hint = (
+            "if it holds one item (column) index per row of X, pass .to_numpy(); if it is an "
+            f"event log, build y like X, with the same encoder: {encoder}."
+        )
+    elif _looks_like_log(obj):
+        hint = (
+            f"it looks like an event log (one row per event), so {encoder}. Do not pass "
+            ".to_numpy() of it: that makes every event a user and every column an item."
+        )
     else:
         hint = (
-            "if it already is a user x item matrix (rows = users, columns = items) in the "
+            f"if it already is a user x item matrix (rows = users, columns = items) in the "
             "order of the estimator's rows and columns, pass .to_numpy() or a scipy.sparse "
-            "matrix."
+            f"matrix; if it is an event log: {encoder}."
         )
-        if what == "targets":
-            hint = (
-                "if it already holds one column index per row of X, pass .to_numpy(); else "
-                "build y like X, with the same encoder."
-            )
     raise TypeError(
-        f"{name} is {kind}; skrec reads a user x item matrix (rows = users, columns = items; "
-        "a stored value > 0 is an interaction and its order), not an event log. Build the "
-        "matrix from the log with skrec.preprocessing.InteractionEncoder, e.g. "
-        "`enc = InteractionEncoder(user_col='user', item_col='item', time_col='time'); "
-        f"X = enc.fit_transform(log)`; {hint}"
+        f"{name} is {kind}{shown}; skrec reads a user x item matrix (rows = users, columns = "
+        f"items; a stored value > 0 is an interaction and its order), not a table: {hint}"
     )
+
+
+def _is_canonical(indptr: np.ndarray, indices: np.ndarray) -> bool:
+    """Whether the indices of every row (column) of a CSR (CSC) matrix strictly increase.
+
+    Computed from the arrays (O(nnz), vectorised), never read from scipy's
+    ``has_canonical_format`` flag, which a matrix built from raw arrays or edited in place
+    may carry wrongly: a duplicate hidden behind the flag would otherwise survive as two
+    stored entries, which scipy sums.
+    """
+    if indices.size < 2:
+        return True
+    increasing = np.diff(indices) > 0
+    starts = np.asarray(indptr[1:-1])
+    starts = starts[(starts > 0) & (starts < indices.size)]
+    increasing[starts - 1] = True  # a row starts there: no order with the previous row
+    return bool(increasing.all())
 
 
 def _sparse_keep_latest(X, name: str) -> sp.csr_matrix:
     """CSR float64 copy of a sparse matrix; a repeated (row, column) keeps its largest value.
 
-    Negative, NaN and infinite values are reported before duplicates are merged, so a bad
-    entry cannot hide behind a good duplicate.
+    The one place where the data contract's rule for duplicates is applied (every entry point
+    validates through :func:`check_interactions`). Negative, NaN and infinite values are
+    reported before duplicates are merged, so a bad entry cannot hide behind a good duplicate.
     """
     fmt = X.format
-    if fmt in ("lil", "dok", "dia") or (
-        fmt in ("csr", "csc", "bsr") and X.has_canonical_format
+    if fmt in ("lil", "dok") or (
+        fmt in ("csr", "csc") and _is_canonical(X.indptr, X.indices)
     ):
         return sp.csr_matrix(X, dtype=np.float64, copy=True)  # no duplicates to merge
     coo = X.tocoo()
@@ -146,6 +229,77 @@ def _sparse_keep_latest(X, name: str) -> sp.csr_matrix:
     last = np.ones(row.size, dtype=bool)
     last[:-1] = (row[1:] != row[:-1]) | (col[1:] != col[:-1])
     return sp.csr_matrix((data[last], (row[last], col[last])), shape=coo.shape)
+
+
+#: Share of distinct values above which a column of integers is not ids (each id of a log
+#: appears in several events) but, say, timestamps.
+_LOG_MAX_DISTINCT = 0.9
+
+
+def _id_like_columns(csr: sp.csr_matrix) -> list[tuple[int, int]]:
+    """``(column, n_distinct)`` of the columns that look like ids: integer values, more
+    distinct ones than a rating scale or the positions of a row could give, and at least 10 %
+    of them repeats (ids recur across events; timestamps mostly do not)."""
+    csc = csr.tocsc()
+    out = []
+    for j in range(csc.shape[1]):
+        values = csc.data[csc.indptr[j]:csc.indptr[j + 1]]
+        if values.size < 2 or not np.array_equal(values, np.round(values)):
+            continue
+        n_distinct = np.unique(values).size
+        if max(csc.shape[1], 10) < n_distinct <= _LOG_MAX_DISTINCT * values.size:
+            out.append((j, n_distinct))
+    return out
+
+
+def event_log_hint(csr: sp.csr_matrix, name: str = "X") -> str | None:
+    """A message when a matrix has the shape of an event log read as a matrix, else None.
+
+    ``log[["user", "item", "time"]].to_numpy()`` (or a sparse matrix of it) is a valid
+    matrix of n_events "users" and 3 "items": training on it runs without an error and means
+    nothing. Its signature: at most 4 columns, many more rows (at least 20, and 5 per
+    column), and at least two columns of integer ids (more distinct values than a rating
+    scale or the positions of a row, with at least 10 % repeats: the same user or item in
+    several events). A real catalogue of 2-4 items with ratings, orders, ones or timestamps
+    has no such columns.
+
+    Parameters
+    ----------
+    csr : scipy.sparse.csr_matrix
+        Validated interactions (as :func:`check_interactions` returns them).
+    name : str, default="X"
+        Name used in the message.
+
+    Returns
+    -------
+    message : str or None
+    """
+    n_rows, n_cols = csr.shape
+    if n_cols > _LOG_MAX_COLUMNS or n_rows < max(_LOG_MIN_ROWS, 5 * n_cols):
+        return None
+    ids = _id_like_columns(csr)
+    if len(ids) < 2:
+        return None
+    described = " and ".join(f"column {j} ({n} distinct integers)" for j, n in ids[:2])
+    return (
+        f"{name} looks like an event log read as a matrix: {n_rows} rows but only {n_cols} "
+        f"columns, and {described} look like repeated user or item ids. skrec reads rows as "
+        f"users and columns as items, so this is {n_rows} users and a catalogue of {n_cols} "
+        "items. Build the user x item matrix from the log with skrec.preprocessing."
+        "InteractionEncoder(user_col=..., item_col=..., time_col=...).fit_transform(log) "
+        "(from the DataFrame, not its .to_numpy()). If it really is a matrix of "
+        f"{n_cols} items, ignore this warning."
+    )
+
+
+def _warn_outside_skrec(message: str, category=UserWarning) -> None:
+    """Warn, attributing the warning to the first caller outside skrec (the user's line)."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is the frame that called this function
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package):
+        level += 1
+        frame = frame.f_back
+    warnings.warn(message, category, stacklevel=level)
 
 
 def check_interactions(
@@ -190,6 +344,13 @@ def check_interactions(
         or is a table (pandas/polars DataFrame or Series) or a list of tuples: an event log,
         to be encoded with :class:`~skrec.preprocessing.InteractionEncoder` first.
 
+    Warns
+    -----
+    UserWarning
+        When ``n_items`` is ``None`` (a new catalogue: ``fit``, the splitters) and ``X`` has
+        the shape of an event log read as a matrix (see :func:`event_log_hint`): at most 4
+        columns, many more rows, and columns of repeated integer ids.
+
     Notes
     -----
     The messages contain scikit-learn's standard phrases ("Negative values in data",
@@ -223,7 +384,8 @@ def check_interactions(
                     f"{name} must be numeric; it holds non-numeric objects ({exc})."
                 ) from None
             except ValueError:  # strings that are not numbers
-                raise _fail(name, "must be numeric; it holds non-numeric values.") from None
+                raise _fail(name, f"must be numeric; it holds non-numeric values. {_LOG_HINT}"
+                            ) from None
         if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_) or np.issubdtype(
             arr.dtype, np.complexfloating
         ):
@@ -261,6 +423,10 @@ def check_interactions(
     csr.sum_duplicates()  # a no-op: duplicates were merged (largest value kept) above
     csr.eliminate_zeros()
     csr.sort_indices()
+    if n_items is None and n_cols <= _LOG_MAX_COLUMNS:  # a new catalogue: fit, splitters
+        hint = event_log_hint(csr, name)
+        if hint is not None:
+            _warn_outside_skrec(hint)
     # Index arrays of int32 where they fit keep memory low; scipy may give int64.
     return csr
 
@@ -326,11 +492,40 @@ def check_targets(y, *, n_rows: int, n_items: int, name: str = "y") -> sp.csr_ma
     return out
 
 
-def check_k(k, name: str = "k") -> int:
-    """Validate a cut-off ``k`` (a positive integer) and return it as ``int``."""
+def check_k(k, name: str = "k", *, limit: int | None = None) -> int:
+    """Validate a cut-off ``k`` (a positive integer); return it, clamped to ``limit``.
+
+    The one rule for the width of every ranked list skrec returns: a list over a catalogue of
+    ``n_items`` items holds at most ``n_items`` distinct items, so the width is
+    ``min(k, n_items)``. Call it with ``limit=n_items`` **before** allocating anything of
+    width ``k``: ``k=10**9`` must not allocate ``n_users x 10**9`` cells to clamp afterwards.
+    Within that width, lists with fewer candidates (seen items filtered, ``items=``
+    restrictions) are still padded with ``-1``.
+
+    Parameters
+    ----------
+    k : int
+        The requested number of items.
+    name : str, default="k"
+        Name used in the error message.
+    limit : int, default=None
+        The catalogue size (``n_features_in_``, or the number of items of a session or
+        graph); ``None`` returns ``k`` unclamped (metrics, whose denominators use ``k``).
+
+    Returns
+    -------
+    k : int
+        ``min(k, limit)``, or ``k`` when ``limit`` is ``None``.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is not a positive integer (``0``, ``-1``, ``2.5``, ``"3"``, ``True``, ...).
+    """
     if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
         raise ValueError(f"{name} must be a positive integer; got {k!r}.")
-    return int(k)
+    k = int(k)
+    return k if limit is None else min(k, int(limit))
 
 
 def check_user_features(features, *, n_users: int, n_features: int | None = None,
@@ -378,6 +573,16 @@ def check_item_features(features, *, n_items: int | None = None,
     features : scipy.sparse.csr_matrix or ndarray, dtype float32
         Sparse input stays sparse (canonical CSR: sorted indices, no duplicates, no stored
         zeros); anything else becomes a dense C-contiguous array.
+
+    Raises
+    ------
+    ValueError
+        If the values are NaN or infinite, beyond float32's range (``|x| > 3.4e38``: they
+        would become infinite), or so large that training overflows (``|x| > 1.8e19``, whose
+        squares exceed float32's range), with the advice to scale them; or if the shape does
+        not match ``n_items``/``n_features``.
+    TypeError
+        If they hold text, categories or other objects, not numbers.
     """
     if hasattr(features, "columns") and hasattr(features, "dtypes"):  # a pandas DataFrame
         try:
@@ -392,6 +597,8 @@ def check_item_features(features, *, n_items: int | None = None,
                 or np.issubdtype(features.dtype, np.integer)
                 or features.dtype == bool):
             raise _fail_dtype(name, features.dtype)
+        _check_feature_range(features.data if features.format in ("csr", "csc", "coo", "bsr")
+                             else features.tocoo().data, name)
         out = sp.csr_matrix(features, dtype=np.float32, copy=True)
         out.sum_duplicates()
         out.eliminate_zeros()
@@ -411,6 +618,7 @@ def check_item_features(features, *, n_items: int | None = None,
             raise _fail_dtype(name, arr.dtype)
         if arr.ndim != 2:
             raise _fail(name, f"must be 2-D (n_{_rows_of}, n_features); got shape {arr.shape}.")
+        _check_feature_range(arr, name)
         out = np.array(arr, dtype=np.float32, order="C", copy=True)
         values = out
     if not np.isfinite(values).all():
@@ -427,6 +635,71 @@ def check_item_features(features, *, n_items: int | None = None,
     if n_features is not None and cols != n_features:
         raise _fail(name, f"has {cols} columns; the model was fitted with {n_features}.")
     return out
+
+
+#: Largest float32 value; a feature beyond it becomes inf.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: Largest magnitude whose square stays a float32: features above it overflow in training
+#: (norms, variances, the optimizer's second moments square them).
+_FEATURE_MAX = float(np.sqrt(_FLOAT32_MAX))
+
+
+def _check_feature_range(values, name: str) -> None:
+    """NaN/inf, values beyond float32, and values whose squares overflow it: ValueErrors that
+    say which, on the values as given (before the float32 copy turns 1e39 into inf)."""
+    if values is None or np.size(values) == 0:
+        return
+    values = np.asarray(values)
+    if values.dtype == bool or np.issubdtype(values.dtype, np.integer):
+        largest = float(max(abs(int(values.max())), abs(int(values.min()))))
+    else:
+        if not np.isfinite(values).all():
+            raise _fail(name, "contains NaN or infinite values.")
+        largest = float(max(abs(float(values.max())), abs(float(values.min()))))
+    scale = ("Scale the features to about unit size, e.g. with sklearn.preprocessing."
+             "StandardScaler (dense) or MaxAbsScaler (sparse), or a log transform for counts.")
+    if largest > _FLOAT32_MAX:
+        raise _fail(name, f"holds values up to {largest:.3g}, beyond float32's range "
+                          f"(+-{_FLOAT32_MAX:.3g}), in which skrec's models compute: they would "
+                          f"become infinite. {scale}")
+    if largest > _FEATURE_MAX:
+        raise _fail(name, f"holds values up to {largest:.3g}: so large that training "
+                          f"overflows float32 (their squares exceed {_FLOAT32_MAX:.3g}), in "
+                          f"any precision. {scale}")
+
+
+def feature_scale_hint(features, name: str) -> str:
+    """A sentence about badly scaled side features, for the message of a diverging fit.
+
+    Side features of magnitude 100 and more (raw counts, prices, timestamps) make the
+    models' first layer produce huge activations: the autoencoders' training loss becomes
+    inf or NaN with features of a few hundred. The trainer appends this hint to its
+    ``FloatingPointError`` instead of blaming the precision.
+
+    Parameters
+    ----------
+    features : {ndarray, sparse matrix} or None
+        Validated features (as :func:`check_item_features` returns them).
+    name : str
+        Their name in the message (``"item_features"``, ``"user_features"``).
+
+    Returns
+    -------
+    hint : str
+        ``""`` when ``features`` is ``None`` or its largest magnitude is below 100, else a
+        sentence naming the largest value and how to scale them.
+    """
+    if features is None:
+        return ""
+    values = features.data if sp.issparse(features) else np.asarray(features)
+    if values.size == 0:
+        return ""
+    largest = float(np.abs(values).max())
+    if not largest >= 100.0:
+        return ""
+    return (f" {name} holds values up to {largest:.3g}, the likely cause: features that "
+            "large make the first layer's activations overflow. Scale them to about unit size "
+            "(e.g. sklearn's StandardScaler, or MaxAbsScaler for sparse ones).")
 
 
 def check_batch_size(batch_size, name: str = "batch_size") -> int | None:

@@ -38,7 +38,7 @@ from ._validation import (
     warn_if_not_ordered,
 )
 
-__all__ = ["BaseRecommender", "mask_scores", "rank_top_k"]
+__all__ = ["BaseRecommender", "mask_scores", "popularity_scores", "rank_top_k"]
 
 #: Upper bound on the number of score cells materialised at once by the ranking path.
 _MAX_SCORE_CELLS = 1 << 24
@@ -112,7 +112,9 @@ def rank_top_k(
     X : scipy.sparse.csr_matrix of shape (n_rows, n_items)
         The same users' interactions (seen items, and which rows are cold).
     k : int
-        Number of items to return per user.
+        Number of items to return per user: clamp it first with
+        ``check_k(k, limit=n_items)`` (the caller allocates its ``(n_rows, k)`` output;
+        columns beyond the catalogue would only ever hold padding).
     filter_seen : bool, default=True
         Exclude items the user already interacted with.
     candidates : torch.Tensor of shape (n_items,), dtype bool, default=None
@@ -148,6 +150,74 @@ def interaction_counts(X: sp.csr_matrix, y: sp.csr_matrix | None = None) -> np.n
     if y is not None:
         counts += np.bincount(y.indices, minlength=X.shape[1])
     return counts
+
+
+def popularity_scores(counts: np.ndarray) -> np.ndarray:
+    """Each item's share of the interactions, made strictly decreasing in popularity order.
+
+    The scores of users with an empty row (see :meth:`BaseRecommender._cold_scores`) and of
+    :class:`~skrec.baselines.PopularityRecommender`: ``counts / counts.sum()`` in float32,
+    with ties broken towards the **lower item index** by lowering each later tied item by one
+    float32 step (one unit in the last place) below the item before it. Every ranking path
+    (``torch.topk`` in :func:`rank_top_k`, the exported scoring graph, sessions) then ranks
+    popular items in one deterministic order, the order of a stable sort by decreasing count,
+    without a tie-break of its own; each score differs from the exact share by at most as
+    many float32 steps as there are items tied with it or just above it.
+
+    Parameters
+    ----------
+    counts : ndarray of shape (n_items,)
+        Interactions per item (``item_popularity_``).
+
+    Returns
+    -------
+    scores : ndarray of shape (n_items,), dtype float32
+        Strictly decreasing along ``np.argsort(-counts, kind="stable")``; they sum to about 1
+        (all about 0 when ``counts`` holds no interaction). Items without interactions score
+        0 or just below it (-1e-45, -3e-45, ...: tiny negative numbers that keep the order).
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    n = counts.size
+    total = counts.sum()
+    share = counts / total if total > 0 else np.zeros(n)
+    order = np.argsort(-counts, kind="stable")
+    # float32 bit patterns as integers order non-negative floats; a running minimum of
+    # (key + position) makes them strictly decreasing by one step where tied.
+    key = share[order].astype(np.float32).view(np.int32).astype(np.int64)
+    position = np.arange(n, dtype=np.int64)
+    key = np.minimum.accumulate(key + position) - position
+    magnitude = np.abs(key).astype(np.int32).view(np.float32)
+    scores = np.empty(n, dtype=np.float32)
+    scores[order] = np.where(key < 0, -magnitude, magnitude)
+    return scores
+
+
+def holdout_targets(X: sp.csr_matrix, y, *, n_items: int):
+    """``(X, y)`` to score: ``y`` validated, or, when it is ``None``, each user's latest
+    interaction held out of ``X`` (leave-last-out), as :meth:`BaseRecommender.score` and
+    :class:`~skrec.metrics.RecScorer` do without targets (``GridSearchCV(...).fit(X)``).
+
+    Parameters
+    ----------
+    X : scipy.sparse.csr_matrix of shape (n_users, n_items)
+        Validated interactions.
+    y : {sparse matrix, array-like} or None
+        Held-out items of the same users, or ``None``.
+    n_items : int
+        The catalogue size.
+
+    Returns
+    -------
+    X : scipy.sparse.csr_matrix
+        The input of ``predict`` (without the held-out items when ``y`` was ``None``).
+    y : scipy.sparse.csr_matrix
+        The held-out items.
+    """
+    if y is None:
+        from .model_selection import leave_last_out_split
+
+        return leave_last_out_split(X)
+    return X, check_targets(y, n_rows=X.shape[0], n_items=n_items)
 
 
 def _has_item_similarity(est) -> bool:
@@ -288,16 +358,16 @@ default=None
 
     # ------------------------------------------------------------------ ranking
     def _cold_scores(self, user_features=None) -> torch.Tensor | None:
-        """Scores for users with an empty row: ``n_items - popularity rank`` (ties by index).
+        """Scores for users with an empty row: each item's share of the training interactions.
 
+        ``item_popularity_ / item_popularity_.sum()`` (0.05: 5 % of the interactions), ties
+        broken towards the lower item index by a float32 step (see
+        :func:`popularity_scores`), so that every ranking path orders them the same way.
         ``None`` when ``user_features`` are given: the model scores such users from them.
         """
         if user_features is not None:
             return None
-        order = np.argsort(-self.item_popularity_, kind="stable")
-        scores = np.empty(order.size, dtype=np.float32)
-        scores[order] = np.arange(order.size, 0, -1, dtype=np.float32)
-        return torch.from_numpy(scores)
+        return torch.from_numpy(popularity_scores(self.item_popularity_))
 
     #: Cap on users scored at once (models with per-user activations set it).
     _max_inference_batch: int | None = None
@@ -340,7 +410,8 @@ default=None
             The users' interactions (fold-in: any users, seen at fit time or not).
             Users with an empty row get the most popular items.
         k : int, default=10
-            Number of items per user.
+            Number of items per user; more than the catalogue holds gives the whole
+            catalogue (the width is ``min(k, n_items)``).
         filter_seen : bool, default=True
             Exclude the items in each user's row.
         items : array-like of int or bool mask, default=None
@@ -357,10 +428,13 @@ default=None
 
         Returns
         -------
-        ids : ndarray of shape (n_users, k), dtype int64
-            Item indices, best first, padded with ``-1`` when fewer than ``k`` candidates.
-        scores : ndarray of shape (n_users, k), dtype float32
-            Their scores (``-inf`` for padding).
+        ids : ndarray of shape (n_users, min(k, n_items)), dtype int64
+            Item indices, best first, padded with ``-1`` when fewer candidates remain (seen
+            items filtered, ``items`` restricted).
+        scores : ndarray of shape (n_users, min(k, n_items)), dtype float32
+            Their scores (``-inf`` for padding). Users with an empty row (and no user
+            features) get each item's share of the training interactions (see
+            :meth:`_cold_scores`).
 
         Raises
         ------
@@ -373,7 +447,8 @@ default=None
         skrec.preprocessing.InteractionEncoder.recommend : The same from an event log, as a
             DataFrame of original user and item ids.
         """
-        k = check_k(k)
+        check_is_fitted(self)
+        k = check_k(k, limit=self.n_features_in_)  # clamp before allocating (n_users, k)
         batch_size = check_batch_size(batch_size)
         X = self._validate_X(X)
         U = self._check_user_features(user_features, X.shape[0])
@@ -474,7 +549,7 @@ default=None
             :meth:`skrec.preprocessing.InteractionEncoder.similar_items`, or map them first
             with :meth:`~skrec.preprocessing.InteractionEncoder.transform_items`.
         k : int, default=10
-            Number of similar items per query item.
+            Number of similar items per query item (the width is ``min(k, n_items)``).
         filter_self : bool, default=True
             Leave each query item out of its own list.
         items : array-like of int or bool mask, default=None
@@ -485,10 +560,10 @@ default=None
 
         Returns
         -------
-        ids : ndarray of shape (n_queries, k), dtype int64
-            Item indices, most similar first, padded with ``-1`` when fewer than ``k``
-            candidates remain. 1-D of shape ``(k,)`` when ``item_ids`` is a single index.
-        scores : ndarray of shape (n_queries, k), dtype float32
+        ids : ndarray of shape (n_queries, min(k, n_items)), dtype int64
+            Item indices, most similar first, padded with ``-1`` when fewer candidates
+            remain. 1-D when ``item_ids`` is a single index.
+        scores : ndarray of shape (n_queries, min(k, n_items)), dtype float32
             Their similarities (``-inf`` for padding); same shape as ``ids``.
 
         Raises
@@ -507,7 +582,7 @@ default=None
         ((2, 5), True)
         """
         check_is_fitted(self)
-        k = check_k(k)
+        k = check_k(k, limit=self.n_features_in_)  # clamp before allocating (n_queries, k)
         batch_size = check_batch_size(batch_size)
         query, scalar = self._item_indices(item_ids)
         candidates = self._candidate_mask(items)
@@ -538,7 +613,7 @@ default=None
         X : {array-like, sparse matrix} of shape (n_users, n_items)
             The users' interactions (fold-in).
         k : int, default=10
-            Number of items per user.
+            Number of items per user (the width is ``min(k, n_items)``).
         filter_seen : bool, default=True
             Exclude the items in each user's row.
         user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
@@ -547,8 +622,8 @@ default=None
 
         Returns
         -------
-        ids : ndarray of shape (n_users, k), dtype int64
-            Item indices, padded with ``-1`` when fewer than ``k`` candidates remain.
+        ids : ndarray of shape (n_users, min(k, n_items)), dtype int64
+            Item indices, padded with ``-1`` when fewer candidates remain.
         """
         return self.recommend(X, k, filter_seen=filter_seen, user_features=user_features)[0]
 
@@ -586,15 +661,21 @@ default=None
                 out[rows] = s.cpu().numpy()
         return out
 
-    def score(self, X, y, k: int = 10, *, user_features=None) -> float:
+    def score(self, X, y=None, k: int = 10, *, user_features=None) -> float:
         """NDCG@k of the recommendations from ``X`` against the held-out items ``y``.
 
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_users, n_items)
             The users' known interactions (already-seen items are not recommended).
-        y : {sparse matrix, array-like} of shape (n_users, n_items) or (n_users,)
+        y : {sparse matrix, array-like} of shape (n_users, n_items) or (n_users,), \
+default=None
             Held-out items: a matrix (values > 0 are relevant) or one item index per user.
+            ``None``: each user's latest interaction (largest value) is held out of their row
+            and predicted from the rest (:func:`~skrec.model_selection.leave_last_out_split`
+            inside), so ``GridSearchCV(rec, grid).fit(X)`` scores its held-out users without
+            a ``y``. On users the model was trained on, that item was seen in training: the
+            score is then optimistic; split first and pass ``y`` (see :ref:`evaluation`).
         k : int, default=10
             Cut-off.
         user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
@@ -604,12 +685,13 @@ default=None
         Returns
         -------
         ndcg : float
-            Mean NDCG@k over users with at least one held-out item.
+            Mean NDCG@k over users with at least one held-out item (NaN, with a warning, when
+            none has one: with ``y=None``, when no user has two interactions).
         """
         from .metrics import ndcg_at_k
 
         X = self._validate_X(X)
-        y = check_targets(y, n_rows=X.shape[0], n_items=self.n_features_in_)
+        X, y = holdout_targets(X, y, n_items=self.n_features_in_)
         return float(ndcg_at_k(y, self.predict(X, k, user_features=user_features), k=k))
 
     # ------------------------------------------------------------------ persistence

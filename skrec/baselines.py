@@ -17,9 +17,12 @@ class PopularityRecommender(BaseRecommender):
     """Recommend the most popular items (by number of interactions at fit time).
 
     The reference every recommender must beat. Already-seen items are excluded as usual.
-    Scores are ``n_items - rank`` of each item in the popularity order (ties broken by the
-    lower item index), so rankings are deterministic. It has no ``similar_items``: it does not
-    relate items to each other.
+    An item's score is its share of the training interactions
+    (``item_popularity_ / item_popularity_.sum()``: 0.05 means 5 % of them), the score every
+    recommender gives users with an empty row; tied items are separated by one float32 step,
+    the lower item index first, so rankings are deterministic (see
+    :func:`skrec.base.popularity_scores`). It has no ``similar_items``: it does not relate
+    items to each other.
 
     Attributes
     ----------

@@ -169,6 +169,14 @@ class ProgressBar(Callback):
             self._bar.set_postfix(self._values(record))
 
     def on_train_end(self, trainer: Trainer) -> None:
+        bar = self._bar
+        stopper = getattr(trainer, "early_stopping", None)
+        if (bar is not None and bar.total and bar.n < bar.total and not trainer.interrupted
+                and getattr(stopper, "should_stop", False)):
+            # Early stopping ended the run: its total is the epochs run, so that a Jupyter
+            # bar closes green (tqdm marks a bar closed short of its total as failed, red).
+            bar.total = bar.n
+            bar.refresh()
         for bar in (self._step_bar, self._bar):
             if bar is not None:
                 bar.close()

@@ -173,7 +173,8 @@ _DOC_PARAMS = """
         Ranked item indices, best first, padded with -1. Only the first ``k`` columns are used;
         missing positions and -1 count as misses; a repeated item counts once (first occurrence).
     k : int, default=10
-        Cut-off.
+        Cut-off. Any positive integer: nothing of size ``k`` is allocated, so a cut-off beyond
+        the catalogue (``k=10**9``) costs no more than the catalogue size.
     average : bool, default=True
         If True, return the mean over users that have at least one relevant item. If False,
         return the per-user values, with NaN for users without relevant items.
@@ -211,9 +212,12 @@ def ndcg_at_k(y_true, y_pred, k: int = 10, *, average: bool = True) -> float | n
     ``min(k, |relevant|)`` relevant items first.
     """
     hits, n_rel, k = _prepare(y_true, y_pred, k)
-    discount = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+    # Discounts of the positions that can matter: the ranked ones and, for the ideal DCG,
+    # min(k, |relevant|) ones; never k of them (k may be huge: "ndcg@99999999999").
+    depth = min(k, max(hits.shape[1], int(n_rel.max(initial=0))))
+    discount = 1.0 / np.log2(np.arange(2, depth + 2, dtype=np.float64))
     dcg = hits @ discount[: hits.shape[1]] if hits.shape[1] else np.zeros(hits.shape[0])
-    ideal = np.concatenate(([0.0], np.cumsum(discount)))[np.minimum(n_rel, k)]
+    ideal = np.concatenate(([0.0], np.cumsum(discount)))[np.minimum(n_rel, depth)]
     with np.errstate(divide="ignore", invalid="ignore"):
         per_user = dcg / ideal
     return _finish(per_user, n_rel, average, "ndcg_at_k")
@@ -228,6 +232,7 @@ def recall_at_k(y_true, y_pred, k: int = 10, *, average: bool = True) -> float |
     relevant items. (Classic recall divides by ``|relevant|``.)
     """
     hits, n_rel, k = _prepare(y_true, y_pred, k)
+    k = min(k, max(int(n_rel.max(initial=0)), 1))  # a k beyond int64 (2**63) stays exact
     with np.errstate(divide="ignore", invalid="ignore"):
         per_user = hits.sum(axis=1) / np.minimum(n_rel, k)
     return _finish(per_user, n_rel, average, "recall_at_k")
@@ -387,7 +392,7 @@ class RecScorer:
         """The metric function this scorer calls."""
         return _METRICS[self.metric] if isinstance(self.metric, str) else self.metric
 
-    def __call__(self, estimator, X, y, **kwargs) -> float:
+    def __call__(self, estimator, X, y=None, **kwargs) -> float:
         """Score ``estimator``'s top-``k`` predictions for ``X`` against the held-out ``y``.
 
         Parameters
@@ -396,8 +401,10 @@ class RecScorer:
             A fitted recommender with a ``predict(X, k=...)`` method.
         X : {array-like, sparse matrix} of shape (n_users, n_items)
             The users' known interactions (input to ``predict``).
-        y : {sparse matrix, array-like}
-            The users' held-out items.
+        y : {sparse matrix, array-like}, default=None
+            The users' held-out items. ``None`` (``GridSearchCV(...).fit(X)`` without ``y``):
+            each user's latest interaction is held out of ``X`` and predicted from the rest,
+            as :meth:`skrec.base.BaseRecommender.score` does.
         **kwargs : dict
             ``user_features`` (when given) goes to ``predict``; the rest is ignored
             (accepted for compatibility with scikit-learn's scorer calls).
@@ -408,6 +415,10 @@ class RecScorer:
             The metric averaged over users with at least one held-out item.
         """
         users = kwargs.get("user_features")
+        if y is None and self.metric != "coverage":
+            from .model_selection import leave_last_out_split
+
+            X, y = leave_last_out_split(X)  # predict then checks its number of items
         y_pred = estimator.predict(X, k=self.k,
                                    **({} if users is None else {"user_features": users}))
         if self.metric == "coverage":

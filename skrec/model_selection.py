@@ -4,7 +4,11 @@ Every splitter validates its input with :func:`skrec._validation.check_interacti
 caller's matrix is never modified) and returns canonical CSR matrices
 (``scipy.sparse.csr_matrix``, ``float64``, sorted indices) that keep the **original stored
 values**: a sequence model can still order a user's items by them, and ``X_train + y_test``
-rebuilds the input exactly. Randomised splitters are deterministic given ``random_state``.
+rebuilds the validated input exactly. A (user, item) pair stored more than once (a COO
+matrix, a non-canonical CSR one) is **one** interaction at its latest (largest) value, as
+everywhere in skrec; scipy would sum the copies (two timestamps into a fake, much later
+one), so ``X_train + y_test`` equals that deduplicated matrix, not ``X.toarray()``.
+Randomised splitters are deterministic given ``random_state``.
 
 :func:`evaluate` fits and scores several recommenders on one split and returns one table.
 """
@@ -134,7 +138,8 @@ def leave_last_out_split(X, n_last: int = 1) -> tuple[sp.csr_matrix, sp.csr_matr
     -----
     Ties in value are broken by item index: of two items with the same value, the one with the
     larger item index counts as later. Users with ``n_last`` interactions or fewer keep all of
-    them in ``X_train`` and have an empty row in ``y_test``.
+    them in ``X_train`` and have an empty row in ``y_test``. A (user, item) pair stored twice
+    counts once, at its larger value (see the module documentation).
 
     Examples
     --------

@@ -199,8 +199,9 @@ def plot_history(
 
     Notes
     -----
-    The legend sits just above the axes, where it hides no curve of either y-axis; give a
-    title some room, e.g. ``ax.set_title("Mult-VAE", pad=25)``. The module docstring of
+    The legend sits just above the axes, where it hides no curve of either y-axis; a title
+    set afterwards (``ax.set_title("Mult-VAE")``) is placed above the legend. The module
+    docstring of
     :mod:`skrec.plotting` says what each key measures (``peak_memory_mb`` is the whole
     process's peak RSS on a CPU, torch's peak allocation on a GPU).
 
@@ -245,7 +246,7 @@ def plot_history(
     right = [m for m in present if m not in left]
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(6.4, 4.0))
+        _, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")  # room for a title
     epochs = [r.get("epoch", i + 1) for i, r in enumerate(records)]
     colors = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2"])
     lines = []
@@ -272,7 +273,7 @@ def plot_history(
     if twin is not None:
         twin.set_ylabel(", ".join(right))
     # Above the plot: a legend inside would hide the curves of one of the two y-axes.
-    ax.legend(
+    legend = ax.legend(
         lines,
         [line.get_label() for line in lines],
         loc="lower left",
@@ -280,5 +281,30 @@ def plot_history(
         ncols=len(lines),
         frameon=False,
     )
+    _reserve_room_above(ax, legend)
     ax.grid(True, alpha=0.3)
     return ax
+
+
+def _reserve_room_above(ax: Axes, legend) -> None:
+    """Make matplotlib place ``ax``'s title above ``legend`` (which sits above the axes).
+
+    A title is moved up past the child axes of its axes, not past a legend: an empty,
+    invisible child axes spanning from the top of ``ax`` to the top of the legend (sized at
+    each draw, so it follows resizing and font changes) makes a title set later, with
+    ``ax.set_title``, clear the legend instead of being drawn over it.
+    """
+    from matplotlib.transforms import Bbox
+
+    def locate(_axes, renderer) -> Bbox:
+        pos = ax.get_position()
+        top = legend.get_window_extent(renderer).y1
+        y_top = ax.get_figure(root=False).transSubfigure.inverted().transform((0.0, top))[1]
+        return Bbox.from_extents(pos.x0, pos.y1, pos.x1, max(y_top, pos.y1))
+
+    room = ax.inset_axes([0.0, 1.0, 1.0, 0.0])
+    room.set_axes_locator(locate)
+    room.set_axis_off()
+    room.patch.set_visible(False)
+    room.set_navigate(False)
+    room.set_label("_legend_room")

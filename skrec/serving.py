@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import numbers
 import os
 import warnings
 
@@ -40,6 +41,16 @@ __all__ = ["ScoringGraph", "export_onnx", "export_program", "graph_inputs", "sco
 
 #: Largest history length of an exported autoencoder graph (its input width is free).
 _MAX_EXPORT_WIDTH = 1 << 20
+
+
+def _static_length(estimator) -> bool:
+    """Whether the exported graph takes histories of exactly the model's history limit.
+
+    Recurrent encoders export for one sequence length only (``torch.export`` fixes an RNN's
+    length): :func:`graph_inputs` then left-pads every history to that limit.
+    """
+    encoder = getattr(getattr(estimator, "module_", None), "encoder", None)
+    return bool(getattr(encoder, "export_static_length", False))
 
 
 class ScoringGraph(nn.Module):
@@ -88,12 +99,9 @@ class ScoringGraph(nn.Module):
         self.autocast_precision = setup.autocast_precision
         self.precision = estimator.inference_precision
         self.n_items = int(estimator.n_features_in_)
-        self.k = None if k is None else min(check_k(k), self.n_items)
+        self.k = None if k is None else check_k(k, limit=self.n_items)
         self.max_history = estimator._history_limit()
-        # Recurrent encoders export with the full history length only (torch.export fixes
-        # an RNN's sequence length): graph_inputs pads to it.
-        encoder = getattr(estimator.module_, "encoder", None)
-        self.static_length = bool(getattr(encoder, "export_static_length", False))
+        self.static_length = _static_length(estimator)
         # A shallow copy without the modules: its scoring function reads only parameters.
         self._owner = copy.copy(estimator)
         self._owner.__dict__.pop("module_", None)
@@ -196,7 +204,9 @@ def graph_inputs(estimator, X, *, filter_seen: bool = True) -> tuple[np.ndarray,
     -------
     history : ndarray of shape (n_users, length), int64
         Each row's latest items (at most the model's history limit), oldest to newest,
-        left-padded with -1.
+        left-padded with -1: to the longest row, or, for a recurrent encoder
+        (``encoder="gru"``), whose exported graph has one fixed length, to exactly the
+        history limit (``max_len``).
     exclude : ndarray of shape (n_users, n_exclude), int64
         Each row's items (or one column of -1), padded with -1.
     """
@@ -204,6 +214,8 @@ def graph_inputs(estimator, X, *, filter_seen: bool = True) -> tuple[np.ndarray,
     limit = estimator._history_limit()
     longest = int(np.diff(X.indptr).max(initial=0))
     history = ordered_sequences(X, limit if limit is not None else max(longest, 1)) - 1
+    if limit is not None and _static_length(estimator) and history.shape[1] < limit:
+        history = np.pad(history, ((0, 0), (limit - history.shape[1], 0)), constant_values=-1)
     if filter_seen:
         exclude = ordered_sequences(X, max(longest, 1)) - 1
     else:
@@ -293,6 +305,35 @@ def _require(*modules: str) -> None:
         raise ImportError(f"ONNX export needs {', '.join(missing)}: pip install \"skrec[onnx]\"")
 
 
+def _opset_range() -> tuple[int, int]:
+    """The ONNX opsets the installed exporter writes: ``torch.onnx.export(dynamo=True)``
+    emits opset 18 and converts it with onnxscript's version converter, whose range this
+    reads (18 to 25 with onnxscript 0.7; a request outside it silently gave opset 18)."""
+    try:
+        from onnxscript.version_converter import _version_converter as converter
+
+        return (int(converter.SUPPORTED_MIN_ONNX_OPSET), int(converter.SUPPORTED_MAX_ONNX_OPSET))
+    except (ImportError, AttributeError, TypeError, ValueError):  # another onnxscript layout
+        return 18, 10**6  # the written file is checked after the export instead
+
+
+def _check_opset_version(opset_version) -> int | None:
+    """``None`` or an opset the exporter can write; a ``ValueError`` naming the range."""
+    if opset_version is None:
+        return None
+    low, high = _opset_range()
+    bounds = f"from {low} to {high}" if high < 10**6 else f"of at least {low}"
+    if isinstance(opset_version, bool | np.bool_) or not isinstance(opset_version,
+                                                                    numbers.Integral):
+        raise ValueError(f"opset_version must be None (the exporter's default) or an integer "
+                         f"{bounds}; got {opset_version!r}.")
+    if not low <= opset_version <= high:
+        raise ValueError(f"opset_version={opset_version} is outside the opsets this exporter "
+                         f"writes (torch.onnx with the installed onnxscript): give one {bounds}, "
+                         "or None for its default.")
+    return int(opset_version)
+
+
 def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
                 opset_version: int | None = None, precision: str | None = None) -> None:
     """Write the scoring graph as an ONNX model (inputs ``history``, ``exclude``; outputs
@@ -310,10 +351,18 @@ def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
     k : int or None, default=10
         Items returned per user; ``None``: one output ``scores`` with all scores.
     opset_version : int, default=None
-        ONNX opset; the exporter's default when ``None``.
+        ONNX opset; the exporter's default when ``None``. ``torch.onnx.export`` writes
+        opset 18 and converts it to the version asked for: 18 to 25 with onnxscript 0.7.
     precision : {"fp32", "bf16", "fp16"} or None, default=None
         The inference precision of the graph, as in :func:`export_program` (ONNX runtimes
         run fp32 graphs everywhere; bf16 and fp16 kernels vary by runtime and device).
+
+    Raises
+    ------
+    ValueError
+        If ``opset_version`` is not an integer in the range the installed exporter writes
+        (checked before exporting, and on the written file: the exporter falls back to
+        opset 18 when it cannot convert).
 
     Examples
     --------
@@ -324,6 +373,7 @@ def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
         ids, scores = session.run(None, {"history": history, "exclude": exclude})
     """
     _require("onnx", "onnxscript")
+    opset_version = _check_opset_version(opset_version)
     program = export_program(estimator, k=k, precision=precision)
     outputs = ["scores"] if k is None else ["ids", "scores"]
     with warnings.catch_warnings():
@@ -334,4 +384,8 @@ def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
             program, (), dynamo=True, input_names=["history", "exclude"], output_names=outputs,
             opset_version=opset_version, verbose=False,
         )
+    written = {op.domain: op.version for op in onnx_program.model_proto.opset_import}.get("")
+    if opset_version is not None and written != opset_version:
+        raise ValueError(f"opset_version={opset_version}: the exporter could only write opset "
+                         f"{written}; nothing was saved. Give an opset it converts to, or None.")
     onnx_program.save(os.fspath(path), external_data=False)

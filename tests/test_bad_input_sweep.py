@@ -14,11 +14,21 @@ out-of-range indices, bad ``k``/``batch_size``/``items``, bad hyper-parameters..
   padding exactly where the score is ``-inf``, no seen item when filtered, finite scores;
 * and leave every argument it was given unchanged.
 
+The classes of issue 23 have properties of their own: a huge ``k`` (up to ``2**63``) returns
+``min(k, n_items)`` columns everywhere and allocates nothing of width ``k``; users without history
+get popularity shares in a tie-free order; a GRU graph takes histories shorter than ``max_len``;
+bad ``opset_version`` values, and feature values beyond float32 or so large that training
+overflows, are ``ValueError`` s that say so; event logs read as matrices (dense, sparse, or the
+DataFrame itself) are named and never advised ``.to_numpy()``, real small catalogues are not;
+``GridSearchCV(...).fit(X)`` without ``y`` scores every candidate; a repeated (user, item) is one
+interaction at its latest value in every entry point.
+
 Sized for CI: tiny data and models (``max_iter=1``, widths of 4-8, ``precision="fp32"``), 40
-examples per target drawn the same way on every run (about 15 s in all), no example database.
-Explore further with ``SKREC_SWEEP_EXAMPLES=300 SKREC_SWEEP_RANDOM=1`` (new random examples on
-each run). The pure-torch modules of ``skrec.nn`` are not swept: like torch's own layers they
-take tensors and raise torch's errors.
+examples per target drawn the same way on every run, no example database. Explore further with
+``benchmarks/bad_input_sweep.py`` (300 examples per target and the slow classes, such as ONNX
+exports; ``--random`` for new examples on each run), or set ``SKREC_SWEEP_EXAMPLES``,
+``SKREC_SWEEP_RANDOM=1`` and ``SKREC_SWEEP_FULL=1`` yourself. The pure-torch modules of
+``skrec.nn`` are not swept: like torch's own layers they take tensors and raise torch's errors.
 
 Known failures in files being refactored elsewhere are listed in ``KNOWN_BUGS`` with a minimal
 reproduction each, tested as ``xfail`` at the end, and kept out of the sweep by ``assume``.
@@ -178,6 +188,17 @@ def check_call(fn, *args, allow=(FloatingPointError,), refuse=False, **kwargs):
         if snap is not None:
             assert _same(original, snap), f"{fn.__name__} modified its argument {snap!r:.200}"
     return result
+
+
+def expect_error(error, fn, *args, **kwargs) -> str:
+    """Call ``fn``: it must raise ``error`` from skrec's own code, with a message (returned)."""
+    with pytest.raises(error) as info:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fn(*args, **kwargs)
+    assert str(info.value).strip() and _raised_by_skrec(info.value), (
+        "".join(traceback.format_exception(info.value)))
+    return str(info.value)
 
 
 def check_rankings(out, n_items: int = N_ITEMS) -> None:
@@ -684,6 +705,312 @@ def test_plotting(history, metrics):
     check_call(history_frame, history)
     check_call(plot_history, history, metrics=metrics)
     plt.close("all")
+
+
+# ------------------------------------------------------------------------------ issue 23
+#: ``SKREC_SWEEP_FULL=1`` (benchmarks/bad_input_sweep.py sets it) adds the slow classes:
+#: ONNX exports of the GRU graph.
+FULL = os.environ.get("SKREC_SWEEP_FULL", "0") not in ("", "0")
+HUGE_KS = st.sampled_from([N_ITEMS, N_ITEMS + 1, 10**4, 10**9, 10**12, 2**62,
+                           np.int64(2**40), np.uint64(2**63)])
+
+
+@pytest.mark.parametrize("name", list(TINY))
+@SETTINGS
+@given(X=valid_matrices(N_ITEMS), k=HUGE_KS, filter_seen=BOOLS, metric=st.sampled_from(
+    ["ndcg", "recall", "precision", "hit_rate", "mrr", "coverage"]))
+def test_huge_k_is_the_whole_catalogue(fitted, name, X, k, filter_seen, metric):
+    """A huge k allocates nothing of width k (10**12 int64 columns could not exist): every
+    entry point returns min(k, n_items) columns and the metrics take any k."""
+    est = fitted[name]
+    width = min(int(k), N_ITEMS)
+    out = check_call(est.recommend, X, k, filter_seen=filter_seen)
+    check_rankings(out)
+    if out is not None:
+        assert out[0].shape[1] == width
+        ids = check_call(est.predict, X, k, filter_seen=filter_seen)
+        assert ids.shape[1] == width
+        y = skms.leave_last_out_split(X)[1]
+        assert np.isnan(value := check_call(est.score, X, None, k)) or 0 <= value <= 1
+        scorer = skm.get_rec_scorer(f"{metric}@{int(k)}")
+        assert np.isnan(value := check_call(scorer.__call__, est, X, y)) or 0 <= value <= 1
+    if name != "Popularity":
+        sim = check_call(est.similar_items, [0, N_ITEMS - 1], k)
+        check_rankings(sim)
+        assert sim[0].shape == (2, width)
+
+
+def test_cold_users_get_popularity_shares_in_a_tie_free_order(fitted):
+    """Not rank numbers: each item's share of the training interactions, strictly
+    decreasing along the stable popularity order (the same ranking as before)."""
+    for name, est in fitted.items():
+        ids, scores = est.recommend(sp.csr_matrix((2, N_ITEMS)), k=N_ITEMS)
+        counts = est.item_popularity_
+        np.testing.assert_array_equal(ids[0], np.argsort(-counts, kind="stable"), err_msg=name)
+        assert (np.diff(scores[0]) < 0).all(), name
+        np.testing.assert_allclose(scores[0], (counts / counts.sum())[ids[0]], rtol=1e-5,
+                                   atol=1e-40, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def gru_program():
+    """A tiny GRU model (max_len=5) and its exported program (exported once)."""
+    from skrec.serving import export_program
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est = SeqRecommender(encoder="gru", d_model=4, n_layers=1, max_len=5, max_iter=1,
+                             n_negatives=3, precision="fp32", random_state=0)
+        est.fit(_training_matrix())
+        return est, export_program(est, k=3)
+
+
+@SETTINGS
+@given(X=valid_matrices(N_ITEMS), filter_seen=BOOLS)
+def test_gru_export_takes_histories_shorter_than_max_len(gru_program, X, filter_seen):
+    """graph_inputs pads a GRU graph's histories to max_len (its one exported length): any
+    matrix, its rows shorter than max_len (at most 6 items here, 0 included), runs through the
+    exported program and gives recommend's ranking."""
+    import torch
+
+    from skrec.serving import graph_inputs
+
+    est, program = gru_program
+    inputs = check_call(graph_inputs, est, X, filter_seen=filter_seen)
+    if inputs is None:
+        return
+    history, exclude = inputs
+    assert history.shape[1] == 5
+    with torch.no_grad():
+        ids, scores = program.module()(torch.as_tensor(history), torch.as_tensor(exclude))
+    ref_ids, ref_scores = est.recommend(X, k=3, filter_seen=filter_seen)
+    np.testing.assert_array_equal(ids.numpy(), ref_ids)
+    np.testing.assert_allclose(scores.numpy(), ref_scores, atol=1e-4)
+
+
+@pytest.mark.skipif(not FULL, reason="ONNX exports take seconds each: SKREC_SWEEP_FULL=1")
+@pytest.mark.parametrize("opset", [None, 18, 21, 25])
+def test_gru_onnx_export_runs_short_histories(gru_program, opset, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    from skrec.serving import export_onnx, graph_inputs
+
+    est, _ = gru_program
+    path = tmp_path / "gru.onnx"
+    check_call(export_onnx, est, path, k=3, opset_version=opset)
+    if opset is not None:
+        assert {o.domain: o.version for o in onnx.load(path).opset_import}[""] == opset
+    session = ort.InferenceSession(str(path))
+    for n_users in (1, 4):
+        X = _training_matrix()[:n_users]
+        history, exclude = graph_inputs(est, X)
+        ids, _ = session.run(None, {"history": history, "exclude": exclude})
+        np.testing.assert_array_equal(ids, est.recommend(X, k=3)[0])
+
+
+@SETTINGS
+@given(opset=st.sampled_from(["x", "21", 2.5, 21.0, True, False, -1, 0, 7, 17, 26, 10**9,
+                              [21], np.float64(21)]))
+def test_bad_opset_versions_are_value_errors(fitted, opset, tmp_path_factory):
+    pytest.importorskip("onnxscript")
+    from skrec.serving import export_onnx
+
+    path = tmp_path_factory.mktemp("onnx") / "m.onnx"
+    assert "opset_version" in expect_error(ValueError, export_onnx, fitted["Seq"], path,
+                                           opset_version=opset)
+    assert not path.exists()
+
+
+@SETTINGS
+@given(scale=st.sampled_from([1e39, -1e39, 3.5e38, 1e30, -1e20, 2e19, np.inf, -np.inf,
+                              np.nan]),
+       fmt=st.sampled_from(["dense", "csr", "coo", "lil", "list"]),
+       where=st.sampled_from(["item_features", "user_features", "predict_user_features"]),
+       kind=st.sampled_from(["Seq", "AE"]))
+def test_feature_values_out_of_float32_training_range_say_so(fitted, scale, fmt, where, kind):
+    """Values beyond float32 are not "NaN or infinite"; values that overflow in training are
+    refused before training (not a diverging fit that advises precision='fp32')."""
+    assume(where == "item_features" or kind == "AE")
+    n_rows = N_ITEMS if where == "item_features" else N_USERS
+    F = np.random.default_rng(0).random((n_rows, 3)) + 0.5
+    F[1, 2] = scale
+    F = {"dense": F, "csr": sp.csr_matrix(F), "coo": sp.coo_matrix(F), "list": F.tolist(),
+         "lil": sp.lil_matrix(F)}[fmt]
+    X = _training_matrix()
+    if where == "item_features":
+        call, args, kw = TINY[kind]().set_params(item_features=F).fit, (X,), {}
+    elif where == "user_features":
+        call, args, kw = TINY[kind]().fit, (X,), {"user_features": F}
+    else:
+        est = TINY["AE"]().fit(X, user_features=np.ones((N_USERS, 3)))
+        call, args, kw = est.predict, (X,), {"user_features": F}
+    message = expect_error(ValueError, call, *args, **kw)
+    if not np.isfinite(scale):
+        assert "NaN or infinite" in message
+    elif abs(scale) > float(np.finfo(np.float32).max):
+        assert "beyond float32's range" in message and "Scale" in message
+    else:
+        assert "so large that training overflows" in message and "Scale" in message
+
+
+@st.composite
+def id_logs(draw):
+    """An event log of integer ids as an array: users and items each recur."""
+    n_users = draw(st.integers(12, 60))  # more distinct ids than a rating scale (0 is
+    n_items = draw(st.integers(12, 80))  # "no interaction" in a matrix: 11 non-zero ids)
+    n_events = draw(st.integers(max(2 * n_users, 2 * n_items), 400))
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    first = draw(st.sampled_from([0, 1, 1000]))
+    users = first + np.concatenate([np.arange(n_users), rng.integers(0, n_users,
+                                                                     n_events - n_users)])
+    items = first + np.concatenate([np.arange(n_items), rng.integers(0, n_items,
+                                                                     n_events - n_items)])
+    columns = [rng.permutation(users), rng.permutation(items)]
+    extra = draw(st.sampled_from(["time", "position", "rating+time", "none"]))
+    if extra in ("time", "rating+time"):
+        if extra == "rating+time":
+            columns.append(rng.integers(1, 6, n_events))
+        columns.append(1.7e9 + rng.integers(0, 10**7, n_events))
+    elif extra == "position":
+        columns.append(np.arange(1, n_events + 1))
+    log = np.column_stack(columns)
+    if draw(st.booleans()):
+        log[:, [0, 1]] = log[:, [1, 0]]  # item, user
+    fmt = draw(st.sampled_from(["float", "int", "csr", "coo", "frame"]))
+    if fmt == "frame":
+        names = ["user", "item", "rating", "time"][: log.shape[1]]
+        return pd.DataFrame(log, columns=names)
+    return {"float": log.astype(float), "int": log.astype(np.int64), "csr": sp.csr_matrix(log),
+            "coo": sp.coo_matrix(log)}[fmt]
+
+
+@SETTINGS
+@given(log=id_logs(), call=st.sampled_from(["fit", "split", "user_split"]))
+def test_event_logs_read_as_matrices_are_named(log, call):
+    """log[["user", "item", "time"]].to_numpy() (or sparse, or the frame itself): a
+    DataFrame is refused without advising .to_numpy(); an array warns, naming the shape and
+    InteractionEncoder, and never trains silently on "3 items"."""
+    run = {"fit": lambda X: EASERecommender(l2=1.0).fit(X),
+           "split": skms.leave_last_out_split,
+           "user_split": lambda X: skms.user_holdout_split(X, random_state=0)}[call]
+    if isinstance(log, pd.DataFrame):
+        message = expect_error(TypeError, run, log).replace("Do not pass .to_numpy()", "")
+        assert "event log" in message and "InteractionEncoder" in message
+        assert ".to_numpy()" not in message
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(log)
+    named = [w for w in caught if "looks like an event log" in str(w.message)]
+    assert named and "InteractionEncoder" in str(named[0].message)
+
+
+@SETTINGS
+@given(n_users=st.integers(20, 300), n_items=st.integers(1, 4),
+       kind=st.sampled_from(["ratings", "order", "ones", "timestamp", "halves"]),
+       density=st.sampled_from([0.5, 1.0]), seed=st.integers(0, 99))
+def test_small_real_catalogues_are_not_called_event_logs(n_users, n_items, kind, density, seed):
+    rng = np.random.default_rng(seed)
+    values = {"ratings": rng.integers(1, 6, (n_users, n_items)).astype(float),
+              "order": np.argsort(rng.random((n_users, n_items)), axis=1) + 1.0,
+              "ones": np.ones((n_users, n_items)),
+              "timestamp": 1.7e9 + rng.integers(0, 10**8, (n_users, n_items)),
+              "halves": rng.integers(2, 21, (n_users, n_items)) / 2.0}[kind]
+    X = sp.csr_matrix(np.where(rng.random(values.shape) < density, values, 0.0))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        check_call(EASERecommender(l2=1.0).fit, X)
+        check_call(skms.leave_last_out_split, X)
+    assert not [w for w in caught if "event log" in str(w.message)]
+
+
+@SETTINGS
+@given(X=valid_matrices(N_ITEMS, n_users=12), scoring=st.sampled_from([None, "multi"]),
+       name=st.sampled_from(["EASE", "Markov"]))
+def test_grid_search_without_y_scores_and_picks_the_best(X, scoring, name):
+    """GridSearchCV(est, grid).fit(X) without y: every candidate gets a real score (the
+    latest item of each held-out user, predicted from the rest) and the best one is picked,
+    not NaN everywhere and the first."""
+    from sklearn.model_selection import GridSearchCV, KFold
+
+    X = skms.leave_last_out_split(X)[0] + skms.leave_last_out_split(X)[1]  # canonical
+    assume(X.nnz and (np.diff(X.indptr) >= 2).sum() >= 4)
+    grid = {"l2": [0.5, 50.0]} if name == "EASE" else {"smoothing": [0.001, 1.0]}
+    kw = {} if scoring is None else {"scoring": skm.make_scorers(["ndcg@3", "mrr@2"]),
+                                     "refit": "ndcg@3"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        search = check_call(GridSearchCV(TINY[name](), grid, cv=KFold(2), **kw).fit, X)
+    if search is None:
+        return
+    key = "mean_test_score" if scoring is None else "mean_test_ndcg@3"
+    scores = search.cv_results_[key]
+    for fold in range(2):
+        fold_scores = search.cv_results_[key.replace("mean", f"split{fold}")]
+        _, test = list(KFold(2).split(X))[fold]
+        if (np.diff(X[test].indptr) >= 2).any():  # a user with something to hold out
+            assert np.isfinite(fold_scores).all(), "a candidate scored NaN"
+    if np.isfinite(scores).all():
+        assert search.best_index_ == int(np.argmax(scores))
+
+
+@st.composite
+def duplicated(draw):
+    """(matrix with repeated (user, item) entries, the matrix of their largest values)."""
+    dense = np.asarray(sp.csr_matrix(draw(valid_matrices(N_ITEMS, n_users=N_USERS)))
+                       .toarray(), dtype=float)
+    dense = np.where(np.isfinite(dense) & (dense > 0), dense, 0.0)
+    coo = sp.coo_matrix(dense)
+    rng = np.random.default_rng(draw(st.integers(0, 2**16)))
+    again = rng.random(coo.nnz) < 0.5
+    other = coo.data[again] * rng.choice([0.25, 0.5, 2.0, 4.0], again.sum())
+    other = np.where(np.isfinite(other) & (other > 0), other, coo.data[again])
+    rows = np.concatenate([coo.row, coo.row[again]])
+    cols = np.concatenate([coo.col, coo.col[again]])
+    data = np.concatenate([coo.data, other])
+    latest = dense.copy()
+    latest[coo.row[again], coo.col[again]] = np.maximum(coo.data[again], other)
+    order = rng.permutation(rows.size)
+    rows, cols, data = rows[order], cols[order], data[order]
+    fmt = draw(st.sampled_from(["coo", "csr_raw", "csr_flag_lies", "csc_raw"]))
+    if fmt == "coo":
+        return sp.coo_matrix((data, (rows, cols)), shape=dense.shape), latest
+    major, minor = (rows, cols) if fmt != "csc_raw" else (cols, rows)
+    by_major = np.argsort(major, kind="stable")
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(major, minlength=dense.shape[
+        0 if fmt != "csc_raw" else 1]))])
+    cls = sp.csc_matrix if fmt == "csc_raw" else sp.csr_matrix
+    M = cls((data[by_major], minor[by_major], indptr), shape=dense.shape)
+    if fmt == "csr_flag_lies":
+        M.has_canonical_format = True
+    return M, latest
+
+
+@SETTINGS
+@given(pair=duplicated())
+def test_duplicates_are_one_interaction_at_the_latest_value_everywhere(fitted, pair):
+    """Every entry point reads a repeated (user, item) as one interaction at its largest
+    value (the data contract), never scipy's sum: splits add up to it, fits and metrics
+    equal those of the deduplicated matrix."""
+    from skrec._validation import check_interactions
+
+    X, latest = pair
+    before = copy.deepcopy(X)
+    np.testing.assert_array_equal(check_interactions(X).toarray(), latest)
+    parts = check_call(skms.leave_last_out_split, X)
+    np.testing.assert_array_equal((parts[0] + parts[1]).toarray(), latest)
+    parts = check_call(skms.temporal_split, X, cut=float(np.median(latest[latest > 0]))
+                       if (latest > 0).any() else 1.0)
+    np.testing.assert_array_equal((parts[0] + parts[1]).toarray(), latest)
+    ease = fitted["EASE"]
+    np.testing.assert_array_equal(ease.predict(X, k=3), ease.predict(latest, k=3))
+    ref = ease.predict(latest, k=3, filter_seen=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # no relevant item: NaN and a warning, both ways
+        np.testing.assert_array_equal(skm.ndcg_at_k(X, ref, 3, average=False),
+                                      skm.ndcg_at_k(latest, ref, 3, average=False))
+    assert _same(X, before)
 
 
 # ------------------------------------------------------------------------------ known bugs

@@ -433,6 +433,45 @@ def test_popularity_ties_broken_by_index():
     np.testing.assert_array_equal(est.predict(np.zeros((1, 4)), k=4), [[0, 1, 2, 3]])
 
 
+def test_cold_scores_are_popularity_shares_in_a_tie_free_order():
+    """Cold users get each item's share of the training interactions, not rank numbers,
+    and the ranking order stays a stable sort by decreasing count (ties: lower index)."""
+    rng = np.random.default_rng(0)
+    dense = (rng.random((200, 40)) < 0.05) * 1.0  # many tied counts
+    dense[:, 7] = 0.0  # and an item nobody interacted with
+    X = sp.csr_matrix(dense)
+    for Est in ESTIMATORS:
+        est = Est().fit(X)
+        counts = est.item_popularity_
+        ids, scores = est.recommend(sp.csr_matrix((2, 40)), k=40)
+        np.testing.assert_array_equal(ids[0], np.argsort(-counts, kind="stable"))
+        np.testing.assert_array_equal(ids[1], ids[0])
+        share = (counts / counts.sum())[ids[0]]
+        assert np.all(np.diff(scores[0]) < 0)  # strictly decreasing: no tie left to topk
+        np.testing.assert_allclose(scores[0], share, rtol=1e-5, atol=1e-40)
+        assert scores[0].sum() == pytest.approx(1.0, abs=1e-5)
+        assert scores[0][ids[0] == 7] <= 0.0  # an item nobody interacted with
+
+
+def test_k_is_clamped_to_the_catalogue_before_any_allocation(fitted_ease, split):
+    """A huge k gives the whole catalogue (min(k, n_items) columns) and allocates nothing of
+    width k: 10**12 columns of int64 could not be allocated at all."""
+    X, y = split
+    n_items = X.shape[1]
+    ids, scores = fitted_ease.recommend(X[:5], k=10**12)
+    assert ids.shape == scores.shape == (5, n_items)
+    np.testing.assert_array_equal(ids, fitted_ease.recommend(X[:5], k=n_items)[0])
+    assert fitted_ease.predict(X[:5], k=np.int64(2**62)).shape == (5, n_items)
+    sim, sim_scores = fitted_ease.similar_items([0, 1], k=10**12)
+    assert sim.shape == sim_scores.shape == (2, n_items)
+    assert fitted_ease.similar_items(3, k=10**12)[0].shape == (n_items,)
+    assert fitted_ease.score(X, y, k=10**12) == pytest.approx(
+        fitted_ease.score(X, y, k=n_items))
+    # within the catalogue, padding still marks the candidates that ran out
+    ids, scores = fitted_ease.recommend(X[:5], k=10**12, items=[0, 1, 2], filter_seen=False)
+    assert ids.shape == (5, n_items) and (ids[:, 3:] == -1).all()
+
+
 def test_predict_scores(fitted_ease, split):
     X, _ = split
     X_cold = _with_cold_rows(X, rows=(2,))
@@ -470,6 +509,39 @@ def test_score_with_1d_y(fitted_ease, split):
         ndcg_at_k(y, fitted_ease.predict(X, k=5), k=5)
     )
     assert 0.0 < s_1d <= 1.0
+
+
+def test_score_without_y_holds_out_each_users_latest_item(split, interactions):
+    est = EASERecommender(l2=50.0).fit(interactions[:200])
+    X_test = interactions[200:]
+    assert est.score(X_test) == pytest.approx(est.score(*leave_last_out_split(X_test)))
+    assert ndcg_scorer(est, X_test) == pytest.approx(est.score(X_test))
+
+
+@pytest.mark.parametrize("scoring", [None, "scorers"])
+def test_grid_search_without_y_scores_every_candidate(interactions, scoring):
+    """GridSearchCV(...).fit(X) without y: finite scores, the best candidate picked (it scored
+    NaN for all and silently kept the first)."""
+    import warnings
+
+    from sklearn.model_selection import KFold
+
+    from skrec.metrics import make_scorers
+
+    grid = {"l2": [1e6, 1e-2, 30.0]}
+    kw = {} if scoring is None else {"scoring": make_scorers(["ndcg@10", "recall@20"]),
+                                     "refit": "ndcg@10"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Scoring failed" warning
+        search = GridSearchCV(EASERecommender(), grid, cv=KFold(3), **kw).fit(interactions)
+    key = "mean_test_score" if scoring is None else "mean_test_ndcg@10"
+    scores = search.cv_results_[key]
+    assert np.isfinite(scores).all() and len(set(scores)) == 3
+    assert search.best_params_["l2"] == grid["l2"][int(np.argmax(scores))]
+    folds = list(KFold(3).split(interactions))
+    manual = np.mean([EASERecommender(l2=30.0).fit(interactions[tr]).score(interactions[te])
+                      for tr, te in folds])
+    assert scores[2] == pytest.approx(manual)
 
 
 def test_fit_with_y_trains_on_union(split):

@@ -125,3 +125,26 @@ def test_tensorboard_estimator_clones_and_pickles(X, tmp_path):
     assert "beta" in _scalars(tmp_path / "ae")  # the estimator's own record fields too
     restored = pickle.loads(pickle.dumps(fitted))
     assert restored.callbacks[0].log_dir == cb.log_dir
+
+
+def test_progress_bar_ends_at_the_epochs_run_when_early_stopping_ends_training(X, monkeypatch):
+    """A Jupyter bar closed short of its total is drawn red (failed): when early stopping
+    ends the run, the epoch bar's total becomes the epochs run; a full run keeps max_iter."""
+    import tqdm.auto
+    from tqdm import tqdm as text_tqdm
+
+    closed = []
+
+    class RecordingBar(text_tqdm):
+        def close(self):
+            if self.unit == "epoch" and not self.disable:
+                closed.append((self.n, self.total))
+            super().close()
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", RecordingBar)
+    est = SeqRecommender(**TINY, max_iter=40, early_stopping=True, n_iter_no_change=1,
+                         verbose=1).fit(X)
+    assert est.n_iter_ < 40  # stopped early
+    assert closed[-1] == (est.n_iter_, est.n_iter_)
+    SeqRecommender(**TINY, max_iter=2, early_stopping=False, verbose=1).fit(X)
+    assert closed[-1] == (2, 2)

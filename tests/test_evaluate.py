@@ -129,6 +129,17 @@ def test_evaluate_strong_generalization_with_X_fit():
     assert 0 <= table.loc["ease", "recall@10"] <= 1 and ref >= 0
 
 
+def test_evaluate_with_a_cut_off_beyond_the_catalogue(split):
+    """"ndcg@99999999999" ranks the whole catalogue (40 items): same value as ndcg@40, and
+    nothing of width 10**11 is allocated."""
+    X, y = split
+    ease = EASERecommender(l2=20.0).fit(X)
+    table = evaluate({"ease": ease}, X, y, metrics=["ndcg@99999999999", "ndcg@40"], fit=False)
+    assert table.loc["ease", "ndcg@99999999999"] == pytest.approx(table.loc["ease", "ndcg@40"])
+    assert get_rec_scorer("recall@99999999999")(ease, X, y) == pytest.approx(
+        recall_at_k(y, ease.predict(X, k=40), k=40))
+
+
 def test_evaluate_errors(split):
     X, y = split
     with pytest.raises(ValueError, match="Unknown metric"):

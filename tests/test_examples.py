@@ -50,3 +50,34 @@ def test_example_runs_in_fast_mode(script, tmp_path):
         f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-5000:]}"
     )
     assert proc.stdout.strip(), f"{script.name} printed nothing"
+
+
+#: The examples that read MovieLens 100K and fall back to synthetic data without it.
+MOVIELENS_EXAMPLES = [p for p in EXAMPLES if "def say_synthetic" in p.read_text()]
+
+
+def test_movielens_examples_say_when_they_use_synthetic_data():
+    """Every example that looks for MovieLens has the loud fallback (one of them is run)."""
+    names = {p.name for p in MOVIELENS_EXAMPLES}
+    assert {"plot_movielens_sequential.py", "plot_autoencoder_strong_generalization.py",
+            "plot_cold_start_features.py", "plot_original_ids_workflow.py"} <= names
+    for path in MOVIELENS_EXAMPLES:
+        text = path.read_text()
+        assert text.count("say_synthetic(") == 2  # defined once, called in the fallback
+
+
+def test_an_example_run_away_from_the_data_says_so_loudly(tmp_path):
+    """A clone not beside the data: a banner on stdout and a warning on stderr that say the
+    numbers are synthetic and name SKREC_DATA_DIR (it was a one-line print before). The
+    warning is made an error, so the run stops right there."""
+    script = tmp_path / "plot_original_ids_workflow.py"  # no shared/data above tmp_path
+    script.write_text((EXAMPLES[0].parent / script.name).read_text())
+    env = dict(os.environ, SKREC_EXAMPLES_FAST="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
+               SKREC_DATA_DIR=str(tmp_path / "nothing here"))
+    proc = subprocess.run(
+        [sys.executable, "-W", "error:MovieLens 100K NOT FOUND:UserWarning", str(script)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert proc.returncode != 0  # stopped by the warning, at the fallback
+    assert "MovieLens 100K NOT FOUND" in proc.stdout and "=" * 78 in proc.stdout
+    assert "SKREC_DATA_DIR=" in proc.stdout and "holds no u.data" in proc.stdout
+    assert "UserWarning: MovieLens 100K NOT FOUND" in proc.stderr

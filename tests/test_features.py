@@ -130,6 +130,10 @@ def test_add_items_needs_a_model_with_features(data):
         (np.full((N_ITEMS, 3), np.nan), ValueError, "NaN"),
         (np.array([["a"] * 3] * N_ITEMS), TypeError, "numbers"),
         (np.ones(N_ITEMS), ValueError, "2-D"),
+        # what is wrong, not "NaN or infinite" nor "use precision='fp32'"
+        (np.full((N_ITEMS, 3), 1e39), ValueError, "beyond float32's range"),
+        (sp.csr_matrix(np.full((N_ITEMS, 3), -1e39)), ValueError, "beyond float32's range"),
+        (np.full((N_ITEMS, 3), 1e30), ValueError, "so large that training overflows float32"),
     ],
 )
 def test_bad_feature_matrices_get_clear_errors(bad, error, match, data):

@@ -97,6 +97,63 @@ def test_dataframe_matrix_message_says_how_to_pass_a_matrix(X):
     EASERecommender().fit(frame.to_numpy())  # the route the message gives works
 
 
+def _numeric_log(n=3000, seed=0):
+    """An event log of integer ids and Unix times, as MovieLens u.data has them."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"user": rng.integers(1, 944, n), "item": rng.integers(1, 1683, n),
+                         "time": 8.8e8 + rng.integers(0, 10**7, n)})
+
+
+def test_an_event_log_frame_is_never_advised_to_numpy():
+    """Following the advice must not give a matrix of n_events users x 3 items."""
+    for table in (_numeric_log(), _numeric_log()[["user", "item"]], _numeric_log()["item"],
+                  _numeric_log().astype({"user": str}).assign(a=1, b=2.0)):
+        with pytest.raises(TypeError, match="event log") as info:
+            EASERecommender().fit(table)
+        message = str(info.value)
+        assert "Do not pass .to_numpy()" in message
+        assert "pass .to_numpy()" not in message.replace("Do not pass .to_numpy()", "")
+
+
+@pytest.mark.parametrize("as_", ["dense", "csr", "coo"])
+@pytest.mark.parametrize("call", [lambda X: EASERecommender().fit(X),
+                                  lambda X: leave_last_out_split(X),
+                                  lambda X: PopularityRecommender().fit(X)],
+                         ids=["fit", "split", "popularity"])
+def test_an_event_log_read_as_a_matrix_is_named(as_, call):
+    """log[["user", "item", "time"]].to_numpy() (or a sparse matrix of it): a warning that
+    names the event-log shape and the encoder, attributed to the caller's line."""
+    arr = _numeric_log()[["user", "item", "time"]].to_numpy()
+    X = {"dense": arr, "csr": sp.csr_matrix(arr), "coo": sp.coo_matrix(arr)}[as_]
+    with pytest.warns(UserWarning, match=r"looks like an event log.*3000 users and a "
+                                         r"catalogue of 3 items.*InteractionEncoder") as rec:
+        call(X)
+    assert any(w.filename == __file__ for w in rec)
+
+
+def test_real_small_catalogues_are_not_taken_for_event_logs():
+    rng = np.random.default_rng(0)
+    matrices = [rng.integers(1, 6, (500, 3)).astype(float),  # ratings
+                np.argsort(rng.random((500, 4)), axis=1) + 1.0,  # orders
+                (rng.random((500, 2)) < 0.5) * 1.0,  # ones
+                1.7e9 + rng.integers(0, 10**6, (500, 3)),  # timestamps, all distinct
+                _numeric_log()[["user", "item", "time"]].to_numpy()[:15]]  # a few rows
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for X in matrices:
+            EASERecommender(l2=1.0).fit(X).predict(X)
+            leave_last_out_split(X)
+
+
+def test_strings_read_as_a_matrix_point_to_the_encoder():
+    arr = _numeric_log().astype({"user": str, "item": str}).to_numpy().astype(str)
+    arr[0, 0] = "u1"
+    with pytest.raises(ValueError, match="InteractionEncoder"):
+        EASERecommender().fit(arr)
+    with pytest.raises(ValueError, match="InteractionEncoder"):
+        EASERecommender().fit(arr.astype(object))
+
+
 # ------------------------------------------------ batch_size
 @pytest.mark.parametrize("batch_size", [-1, 0, 2.5, "8", True, np.float64(4.0)])
 @pytest.mark.parametrize("method", ["recommend", "predict_scores", "similar_items"])

@@ -96,6 +96,22 @@ def test_fewer_columns_than_k_count_as_misses():
     np.testing.assert_allclose(rec, [1.0, 1.0, 0.0, np.nan], equal_nan=True)
 
 
+@pytest.mark.parametrize("metric", ALL_METRICS, ids=lambda f: f.__name__)
+def test_huge_k_allocates_nothing_of_size_k(metric):
+    """k beyond the catalogue is the whole ranking: the same value as k = n_items (precision
+    keeps its denominator k), and no array of length k (10**12 floats could not exist)."""
+    np.testing.assert_allclose(metric(Y_HAND, P_HAND, k=2**63, average=False),
+                               metric(Y_HAND, P_HAND, k=10**12, average=False) * (
+                                   10**12 / 2**63 if metric is precision_at_k else 1),
+                               equal_nan=True)  # beyond int64
+    huge = metric(Y_HAND, P_HAND, k=10**12, average=False)
+    at_n = metric(Y_HAND, P_HAND, k=5, average=False)
+    if metric is precision_at_k:
+        at_n = at_n * 5 / 10**12
+    np.testing.assert_allclose(huge, at_n, equal_nan=True)
+    assert get_rec_scorer("ndcg@99999999999").k == 99999999999
+
+
 def test_recall_denominator_is_min_k_relevant():
     # 4 relevant items, k = 2, both top-2 are relevant: recall = 2 / min(2, 4) = 1
     y = _sparse_targets([[0, 1, 2, 3]], n_items=6)

@@ -329,6 +329,42 @@ def test_preserves_original_values_for_sequence_models():
         assert (y_test.multiply(X) != y_test.multiply(y_test)).nnz == 0
 
 
+def _with_duplicates(flag_lies: bool) -> sp.csr_matrix:
+    """Two users; (0, 1) stored twice (values 5 and 3), (1, 2) twice (2 and 9)."""
+    X = sp.csr_matrix((np.array([1.0, 5.0, 3.0, 2.0, 4.0, 2.0, 9.0]),
+                       np.array([0, 1, 1, 3, 0, 2, 2]), np.array([0, 4, 7])), shape=(2, 4))
+    if flag_lies:  # built from raw arrays and marked canonical: scipy would trust the flag
+        X.has_canonical_format = True
+    return X
+
+
+@pytest.mark.parametrize("flag_lies", [False, True])
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_duplicates_are_one_interaction_at_the_latest_value_everywhere(fmt, flag_lies):
+    """The data contract: a repeated (user, item) keeps its largest value, in every entry
+    point, never scipy's sum; the splits add up to that matrix."""
+    from skrec import EASERecommender
+    from skrec._validation import check_interactions
+    from skrec.metrics import ndcg_at_k
+
+    X = _with_duplicates(flag_lies)
+    X = {"csr": X, "csc": X.tocsc() if not flag_lies else X.T.tocsr().T, "coo": X.tocoo()}[fmt]
+    latest = np.array([[1.0, 5.0, 0.0, 2.0], [4.0, 0.0, 9.0, 0.0]])
+    canonical = check_interactions(X)
+    np.testing.assert_array_equal(canonical.toarray(), latest)
+    assert canonical.nnz == 5  # no duplicate left stored
+    for X_train, y_test in (leave_last_out_split(X), random_holdout_split(X, random_state=0),
+                            temporal_split(X, cut=3.0)):
+        np.testing.assert_array_equal((X_train + y_test).toarray(), latest)
+    X_train, y_test = leave_last_out_split(X)
+    np.testing.assert_array_equal(y_test.toarray(), [[0, 5.0, 0, 0], [0, 0, 9.0, 0]])
+    ease = EASERecommender(l2=1.0)
+    np.testing.assert_array_equal(ease.fit(X).predict(X, k=4),
+                                  ease.fit(latest).predict(latest, k=4))
+    assert ndcg_at_k(X, ease.predict(latest, k=2, filter_seen=False), k=2) == pytest.approx(
+        ndcg_at_k(latest, ease.predict(latest, k=2, filter_seen=False), k=2))
+
+
 def test_vectorised_on_many_users():
     # 50k users: runs in well under a second because there is no per-user Python loop.
     rng = np.random.default_rng(0)

@@ -147,6 +147,27 @@ def test_plot_history_uses_the_given_axes(fitted):
     assert len(fig.axes) == 1  # one metric: no twin axis
 
 
+@pytest.mark.parametrize("layout", [None, "constrained", "tight"])
+def test_a_title_set_afterwards_is_not_hidden_by_the_legend(fitted, layout):
+    """The legend sits above the axes; the title goes above it, in any layout (it was drawn
+    over the legend), and the figure made by plot_history has room for both."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout=layout)
+    for ax in axes:
+        plot_history(fitted, ax=ax).set_title("Mult-VAE on MovieLens")
+    own = plot_history(fitted)
+    own.set_title("Mult-VAE on MovieLens")
+    for ax in (*axes, own):
+        figure = ax.figure
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        legend = ax.get_legend().get_window_extent(renderer)
+        title = ax.title.get_window_extent(renderer)
+        assert title.y0 >= legend.y1 - 1 and not title.overlaps(legend)
+        if layout is not None or figure is not fig:
+            assert title.y1 <= figure.bbox.y1  # inside the figure
+        assert len(figure.axes) == (2 * 2 if figure is fig else 2)  # the room is no new axes
+
+
 def test_plot_history_skips_metrics_that_were_not_recorded(fitted_no_val):
     ax = plot_history(fitted_no_val)  # default metrics include val_ndcg@10
     assert len(ax.figure.axes) == 1

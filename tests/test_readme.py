@@ -43,3 +43,16 @@ def test_extras_named_in_the_readme_exist():
         assert extra in extras and f"`[{extra}]`" in README
     assert any(req.startswith("ipywidgets") for req in extras["notebook"])
     assert "pip install -c constraints.txt ." in README  # a regular install for users
+
+
+def test_the_landing_page_never_trains_the_full_defaults():
+    """docs/index.rst ran SeqRecommender(random_state=0).fit(X): up to 200 epochs of the
+    default model, unannounced. Every neural model on the landing page and in the README
+    sets max_iter, and the landing page says which estimator to pick."""
+    index = (ROOT / "docs" / "index.rst").read_text(encoding="utf-8")
+    for text in (index, README):
+        calls = re.findall(r"(?:Seq|AE)Recommender\((.*?)\)\.fit", text, flags=re.DOTALL)
+        assert calls
+        for args in calls:
+            assert "max_iter" in args or "**small" in args, args
+    assert "Which estimator?" in index

@@ -195,6 +195,50 @@ def test_onnx_export_matches_eager(kind, movielens_or_synthetic, tmp_path):
     assert np.array_equal(ids, rec.predict(X[:1], k=10))
 
 
+def _short_histories(n_users: int, n_items: int, length: int = 3) -> sp.csr_matrix:
+    """Rows of ``length`` items each (values 1..length: the order), all shorter than max_len."""
+    rng = np.random.default_rng(0)
+    cols = np.stack([rng.choice(n_items, length, replace=False) for _ in range(n_users)])
+    rows = np.repeat(np.arange(n_users), length)
+    values = np.tile(np.arange(1.0, length + 1), n_users)
+    return sp.csr_matrix((values, (rows, cols.ravel())), shape=(n_users, n_items))
+
+
+@pytest.mark.slow
+def test_gru_graph_takes_short_histories_padded_to_max_len(X, tmp_path):
+    """A GRU graph is exported for histories of exactly max_len: graph_inputs pads short
+    histories to it (not to the longest row), so the program and the ONNX model accept them.
+    The ONNX file is written at the opset asked for (21, not the default)."""
+    rec = SeqRecommender(**SEQ, encoder="gru").fit(X)
+    X_short = _short_histories(6, X.shape[1])
+    history, exclude = graph_inputs(rec, X_short)
+    assert history.shape == (6, SEQ["max_len"])
+    assert (history[:, : SEQ["max_len"] - 3] == -1).all()
+    with torch.no_grad():
+        ids, scores = (t.numpy() for t in export_program(rec, k=5).module()(
+            torch.as_tensor(history), torch.as_tensor(exclude)))
+    _check_same_ranking(ids, scores, *rec.recommend(X_short, k=5))
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxscript")
+    pytest.importorskip("onnxruntime")
+    export_onnx(rec, tmp_path / "gru.onnx", k=5, opset_version=21)
+    model = onnx.load(tmp_path / "gru.onnx")
+    assert {op.domain: op.version for op in model.opset_import}[""] == 21
+    ids, scores = _onnx_session(tmp_path / "gru.onnx").run(
+        None, {"history": history, "exclude": exclude})
+    _check_same_ranking(ids, scores, *rec.recommend(X_short, k=5))
+
+
+@pytest.mark.parametrize("opset", ["x", 2.0, True, 7, 17, 10**4])
+def test_bad_opset_version_is_a_value_error(X, opset, tmp_path):
+    """Not a torch TypeError, and not a file silently written at another opset."""
+    pytest.importorskip("onnxscript")
+    rec = SeqRecommender(**{**SEQ, "max_iter": 1}).fit(X[:20])
+    with pytest.raises(ValueError, match="opset_version"):
+        export_onnx(rec, tmp_path / "m.onnx", opset_version=opset)
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_onnx_export_without_the_extra_names_the_install(rec, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails
     with pytest.raises(ImportError, match=r'pip install "skrec\[onnx\]"'):

@@ -96,6 +96,28 @@ def test_a_model_fitted_with_user_features_needs_them(call, data):
     assert np.all(np.isfinite(np.asarray(out[1] if call == "recommend" else out, float)))
 
 
+@pytest.mark.parametrize("scale, match", [(1e39, "beyond float32's range"),
+                                          (1e30, "so large that training overflows")])
+def test_huge_user_features_say_what_is_wrong(data, scale, match):
+    """Not "NaN or infinite values" for 1e39, not a diverging fit that advises
+    precision='fp32' (the model was in fp32) for 1e30: at fit and at predict."""
+    X, U = data
+    with pytest.raises(ValueError, match=match):
+        AERecommender(**AE).fit(X, user_features=U * scale)
+    est = AERecommender(**{**AE, "max_iter": 1}).fit(X, user_features=U)
+    with pytest.raises(ValueError, match=match):
+        est.predict(X[:5], user_features=U[:5].toarray() * scale)
+
+
+def test_feature_scale_hint_names_badly_scaled_features():
+    from skrec._validation import feature_scale_hint
+
+    assert feature_scale_hint(None, "user_features") == ""
+    assert feature_scale_hint(np.ones((3, 2)), "user_features") == ""
+    hint = feature_scale_hint(sp.csr_matrix(np.full((3, 2), -2e4)), "item_features")
+    assert "item_features holds values up to 2e+04" in hint and "StandardScaler" in hint
+
+
 def test_estimators_that_do_not_read_them_refuse_them(data):
     X, U = data
     for est in (SeqRecommender(max_iter=1, random_state=0), PopularityRecommender()):
