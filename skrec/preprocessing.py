@@ -1250,7 +1250,7 @@ class InteractionEncoder(TransformerMixin, BaseEstimator, auto_wrap_output_keys=
         X = self._transform(log, users, stacklevel=3)
         row_ids = _ids(_as_1d_ids(users, "users"), None, "users")
         if row_ids.size == 0:  # nobody to serve: an empty table with the usual columns
-            empty = np.zeros((0, check_k(k)), dtype=np.int64)
+            empty = np.zeros((0, check_k(k, limit=model.n_features_in_)), dtype=np.int64)
             return self._ranked_frame(row_ids, empty, empty.astype(np.float32), self.user_col,
                                       self.item_col, as_frame)
         ids, scores = model.recommend(

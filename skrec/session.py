@@ -171,7 +171,7 @@ class SequenceSession:
         scores : ndarray of shape (k,), dtype float32
             Their scores.
         """
-        k = check_k(k)
+        k = check_k(k, limit=self.n_items)
         with torch.inference_mode():
             scores = self._rec._user_scores(self._row())
             ids, vals = self._rank(scores, k, filter_seen, items)
@@ -200,7 +200,7 @@ class SequenceSession:
             Their scores.
         """
         item = self._check_item(item)
-        k = check_k(k)
+        k = check_k(k, limit=self.n_items)
         if not self.incremental or item in self._seen:
             self._append(item)
             self._state = None

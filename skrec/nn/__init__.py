@@ -1,7 +1,14 @@
 """Pure torch modules and losses used by the skrec estimators (no sklearn, no numpy I/O)."""
 
 from .autoencoder import MultVAE, multinomial_elbo_loss
-from .config import MODULES, build_module, module_config, register_module
+from .config import (
+    MODULES,
+    ConfigBudgetError,
+    build_module,
+    config_state_shapes,
+    module_config,
+    register_module,
+)
 from .encoders import ENCODERS, register_encoder
 from .features import FeatureProjection
 from .gru import GRUEncoder
@@ -14,6 +21,7 @@ from .transformer import TransformerBlock, TransformerEncoder
 __all__ = [
     "ENCODERS",
     "MODULES",
+    "ConfigBudgetError",
     "FeatureProjection",
     "GRUEncoder",
     "ItemEmbedding",
@@ -25,6 +33,7 @@ __all__ = [
     "TransformerEncoder",
     "build_module",
     "clip_grad_norm_",
+    "config_state_shapes",
     "gbce_loss",
     "module_config",
     "multinomial_elbo_loss",

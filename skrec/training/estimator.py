@@ -398,6 +398,11 @@ class NeuralEstimator(BaseEstimator):
             dist.check_consistent(hyper_parameters=repr(params), **fingerprints)
         return dist
 
+    def _divergence_hint(self, inputs: Any) -> str:
+        """A sentence added to the trainer's error when training diverges, about what in the
+        data may cause it (``""``: nothing to add)."""
+        return ""
+
     def _on_module_ready(self, continued: bool) -> None:
         """Called once the run's module exists (built or continued), before it moves to the
         device."""
@@ -454,6 +459,11 @@ class NeuralEstimator(BaseEstimator):
                 validate_fn = lambda: self._validation_scores(validation, dist)  # noqa: E731
             try:
                 trainer.fit(data, epochs, generator, validate_fn)
+            except FloatingPointError as exc:
+                hint = self._divergence_hint(inputs)
+                if not hint:
+                    raise
+                raise FloatingPointError(f"{exc} {hint}") from None
             finally:
                 self._store_state(state)
         return self

@@ -19,7 +19,14 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._distributed import Distributed, data_fingerprint
-from .._validation import check_item_features, check_targets, feature_parts, stores_sparse
+from .._validation import (
+    check_item_features,
+    check_k,
+    check_targets,
+    feature_parts,
+    feature_scale_hint,
+    stores_sparse,
+)
 from ..base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
 from ..nn.features import FeatureProjection
 from .estimator import NeuralEstimator
@@ -210,6 +217,11 @@ class NeuralRecommender(NeuralEstimator, BaseRecommender):
         -------
         self : object
             The recommender, with a larger catalogue.
+
+        See Also
+        --------
+        skrec.preprocessing.InteractionEncoder.add_items : When you work in your own ids, add
+            items through the encoder, so that the encoder and the model grow together.
         """
         check_is_fitted(self)
         features = getattr(self.module_, "features", None)
@@ -312,6 +324,13 @@ default=None
         return {"data": data_fingerprint(inputs[0]),
                 "item_features": None if features is None else data_fingerprint(features)}
 
+    def _divergence_hint(self, inputs) -> str:
+        features = (None if self.item_features is None
+                    else check_item_features(self.item_features))
+        hints = [feature_scale_hint(features, "item_features"),
+                 feature_scale_hint(inputs[1], "user_features")]
+        return " ".join(h for h in hints if h)
+
     def _hold_out_validation(self, inputs, rng: np.random.RandomState):
         """Split off the validation targets of ``validation_fraction`` of the users.
 
@@ -352,7 +371,7 @@ default=None
 
         X_hist, y_val, U = validation
         scorer = self._validation_scorer(self.validation_metric_)
-        k = 10 if scorer is None else max(10, scorer.k)
+        k = check_k(10 if scorer is None else max(10, scorer.k), limit=self.n_features_in_)
         if dist.enabled:
             part = dist.shard_rows(X_hist.shape[0])
             parts = dist.all_gather_object(

@@ -52,6 +52,11 @@ def _make_optimizer(module, lr: float, weight_decay: float, device: torch.device
         return SparseAdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+def _or_fp32(precision: str) -> str:
+    """The end of a divergence message: the precision advice, where it can help."""
+    return "" if precision == "fp32" else ", or use precision='fp32'"
+
+
 def _parameters_finite(module: torch.nn.Module) -> bool:
     """Whether every parameter of ``module`` is finite (one reduction per tensor)."""
     with torch.no_grad():
@@ -496,8 +501,8 @@ class Trainer:
         if not np.isfinite(value) and self.precision != "fp16":
             raise FloatingPointError(
                 f"The training loss became {value} at epoch {self.state.n_iter + 1} "
-                f"(precision={self.precision!r}). Lower learning_rate_init, set "
-                "clip_grad_norm, or use precision='fp32'."
+                f"(precision={self.precision!r}). Lower learning_rate_init or set "
+                f"clip_grad_norm{_or_fp32(self.precision)}."
             )
         self.scaler.scale(loss_sum / denominator).backward()
         return value
