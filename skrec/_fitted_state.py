@@ -148,7 +148,7 @@ def feature_buffers(item_features: Any, sparse: bool) -> dict[str, torch.Tensor]
     same dtypes as :meth:`FeatureProjection.set_features`, so that the result is bitwise the
     module's buffers of a model fitted with these features.
     """
-    from ._validation import check_item_features, feature_parts
+    from ._feature_validation import check_item_features, feature_parts
 
     parts = feature_parts(check_item_features(item_features), sparse)
     if sparse:

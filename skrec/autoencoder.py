@@ -294,6 +294,6 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         return {"beta": self._beta_at(state.n_steps)} if self.variational else {}
 
     # ------------------------------------------------------------------ similar_items
-    def _item_embeddings(self) -> torch.Tensor:
+    def _item_embeddings(self, module: MultVAE) -> torch.Tensor:
         """Last decoder layer rows ``(n_items, width)``; ``similar_items`` ranks by cosine."""
-        return self.module_.decoder[-1].weight
+        return module.item_vectors()

@@ -28,13 +28,13 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted
 
+from ._feature_validation import check_user_features
 from ._parallel import limit_torch_threads
 from ._validation import (
     check_batch_size,
     check_interactions,
     check_k,
     check_targets,
-    check_user_features,
     warn_if_not_ordered,
 )
 
@@ -214,7 +214,7 @@ def holdout_targets(X: sp.csr_matrix, y, *, n_items: int):
         The held-out items.
     """
     if y is None:
-        from .model_selection import leave_last_out_split
+        from ._splits import leave_last_out_split
 
         return leave_last_out_split(X)
     return X, check_targets(y, n_rows=X.shape[0], n_items=n_items)

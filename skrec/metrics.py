@@ -416,7 +416,7 @@ class RecScorer:
         """
         users = kwargs.get("user_features")
         if y is None and self.metric != "coverage":
-            from .model_selection import leave_last_out_split
+            from ._splits import leave_last_out_split
 
             X, y = leave_last_out_split(X)  # predict then checks its number of items
         y_pred = estimator.predict(X, k=self.k,

@@ -110,7 +110,7 @@ def test_huge_user_features_say_what_is_wrong(data, scale, match):
 
 
 def test_feature_scale_hint_names_badly_scaled_features():
-    from skrec._validation import feature_scale_hint
+    from skrec._feature_validation import feature_scale_hint
 
     assert feature_scale_hint(None, "user_features") == ""
     assert feature_scale_hint(np.ones((3, 2)), "user_features") == ""

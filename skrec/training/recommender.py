@@ -19,14 +19,13 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 
 from .._distributed import Distributed, data_fingerprint
-from .._validation import (
+from .._feature_validation import (
     check_item_features,
-    check_k,
-    check_targets,
     feature_parts,
     feature_scale_hint,
     stores_sparse,
 )
+from .._validation import check_k, check_targets
 from ..base import BaseRecommender, interaction_counts, mask_scores, rank_top_k
 from ..nn.features import FeatureProjection
 from .estimator import NeuralEstimator
