@@ -75,11 +75,10 @@ class AERecommender(PrunableMixin, NeuralRecommender):
         Mult-VAE (True) or Mult-DAE (False).
     hidden_sizes : tuple of int, default=()
         Encoder hidden widths (the decoder mirrors them); ``()`` gives ``[I -> latent -> I]``.
-        The paper's ``(600,)`` scored about 10 % lower NDCG@20 than ``()`` on ML-100K in our
-        benchmark (``benchmarks/autoencoder_ml100k.py``), and 10 % lower on Amazon Games
-        (31k users, 24k items, 9 interactions per user; strong generalization, an experiment
-        with one seed: 0.079 against 0.087, popularity 0.017) while it took 3.3x longer to
-        fit; deeper models need more data.
+        Hidden layers (the paper's ``(600,)``) need more data than a few interactions per
+        user give, and cost fit time: ``()`` ranked better on the data sets of our
+        benchmarks (``benchmarks/autoencoder_ml100k.py``; see :ref:`benchmarks`). Try them
+        on large, dense data.
     latent_dim : int, default=200
         Width of the code.
     dropout : float, default=0.5

@@ -73,18 +73,18 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
     attention_dropout : float or None, default=None
         Transformer only: dropout on the attention weights and on the feed-forward hidden
         units of every block, as in SASRec's published recipe; ``None``: the same rate as
-        ``dropout``. On ML-100K it raised the mean NDCG@10 of 3 seeds from 0.0929 to 0.0964
-        over no such dropout (``0.0``, the former behaviour, which trains about 10 % faster
-        per epoch on a CPU: attention dropout needs the unfused attention kernel).
+        ``dropout``. ``0.0`` trains faster per epoch on a CPU (attention dropout needs the
+        unfused attention kernel) and regularises less: lower it on large data sets, where
+        the model underfits (see :ref:`sequence_models` for the measured effect).
     loss : {"auto", "ce", "sampled", "gbce"}, default="auto"
         ``"ce"``: full softmax cross-entropy over the catalogue (computed in chunks so memory
         stays bounded); ``"sampled"``: sampled softmax with popularity negatives and logQ
         correction; ``"gbce"``: gSASRec's generalised BCE with uniform negatives. Use the
-        sampled losses for catalogues too large for a full softmax. ``"auto"``: ``"ce"`` up
-        to 10,000 items, ``"sampled"`` from there (the loss used is ``loss_``); on Amazon
-        Games (23,715 items) an epoch of ``"sampled"`` with 1,024 negatives took a sixth of
-        the time of ``"ce"``. Every objective trains with it (the masked objective on its
-        masked positions only). See :ref:`losses`.
+        sampled losses for catalogues too large for a full softmax: their cost per epoch
+        hardly grows with the catalogue. ``"auto"``: ``"ce"`` up to 10,000 items,
+        ``"sampled"`` from there (the loss used is ``loss_``). Every objective trains with
+        it (the masked objective on its masked positions only). See :ref:`losses` for the
+        measured speed and quality of each.
     n_negatives : int, default=1024
         Negatives per batch for ``"sampled"`` and ``"gbce"`` (shared by the batch's targets:
         more negatives approach the full softmax at little cost).
@@ -179,10 +179,8 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
         "batch_size": (
             "Users (sequences) per micro-batch. ``\"auto\"`` (the default): about one "
             "micro-batch per 50 training users, rounded to a power of two and clipped to "
-            "[32, 128]: 32 (the former default, chosen on ML-100K's 943 users) on small user "
-            "bases, where many optimizer steps per epoch matter; 128 from about 4,500 users, "
-            "where a fit with batch 128 (with dropout 0.2 and one head) reached the NDCG@10 "
-            "of batch 32 on a ~1M-interaction data set in a quarter of the optimizer steps. "
+            "[32, 128]: small user bases need many optimizer steps per epoch, large ones "
+            "train as well with larger batches in fewer, faster steps (see :ref:`training`). "
             "The value used is ``batch_size_``."
         ),
         "early_stopping": (
@@ -201,14 +199,11 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
             "What early stopping monitors: ``\"loss\"``, the cross-entropy of the held-out "
             "items (lower is better), a ranking metric such as ``\"ndcg@10\"`` or "
             "``\"recall@20\"``, or ``\"auto\"`` (the default): ``\"ndcg@10\"`` from 1,000 "
-            "validation users on, the loss below. On many users the validation loss reaches "
-            "its minimum long before the ranking does (on Amazon Games, 6,203 validation "
-            "users, the loss was lowest at epoch 12 while NDCG@10 improved until epoch "
-            "25), so stopping on it ends training early; on a few hundred users one "
-            "epoch's NDCG@10 jumps from epoch to epoch (on ML-100K, 189 validation users, "
-            "stopping on it ended training after 17-42 epochs while the test NDCG@10 rose "
-            "until epoch 67), where the smooth loss is the better signal. The metric used is "
-            "``validation_metric_``."
+            "validation users on, the loss below: on many users the validation loss reaches "
+            "its minimum long before the ranking does, so stopping on it ends training too "
+            "early, while on a few hundred users one epoch's NDCG@10 jumps too much to stop "
+            "on and the smooth loss is the better signal (measured in :ref:`training`). The "
+            "metric used is ``validation_metric_``."
         ),
         "n_iter_no_change": (
             "Patience of early stopping, in epochs (of the smoothed value, which already "
@@ -220,12 +215,9 @@ class SeqRecommender(PrunableMixin, NeuralRecommender):
             "this weight of the new weights (an exponential moving average, as in Polyak "
             "averaging and SWA; 0.5 averages about the last three epochs); validation, early "
             "stopping and the fitted model use the average, while training continues from "
-            "the latest weights. ``None`` (or 1.0): the latest weights. With 0.5, the default, "
-            "the mean test NDCG@10 of 3 seeds rose from 0.0513 to 0.0551 on Amazon Games "
-            "(+7 %, at about the same number of epochs) and from 0.0964 to 0.0993 on ML-100K "
-            "(+3 %, where training ran 54 epochs instead of 41 on average before stopping). "
-            "The average lags while the model still improves quickly: for a few epochs only "
-            "(a short fixed ``max_iter``) set ``None``."
+            "the latest weights. ``None`` (or 1.0): the latest weights (see :ref:`training` "
+            "for its measured effect). The average lags while the model still improves "
+            "quickly: for a few epochs only (a short fixed ``max_iter``) set ``None``."
         ),
     }
 

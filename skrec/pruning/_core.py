@@ -549,6 +549,7 @@ default=None
         check_is_fitted(self)
         if not hasattr(self, "module_"):  # pragma: no cover - fitted estimators have one
             check_is_fitted(self, "module_")
+        self._check_params()  # once: the fine-tuning run does not check them again
         inputs = None
         if X is not None:
             inputs = self._training_inputs(X, y, user_features)
@@ -674,7 +675,6 @@ default=None
 
     def _fine_tune(self, inputs: Any, epochs: int, masks: dict[int, torch.Tensor] | None):
         """Continue training with the shared trainer; masked weights stay zero."""
-        self._check_params()
         continued = self._continues(partial=True)  # refuses changed module parameters
         module = self.module_
         hooks = []
