@@ -136,8 +136,8 @@ def test_validation_split_keeps_each_users_rows_together(data):
     X, _ = data
     U = np.arange(X.shape[0], dtype=np.float32)[:, None]  # the row number as its feature
     est = AERecommender(**AE, validation_fraction=0.25)
-    X_out, U_out, (X_hist, y_val, U_val) = est._hold_out_validation(
-        X, np.random.RandomState(0), U)
+    (X_out, U_out), (X_hist, y_val, U_val) = est._hold_out_validation(
+        (X, U), np.random.RandomState(0))
     assert U_out.shape[0] == X_out.shape[0] and U_val.shape[0] == X_hist.shape[0]
     rows = U_out[:, 0].astype(int)
     n_train = X.shape[0] - X_hist.shape[0]

@@ -41,6 +41,7 @@ from .precision import (
     autocast,
     resolve_device,
     resolve_precision,
+    serving_precision,
     warn_if_emulated,
 )
 from .trainer import EarlyStopping, Trainer, TrainingConfig, TrainingState
@@ -485,7 +486,9 @@ class NeuralEstimator(BaseEstimator):
         """The one inference set-up: every prediction path serves through it.
 
         ``precision`` (default: ``inference_precision``): ``"auto"`` serves the fitted module
-        under autocast to the training precision (``precision_``); ``"fp32"`` the fitted
+        under autocast to the training precision (``precision_``), or in fp32 where this CPU
+        would emulate that precision (a model trained on a GPU or a bf16 CPU); ``"fp32"`` the
+        fitted
         module; ``"bf16"``, ``"fp16"`` and ``"int8"`` a copy of it in that precision, made at
         the first call and cached until the weights change (see
         :class:`~skrec.training.precision.ServingCopies`).
@@ -505,8 +508,8 @@ class NeuralEstimator(BaseEstimator):
             module.eval()  # the training loop switches back to train mode at each epoch
         if precision in ("auto", "fp32"):
             self.__dict__.pop("_serving_copies", None)
-            return InferenceSetup(module, device,
-                                  self.precision_ if precision == "auto" else "fp32")
+            return InferenceSetup(module, device, "fp32" if precision == "fp32"
+                                  else serving_precision(self.precision_, device))
         copies = self.__dict__.get("_serving_copies")
         if copies is None:
             copies = self._serving_copies = ServingCopies()

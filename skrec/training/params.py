@@ -71,21 +71,27 @@ TRAINING_PARAM_DOCS: dict[str, tuple[str, str]] = {
     "precision": (
         '{"auto", "fp32", "bf16", "fp16"}',
         "Autocast precision for training and inference; ``\"auto\"`` uses bf16 where the "
-        "hardware runs it natively (recent GPUs, CPUs with AVX-512 BF16/AMX), fp16 on older "
-        "GPUs and fp32 elsewhere. fp16 uses a gradient scaler. Logits are upcast to fp32 "
+        "hardware runs it natively (recent GPUs; CPUs whose instruction set has AVX-512 BF16 "
+        "or AMX, read from the CPU's flags, not from oneDNN, which calls emulated bf16 "
+        "supported), fp16 on older GPUs and fp32 elsewhere, so it is never slower than "
+        "fp32. An explicit ``\"bf16\"`` or ``\"fp16\"`` on a CPU that emulates it warns "
+        "with the measured slowdown. fp16 uses a gradient scaler. Logits are upcast to fp32 "
         "before every softmax.",
     ),
     "inference_precision": (
         '{"auto", "fp32", "bf16", "fp16", "int8"}',
-        "Precision of ``predict``, ``recommend``, ``score`` and validation: ``\"auto\"`` uses "
-        "the training precision (``precision_``, by autocast of the fp32 weights); "
+        "Precision of every prediction path (``predict``, ``recommend``, ``score``, "
+        "``similar_items``, sessions, the exported graph) and of validation: ``\"auto\"`` "
+        "uses the training precision (``precision_``, by autocast of the fp32 weights), or "
+        "fp32 where this machine would emulate it; "
         "``\"fp32\"``; ``\"bf16\"`` or ``\"fp16\"`` serve from a copy of the model cast to "
         "that type, under autocast (no weight casts at each call: the fastest choice on CPUs "
         "with native bf16); ``\"int8\"`` serves from a copy whose linear layers are "
         "dynamically quantized to int8 (weights int8, activations quantized per batch; CPU "
         "only). Only inference changes, so it can be set after ``fit`` with ``set_params`` "
         "without refitting. The copy is made at the first call and kept until the weights "
-        "change. See the Serving guide for the measured speed and quality of each.",
+        "change (see :class:`~skrec.training.precision.ServingCopies`). See the Serving "
+        "guide for the measured speed and quality of each.",
     ),
     "accumulation_steps": (
         "int",
