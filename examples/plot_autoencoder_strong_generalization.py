@@ -25,8 +25,6 @@ Set ``SKREC_EXAMPLES_FAST=1`` for a short run (for CI).
 # ------------------
 import os
 import time
-import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -34,7 +32,7 @@ import scipy.sparse as sp
 
 from skrec import AERecommender
 from skrec.baselines import EASERecommender, PopularityRecommender
-from skrec.datasets import load_movielens, make_interactions
+from skrec.datasets import find_movielens, load_movielens, make_interactions
 from skrec.metrics import ndcg_at_k, recall_at_k
 from skrec.model_selection import user_holdout_split
 from skrec.plotting import plot_history
@@ -42,41 +40,12 @@ from skrec.plotting import plot_history
 FAST = os.environ.get("SKREC_EXAMPLES_FAST", "0") not in ("", "0")
 
 
-def find_ml100k() -> Path | None:
-    """The MovieLens-100K folder, if it is on this machine (no download)."""
-    candidates = []
-    if os.environ.get("SKREC_DATA_DIR"):
-        root = Path(os.environ["SKREC_DATA_DIR"])
-        candidates += [root, root / "ml-100k"]
-    try:
-        here = Path(__file__).resolve().parent
-    except NameError:  # run interactively: start from the working directory
-        here = Path.cwd()
-    candidates += [parent / "shared" / "data" / "ml-100k" for parent in here.parents]
-    return next((p for p in candidates if (p / "u.data").is_file()), None)
-
-
-def say_synthetic(instead: str) -> None:
-    """Say loudly that the numbers below come from synthetic data, and how to get the real."""
-    where = os.environ.get("SKREC_DATA_DIR")
-    looked = (f"SKREC_DATA_DIR={where} holds no u.data" if where
-              else "SKREC_DATA_DIR is not set")
-    message = (
-        f"MovieLens 100K NOT FOUND ({looked}, and no shared/data/ml-100k above this script): "
-        f"this run uses {instead}, so its numbers say nothing about MovieLens. For the real "
-        "data, unzip https://files.grouplens.org/datasets/movielens/ml-100k.zip and run "
-        "again with SKREC_DATA_DIR=/path/to/ml-100k (the folder holding u.data)."
-    )
-    print("=" * 78, message, "=" * 78, sep="\n")
-    warnings.warn(message, UserWarning, stacklevel=2)
-
-
-path = find_ml100k()
+path = find_movielens("100k", search_from=__file__ if "__file__" in globals() else None,
+                      instead="synthetic data (make_interactions)")
 if path is not None:
     X_all = load_movielens(path).X
     print(f"MovieLens 100K from {path}")
 else:
-    say_synthetic("synthetic data (make_interactions)")
     X_all = make_interactions(n_users=1500, n_items=800, mean_length=60, random_state=0)
 
 # 20 % of the users are held out; 80 % of each held-out user's items are the fold-in.

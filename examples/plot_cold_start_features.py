@@ -28,8 +28,6 @@ so loudly). Set
 # multi-hot (``CountVectorizer(analyzer=list)`` reads each tuple of genre names), the decade
 # one-hot: a sparse matrix ``F`` with one row per movie.
 import os
-import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -41,49 +39,20 @@ from sklearn.linear_model import Ridge
 from sklearn.preprocessing import OneHotEncoder
 
 from skrec import AERecommender
-from skrec.datasets import load_movielens, load_movielens_items, make_interactions
+from skrec.datasets import find_movielens, load_movielens, load_movielens_items, make_interactions
 from skrec.metrics import ndcg_at_k
 
 FAST = os.environ.get("SKREC_EXAMPLES_FAST", "0") not in ("", "0")
 
 
-def find_ml100k() -> Path | None:
-    """The MovieLens-100K folder, if it is on this machine (no download)."""
-    candidates = []
-    if os.environ.get("SKREC_DATA_DIR"):
-        root = Path(os.environ["SKREC_DATA_DIR"])
-        candidates += [root, root / "ml-100k"]
-    try:
-        here = Path(__file__).resolve().parent
-    except NameError:  # run interactively: start from the working directory
-        here = Path.cwd()
-    candidates += [parent / "shared" / "data" / "ml-100k" for parent in here.parents]
-    return next((p for p in candidates if (p / "u.data").is_file()), None)
-
-
-def say_synthetic(instead: str) -> None:
-    """Say loudly that the numbers below come from synthetic data, and how to get the real."""
-    where = os.environ.get("SKREC_DATA_DIR")
-    looked = (f"SKREC_DATA_DIR={where} holds no u.data" if where
-              else "SKREC_DATA_DIR is not set")
-    message = (
-        f"MovieLens 100K NOT FOUND ({looked}, and no shared/data/ml-100k above this script): "
-        f"this run uses {instead}, so its numbers say nothing about MovieLens. For the real "
-        "data, unzip https://files.grouplens.org/datasets/movielens/ml-100k.zip and run "
-        "again with SKREC_DATA_DIR=/path/to/ml-100k (the folder holding u.data)."
-    )
-    print("=" * 78, message, "=" * 78, sep="\n")
-    warnings.warn(message, UserWarning, stacklevel=2)
-
-
-path = find_ml100k()
+path = find_movielens("100k", search_from=__file__ if "__file__" in globals() else None,
+                      instead="synthetic data with random genres")
 if path is not None:
     data = load_movielens(path)
     X = data.X
     items = load_movielens_items(path, item_ids=data.item_ids)
     items["decade"] = (items["year"].fillna(0) // 10 * 10).astype(int).astype(str)
 else:
-    say_synthetic("synthetic data with random genres")
     X = make_interactions(n_users=400, n_items=300, mean_length=25, random_state=0)
     rng = np.random.default_rng(0)
     genres = np.array(["Action", "Comedy", "Drama", "Horror", "Romance", "Sci-Fi"])

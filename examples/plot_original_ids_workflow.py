@@ -31,8 +31,6 @@ so loudly). Set
 # ``u.data`` is a plain tab-separated log: user id, movie id, rating (1-5) and a Unix time.
 # Any DataFrame with a user, an item and a time column works the same way.
 import os
-import warnings
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -40,7 +38,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from skrec import EASERecommender, MarkovChainRecommender, PopularityRecommender, SeqRecommender
-from skrec.datasets import load_movielens_titles, make_interactions
+from skrec.datasets import find_movielens, load_movielens_titles, make_interactions
 from skrec.model_selection import evaluate, leave_last_out_split
 from skrec.plotting import plot_history
 from skrec.preprocessing import InteractionEncoder
@@ -48,36 +46,8 @@ from skrec.preprocessing import InteractionEncoder
 FAST = os.environ.get("SKREC_EXAMPLES_FAST", "0") not in ("", "0")
 
 
-def find_ml100k() -> Path | None:
-    """The MovieLens-100K folder, if it is on this machine (no download)."""
-    candidates = []
-    if os.environ.get("SKREC_DATA_DIR"):
-        root = Path(os.environ["SKREC_DATA_DIR"])
-        candidates += [root, root / "ml-100k"]
-    try:
-        here = Path(__file__).resolve().parent
-    except NameError:  # run interactively: start from the working directory
-        here = Path.cwd()
-    candidates += [parent / "shared" / "data" / "ml-100k" for parent in here.parents]
-    return next((p for p in candidates if (p / "u.data").is_file()), None)
-
-
-def say_synthetic(instead: str) -> None:
-    """Say loudly that the numbers below come from synthetic data, and how to get the real."""
-    where = os.environ.get("SKREC_DATA_DIR")
-    looked = (f"SKREC_DATA_DIR={where} holds no u.data" if where
-              else "SKREC_DATA_DIR is not set")
-    message = (
-        f"MovieLens 100K NOT FOUND ({looked}, and no shared/data/ml-100k above this script): "
-        f"this run uses {instead}, so its numbers say nothing about MovieLens. For the real "
-        "data, unzip https://files.grouplens.org/datasets/movielens/ml-100k.zip and run "
-        "again with SKREC_DATA_DIR=/path/to/ml-100k (the folder holding u.data)."
-    )
-    print("=" * 78, message, "=" * 78, sep="\n")
-    warnings.warn(message, UserWarning, stacklevel=2)
-
-
-path = find_ml100k()
+path = find_movielens("100k", search_from=__file__ if "__file__" in globals() else None,
+                      instead="a synthetic log with made-up titles")
 if path is not None:
     log = pd.read_csv(
         path / "u.data", sep="\t", names=["user", "item", "rating", "timestamp"]
@@ -85,7 +55,6 @@ if path is not None:
     titles = load_movielens_titles(path)  # movie id -> title
     print(f"MovieLens 100K from {path}")
 else:
-    say_synthetic("a synthetic log with made-up titles")
     coo = make_interactions(n_users=600, n_items=400, mean_length=30, random_state=0).tocoo()
     rng = np.random.default_rng(0)
     log = pd.DataFrame(

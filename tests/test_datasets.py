@@ -463,3 +463,34 @@ def test_get_data_home(tmp_path, monkeypatch):
     monkeypatch.setenv("SKREC_DATA", str(tmp_path / "env"))
     assert get_data_home() == tmp_path / "env" and (tmp_path / "env").is_dir()
     assert get_data_home(tmp_path / "x") == tmp_path / "x"
+
+
+# -- find_movielens ------------------------------------------------------------------------
+def test_find_movielens_looks_in_the_env_the_cache_and_shared_data(tmp_path, monkeypatch):
+    from skrec.datasets import find_movielens
+
+    monkeypatch.delenv("SKREC_DATA_DIR", raising=False)
+    monkeypatch.setenv("SKREC_DATA", str(tmp_path / "cache"))
+    folder = tmp_path / "shared" / "data" / "ml-100k"
+    folder.mkdir(parents=True)
+    script = tmp_path / "a" / "b" / "example.py"
+    assert find_movielens(search_from=script) is None  # no u.data yet: not found, silent
+    (folder / "u.data").write_text("1\t1\t5\t1\n")
+    assert find_movielens(search_from=script) == folder
+    elsewhere = tmp_path / "env"
+    (elsewhere / "ml-100k").mkdir(parents=True)
+    (elsewhere / "ml-100k" / "u.data").write_text("1\t1\t5\t1\n")
+    monkeypatch.setenv("SKREC_DATA_DIR", str(elsewhere))
+    assert find_movielens(search_from=script) == elsewhere / "ml-100k"  # the env comes first
+
+
+def test_find_movielens_says_loudly_what_is_used_instead(tmp_path, monkeypatch, capsys):
+    from skrec.datasets import find_movielens
+
+    monkeypatch.setenv("SKREC_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("SKREC_DATA", str(tmp_path / "cache"))
+    with pytest.warns(UserWarning, match="NOT FOUND.*synthetic data.*SKREC_DATA_DIR="):
+        assert find_movielens("1m", search_from=tmp_path, instead="synthetic data") is None
+    assert "NOT FOUND" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="version must be one of"):
+        find_movielens("25m")

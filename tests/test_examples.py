@@ -53,7 +53,7 @@ def test_example_runs_in_fast_mode(script, tmp_path):
 
 
 #: The examples that read MovieLens 100K and fall back to synthetic data without it.
-MOVIELENS_EXAMPLES = [p for p in EXAMPLES if "def say_synthetic" in p.read_text()]
+MOVIELENS_EXAMPLES = [p for p in EXAMPLES if "load_movielens" in p.read_text()]
 
 
 def test_movielens_examples_say_when_they_use_synthetic_data():
@@ -62,8 +62,8 @@ def test_movielens_examples_say_when_they_use_synthetic_data():
     assert {"plot_movielens_sequential.py", "plot_autoencoder_strong_generalization.py",
             "plot_cold_start_features.py", "plot_original_ids_workflow.py"} <= names
     for path in MOVIELENS_EXAMPLES:
-        text = path.read_text()
-        assert text.count("say_synthetic(") == 2  # defined once, called in the fallback
+        text = path.read_text()  # the one lookup of skrec.datasets, told what replaces the data
+        assert "find_movielens(" in text and "instead=" in text
 
 
 def test_an_example_run_away_from_the_data_says_so_loudly(tmp_path):
@@ -73,7 +73,7 @@ def test_an_example_run_away_from_the_data_says_so_loudly(tmp_path):
     script = tmp_path / "plot_original_ids_workflow.py"  # no shared/data above tmp_path
     script.write_text((EXAMPLES[0].parent / script.name).read_text())
     env = dict(os.environ, SKREC_EXAMPLES_FAST="1", MPLBACKEND="Agg", OMP_NUM_THREADS="1",
-               SKREC_DATA_DIR=str(tmp_path / "nothing here"))
+               SKREC_DATA_DIR=str(tmp_path / "nothing here"), SKREC_DATA=str(tmp_path / "cache"))
     proc = subprocess.run(
         [sys.executable, "-W", "error:MovieLens 100K NOT FOUND:UserWarning", str(script)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)

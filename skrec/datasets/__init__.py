@@ -18,6 +18,7 @@ values > 0 giving the order of each interaction (larger = later).
 from ._movielens import (
     MOVIELENS_ARCHIVES,
     fetch_movielens,
+    find_movielens,
     get_data_home,
     load_movielens,
     load_movielens_titles,
@@ -29,6 +30,7 @@ from ._user_item_files import load_sequences
 __all__ = [
     "MOVIELENS_ARCHIVES",
     "fetch_movielens",
+    "find_movielens",
     "get_data_home",
     "load_movielens",
     "load_movielens_items",

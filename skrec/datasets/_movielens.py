@@ -22,6 +22,7 @@ from ..preprocessing import InteractionEncoder
 __all__ = [
     "MOVIELENS_ARCHIVES",
     "fetch_movielens",
+    "find_movielens",
     "get_data_home",
     "load_movielens",
     "load_movielens_titles",
@@ -75,6 +76,62 @@ def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
     path = _as_path(data_home, "data_home")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def find_movielens(version: str = "100k", *, search_from: str | os.PathLike | None = None,
+                   instead: str | None = None) -> Path | None:
+    """The folder of a MovieLens data set already on this machine, without downloading.
+
+    Looked up, in order: ``$SKREC_DATA_DIR`` (the folder itself, or its ``ml-<version>``
+    sub-folder), the cache of :func:`fetch_movielens` (:func:`get_data_home`), and a
+    ``shared/data/ml-<version>`` folder next to any parent of ``search_from`` (the layout of
+    skrec's development machines).
+
+    Parameters
+    ----------
+    version : {"100k", "1m"}, default="100k"
+        Which data set (its ratings file: ``u.data`` or ``ratings.dat``).
+    search_from : str or path-like, default=None
+        Where the upward search for ``shared/data`` starts (an example passes its own
+        ``__file__``); the working directory when ``None``.
+    instead : str, default=None
+        What the caller uses when the data are not found (e.g. ``"synthetic data"``): then
+        a banner on standard output and a ``UserWarning`` say so loudly, with where the
+        data were looked for and how to point ``SKREC_DATA_DIR`` at them, so that numbers
+        computed on the substitute are never mistaken for MovieLens ones.
+
+    Returns
+    -------
+    path : pathlib.Path or None
+        The folder holding the ratings file, or ``None``.
+    """
+    if version not in MOVIELENS_ARCHIVES:
+        raise ValueError(f"version must be one of {sorted(MOVIELENS_ARCHIVES)}; got "
+                         f"{version!r}.")
+    name = f"ml-{version}"
+    ratings = "u.data" if version == "100k" else "ratings.dat"
+    candidates = []
+    env = os.environ.get("SKREC_DATA_DIR")
+    if env:
+        candidates += [Path(env), Path(env) / name]
+    home = os.environ.get("SKREC_DATA", Path("~") / "skrec_data")
+    candidates.append(Path(home).expanduser() / name)
+    start = Path(search_from).resolve() if search_from is not None else Path.cwd()
+    candidates += [parent / "shared" / "data" / name for parent in [start, *start.parents]]
+    found = next((p for p in candidates if (p / ratings).is_file()), None)
+    if found is None and instead is not None:
+        looked = (f"SKREC_DATA_DIR={env} holds no {ratings}" if env
+                  else "SKREC_DATA_DIR is not set")
+        message = (
+            f"MovieLens {version.upper()} NOT FOUND ({looked}, nothing in the skrec data "
+            f"cache, and no shared/data/{name} above {start}): this run uses {instead}, so "
+            "its numbers say nothing about MovieLens. Get the data with "
+            f"skrec.datasets.fetch_movielens({version!r}), or run again with "
+            f"SKREC_DATA_DIR=/path/to/{name} (the folder holding {ratings})."
+        )
+        print("=" * 78, message, "=" * 78, sep="\n")
+        warnings.warn(message, UserWarning, stacklevel=2)
+    return found
 
 
 # ---------------------------------------------------------------------------------------------
