@@ -2,6 +2,7 @@
 
 from .autoencoder import MultVAE, multinomial_elbo_loss
 from .config import MODULES, build_module, module_config, register_module
+from .ctr import CTRModel
 from .encoders import ENCODERS, register_encoder
 from .features import FeatureProjection
 from .gru import GRUEncoder
@@ -14,6 +15,7 @@ from .transformer import TransformerBlock, TransformerEncoder
 __all__ = [
     "ENCODERS",
     "MODULES",
+    "CTRModel",
     "CausalTransformer",
     "FeatureProjection",
     "GRUEncoder",

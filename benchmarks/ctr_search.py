@@ -1,0 +1,214 @@
+"""Prototype search for the click model's default: a plain training loop on encoded tensors.
+
+The loop the estimator (phase 2) will get from the shared trainer, written out here so that
+configurations can be compared fast: in-memory tensors, no DataLoader, Adam(W), early stopping
+on the validation log loss (or AUC) with the learning rate divided by 10 on each plateau,
+the best epoch's weights restored. Data: Frappe_x1 (train / valid / test) or the synthetic
+Criteo-like generator (``--data synthetic``: train, valid and test drawn from one world).
+
+Usage (each config is a JSON object; the keys are those of ``DEFAULTS``)::
+
+    python benchmarks/ctr_search.py --seeds 1 --out results.jsonl \
+        '{"architecture": "deepfm"}' '{"architecture": "dcnv2", "embed_dim": 16}'
+
+Every run appends one JSON line (config, seed, valid and test AUC / log loss, epochs, seconds)
+to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+#: Training-loop and model settings; a config overrides some of them.
+DEFAULTS = {
+    "architecture": "deepfm", "embed_dim": 10, "hidden": [400, 400, 400], "dropout": 0.2,
+    "batch_norm": True, "wide": None, "n_cross": 4, "cross_rank": None, "n_blocks": 2,
+    "n_heads": 2, "d_ff": None, "n_experts": 0,
+    "batch_size": 4096, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
+    "emb_reg": 0.05, "emb_reg_kind": "full", "max_epochs": 100, "patience": 2,
+    "monitor": "logloss", "decay_on_plateau": 0.1, "min_frequency": 1, "max_decays": 2,
+}
+
+
+def load(data: str, seed: int = 0, n_train: int = 500_000):
+    """Encoded train / valid / test tensors and the encoder."""
+
+    if data == "synthetic":
+        from skrec.datasets import make_ctr
+
+        d = make_ctr(n_train + 200_000, max_cardinality=1_000_000, as_frame=True,
+                     random_state=seed)
+        X, y = d.X, d.y
+        parts = {"train": (X.iloc[:n_train], y[:n_train]),
+                 "valid": (X.iloc[n_train:n_train + 100_000], y[n_train:n_train + 100_000]),
+                 "test": (X.iloc[n_train + 100_000:], y[n_train + 100_000:])}
+        enc_kw = {"numeric_scaling": "log"}
+    else:
+        from skrec.datasets import load_frappe
+
+        d = load_frappe(data)
+        parts = {s: (d[f"X_{s}"], d[f"y_{s}"]) for s in ("train", "valid", "test")}
+        enc_kw = {}
+    return parts, enc_kw
+
+
+def encode(parts, enc_kw, min_frequency: int):
+    from skrec.ctr import FieldEncoder
+
+    enc = FieldEncoder(min_frequency=min_frequency, **enc_kw).fit(parts["train"][0])
+    out = {}
+    for split, (X, y) in parts.items():
+        b = enc.transform(X).to_torch()
+        b["y"] = torch.as_tensor(np.asarray(y), dtype=torch.float32)
+        out[split] = b
+    return enc, out
+
+
+def auc_logloss(y: np.ndarray, logit: np.ndarray) -> tuple[float, float]:
+    from sklearn.metrics import roc_auc_score
+
+    p = 1 / (1 + np.exp(-logit))
+    p = np.clip(p, 1e-7, 1 - 1e-7)
+    ll = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
+    return float(roc_auc_score(y, p)), ll
+
+
+def batch_of(b: dict, idx: torch.Tensor) -> dict:
+    return {"ids": b["ids"][idx], "numeric": b["numeric"][idx]}
+
+
+@torch.inference_mode()
+def predict(model, b: dict, bs: int = 65536) -> np.ndarray:
+    model.eval()
+    n = b["ids"].shape[0]
+    out = [model(**batch_of(b, torch.arange(i, min(i + bs, n)))) for i in range(0, n, bs)]
+    return torch.cat(out).numpy()
+
+
+def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
+    from skrec.nn.ctr import CTRModel
+
+    torch.manual_seed(seed)
+    model = CTRModel(
+        enc.n_ids_, enc.n_categorical_, enc.n_multi_, enc.n_numeric_,
+        architecture=cfg["architecture"], embed_dim=cfg["embed_dim"], hidden=cfg["hidden"],
+        dropout=cfg["dropout"], batch_norm=cfg["batch_norm"], wide=cfg["wide"],
+        n_cross=cfg["n_cross"], cross_rank=cfg["cross_rank"], n_blocks=cfg["n_blocks"],
+        n_heads=cfg["n_heads"], d_ff=cfg["d_ff"], n_experts=cfg["n_experts"])
+    emb_params = [model.embedding.weight, model.embedding.numeric_weight]
+    if model.wide is not None:
+        emb_params.append(model.wide.weight)
+    emb_ids = {id(p) for p in emb_params}
+    dense = [p for p in model.parameters() if id(p) not in emb_ids and p.requires_grad]
+    opt_cls = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
+    wd = cfg["weight_decay"]
+    opt = opt_cls([{"params": emb_params, "weight_decay": wd if cfg["emb_reg_kind"] == "wd"
+                    else 0.0},
+                   {"params": dense, "weight_decay": wd if cfg["optimizer"] == "adamw"
+                    else 0.0}], lr=cfg["lr"])
+    tr, va = data["train"], data["valid"]
+    n = tr["ids"].shape[0]
+    bs = cfg["batch_size"]
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, bad, decays = None, None, 0, 0
+    history = []
+    t_train = 0.0
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    for epoch in range(cfg["max_epochs"]):
+        model.train()
+        te = time.perf_counter()
+        perm = torch.randperm(n, generator=gen)
+        total = 0.0
+        for i in range(0, n, bs):
+            idx = perm[i:i + bs]
+            logit = model(**batch_of(tr, idx))
+            loss = F.binary_cross_entropy_with_logits(logit, tr["y"][idx])
+            reg = cfg["emb_reg"]
+            if reg and cfg["emb_reg_kind"] == "full":
+                loss = loss + reg / 2 * sum(p.pow(2).sum() for p in emb_params)
+            elif reg and cfg["emb_reg_kind"] == "batch":
+                e = model.embedding.weight[tr["ids"][idx]]
+                loss = loss + reg * e.pow(2).sum(dim=(1, 2)).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss) * idx.numel()
+        t_train += time.perf_counter() - te
+        vauc, vll = auc_logloss(va["y"].numpy(), predict(model, va))
+        score = vll if cfg["monitor"] == "logloss" else -vauc
+        history.append({"epoch": epoch + 1, "loss": total / n, "valid_auc": vauc,
+                        "valid_logloss": vll})
+        log(f"  epoch {epoch + 1}: loss {total / n:.4f} valid AUC {vauc:.4f} "
+            f"log loss {vll:.4f} ({time.perf_counter() - t0:.0f} s)")
+        if best is None or score < best - 1e-6:
+            best, bad = score, 0
+            best_state = copy.deepcopy(model.state_dict())
+            best_epoch = epoch + 1
+        else:
+            bad += 1
+            if cfg["decay_on_plateau"] and decays < cfg["max_decays"]:
+                decays += 1
+                model.load_state_dict(best_state)
+                for g in opt.param_groups:
+                    g["lr"] *= cfg["decay_on_plateau"]
+                bad = 0 if cfg.get("reset_patience") else bad
+            if bad >= cfg["patience"]:
+                break
+    fit_s, fit_cpu = time.perf_counter() - t0, time.process_time() - c0
+    model.load_state_dict(best_state)
+    vauc, vll = auc_logloss(va["y"].numpy(), predict(model, va))
+    tauc, tll = auc_logloss(data["test"]["y"].numpy(), predict(model, data["test"]))
+    n_epochs = len(history)
+    return {"valid_auc": vauc, "valid_logloss": vll, "test_auc": tauc, "test_logloss": tll,
+            "epochs": n_epochs, "best_epoch": best_epoch, "fit_s": fit_s, "fit_cpu_s": fit_cpu,
+            "train_samples_per_s": n * n_epochs / t_train,
+            "n_params": int(sum(p.numel() for p in model.parameters())), "history": history,
+            "model": model}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("configs", nargs="+", help="JSON objects overriding DEFAULTS")
+    ap.add_argument("--data", default="/work/shared/data/frappe")
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default="ctr_search.jsonl")
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    parts, enc_kw = load(args.data)
+    encoded = {}
+    for text in args.configs:
+        cfg = {**DEFAULTS, **json.loads(text)}
+        mf = cfg["min_frequency"]
+        if mf not in encoded:
+            encoded[mf] = encode(parts, enc_kw, mf)
+        enc, data = encoded[mf]
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            print(f"{json.loads(text)} seed {seed}", flush=True)
+            res = train(cfg, enc, data, seed, log=lambda m: print(m, flush=True))
+            res.pop("model")
+            row = {"tag": args.tag, "data": args.data, "override": json.loads(text),
+                   "config": cfg, "seed": seed, "threads": args.threads, **res}
+            print(f"=> valid AUC {res['valid_auc']:.4f} LL {res['valid_logloss']:.4f} | test "
+                  f"AUC {res['test_auc']:.4f} LL {res['test_logloss']:.4f} | epochs "
+                  f"{res['epochs']} (best {res['best_epoch']}) {res['fit_s']:.0f} s, "
+                  f"{res['train_samples_per_s']:.0f} samples/s", flush=True)
+            with open(args.out, "a") as fh:
+                fh.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
