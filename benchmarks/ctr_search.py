@@ -38,6 +38,7 @@ DEFAULTS = {
     "batch_size": 4096, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
     "emb_reg": 0.05, "emb_reg_kind": "full", "max_epochs": 100, "patience": 2,
     "monitor": "logloss", "decay_on_plateau": 0.1, "min_frequency": 1, "max_decays": 2,
+    "emb_init": 1e-4, "cross_buckets": 0, "cross_reg": 0.0,
 }
 
 
@@ -105,10 +106,13 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
         architecture=cfg["architecture"], embed_dim=cfg["embed_dim"], hidden=cfg["hidden"],
         dropout=cfg["dropout"], batch_norm=cfg["batch_norm"], wide=cfg["wide"],
         n_cross=cfg["n_cross"], cross_rank=cfg["cross_rank"], n_blocks=cfg["n_blocks"],
-        n_heads=cfg["n_heads"], d_ff=cfg["d_ff"], n_experts=cfg["n_experts"])
+        n_heads=cfg["n_heads"], d_ff=cfg["d_ff"], n_experts=cfg["n_experts"],
+        cross_buckets=cfg["cross_buckets"])
+    model.embedding.reset_parameters(cfg["emb_init"])
     emb_params = [model.embedding.weight, model.embedding.numeric_weight]
     if model.wide is not None:
         emb_params.append(model.wide.weight)
+        emb_params.append(model.wide.cross_weight)
     emb_ids = {id(p) for p in emb_params}
     dense = [p for p in model.parameters() if id(p) not in emb_ids and p.requires_grad]
     opt_cls = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
@@ -141,6 +145,11 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
             elif reg and cfg["emb_reg_kind"] == "batch":
                 e = model.embedding.weight[tr["ids"][idx]]
                 loss = loss + reg * e.pow(2).sum(dim=(1, 2)).mean()
+            if cfg["cross_reg"] and model.wide is not None and model.wide.cross_buckets:
+                from skrec.nn.ctr import cross_ids
+
+                w = model.wide.cross_weight[cross_ids(tr["ids"][idx], model.wide.cross_buckets)]
+                loss = loss + cfg["cross_reg"] * w.pow(2).sum(dim=(1, 2)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -79,6 +79,28 @@ def test_wide_part_is_exactly_w1_x_plus_b1():
     np.testing.assert_allclose(out, expected, rtol=1e-5)
 
 
+def test_wide_crosses_are_hashed_pairs_of_ids():
+    from skrec.nn.ctr import cross_ids
+
+    ids = torch.tensor([[0, 5, 9], [0, 5, 8], [1, 5, 9]])
+    h = cross_ids(ids, 1000)
+    assert h.shape == (3, 3) and int(h.min()) >= 0 and int(h.max()) < 1000
+    assert h[0, 0] == h[1, 0]  # the same (0, 5) pair, the same bucket
+    assert h[0, 1] != h[1, 1] or h[0, 2] != h[1, 2]
+    torch.testing.assert_close(cross_ids(ids, 1000), h)  # deterministic
+    # pair (a, b) of fields (0, 1) and the same ids in fields (0, 2) fall in other buckets
+    spread = cross_ids(torch.randint(0, 10**6, (20_000, 2)), 50)
+    assert torch.bincount(spread[:, 0], minlength=50).min() > 300
+    enc, b = _batch()
+    wide = WidePart(enc.n_ids_, enc.n_numeric_, cross_buckets=97)
+    with torch.no_grad():
+        wide.cross_weight.normal_()
+    t = b.to_torch()
+    plain = WidePart(enc.n_ids_, enc.n_numeric_)
+    expected = plain(**t) + wide.cross_weight[cross_ids(t["ids"], 97)].sum(dim=(1, 2))
+    torch.testing.assert_close(wide(**t), expected)
+
+
 def test_fm_is_the_sum_over_field_pairs():
     emb = torch.randn(5, 4, 3)
     expected = sum((emb[:, i] * emb[:, j]).sum(-1) for i, j in itertools.combinations(range(4), 2))

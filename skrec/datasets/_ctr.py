@@ -159,7 +159,9 @@ class _CTRWorld:
             z += self.pair_scale * _hash_normal(self.seed + 1, a * 1000 + b, cat[:, a],
                                                 cat[:, b])
         lnum = np.nan_to_num(np.log1p(num), nan=0.0)
-        z += (lnum - self.num_mu) @ self.num_w + 0.5 * np.sin(lnum[:, 0])
+        z += (lnum - self.num_mu) @ self.num_w
+        if self.n_num:
+            z += 0.5 * np.sin(lnum[:, 0])
         return z + self.bias
 
     def chunk(self, index: int, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -42,6 +42,7 @@ __all__ = [
     "FieldEmbedding",
     "MLP",
     "WidePart",
+    "cross_ids",
     "gather_bags",
 ]
 
@@ -143,13 +144,34 @@ class FieldEmbedding(nn.Module):
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
+def cross_ids(ids: torch.Tensor, n_buckets: int) -> torch.Tensor:
+    """Hashed ids (B, F * (F - 1) / 2) of every pair of the categorical ids ``ids`` (B, F).
+
+    Pair ``(i, j)`` of a row (``i < j``, fields in order) maps its two global ids (unique
+    across fields) to ``hash(id_i, id_j, pair) mod n_buckets``: the cross-product features of
+    Wide & Deep, hashed into one shared table. Integer arithmetic wraps modulo 2**64, so the
+    result is the same on every machine.
+    """
+    n = ids.shape[1]
+    first, second = torch.triu_indices(n, n, 1, device=ids.device)
+    a, b = ids[:, first], ids[:, second]
+    pair = torch.arange(first.numel(), device=ids.device)
+    h = a * -7046029254386353131 + b * -4658895280553007687 + pair * 2654435761
+    h = h ^ (h >> 29)
+    h = h * -4417276706812531889
+    h = h ^ (h >> 32)
+    return torch.remainder(h, n_buckets)
+
+
 class WidePart(nn.Module):
     """The wide (linear) part, exactly ``f(x) = W1 x + b1`` over the sparse features.
 
     ``x`` is the one-hot / multi-hot vector over the table's rows (value 1 for a categorical
     id, the entry's weight in a bag) followed by the numeric values: the output is the sum of
     the weights of the row's ids, the weighted sum over its bag entries, the numeric values
-    times their weights, and the bias.
+    times their weights, and the bias. With ``cross_buckets``, ``x`` also holds the hashed
+    cross-product features of every pair of categorical fields (:func:`cross_ids`, one-hot in
+    a table of ``cross_buckets`` weights), the memorisation part of Wide & Deep.
 
     Parameters
     ----------
@@ -157,19 +179,26 @@ class WidePart(nn.Module):
         Rows of the embedding table.
     n_numeric : int
         Numeric fields.
+    cross_buckets : int, default=0
+        Weights of the hashed pairwise crosses (0: no crosses).
     """
 
-    def __init__(self, n_ids: int, n_numeric: int):
+    def __init__(self, n_ids: int, n_numeric: int, cross_buckets: int = 0):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(max(int(n_ids), 1), 1))
         self.numeric_weight = nn.Parameter(torch.zeros(int(n_numeric)))
         self.bias = nn.Parameter(torch.zeros(1))
+        self.cross_buckets = int(cross_buckets)
+        self.cross_weight = nn.Parameter(torch.zeros(self.cross_buckets, 1))
 
     def forward(self, ids: torch.Tensor, numeric: torch.Tensor | None = None,
                 bag_ids: torch.Tensor | None = None, bag_offsets: torch.Tensor | None = None,
                 bag_weights: torch.Tensor | None = None) -> torch.Tensor:
         """``W1 x + b1`` per row: (B,) in fp32."""
         out = F.embedding(ids, self.weight).float().sum(dim=(1, 2)) + self.bias.float()
+        if self.cross_buckets and ids.shape[1] > 1:
+            crossed = F.embedding(cross_ids(ids, self.cross_buckets), self.cross_weight)
+            out = out + crossed.float().sum(dim=(1, 2))
         if bag_ids is not None and bag_ids.numel():
             n_bags = bag_offsets.numel() - 1
             per_bag = F.embedding_bag(bag_ids, self.weight.float(), bag_offsets[:-1],
@@ -459,6 +488,8 @@ class CTRModel(nn.Module):
         Feed-forward units per block; ``4 * embed_dim`` when ``None``.
     n_experts : int, default=0
         Experts of the mixture replacing the MLP (0: a plain MLP).
+    cross_buckets : int, default=0
+        Hashed pairwise cross-product features in the wide part (see :class:`WidePart`).
     """
 
     def __init__(self, n_ids: int, n_categorical: int, n_multi: int = 0, n_numeric: int = 0,
@@ -467,7 +498,8 @@ class CTRModel(nn.Module):
                  batch_norm: bool = False, wide: bool | None = None, n_cross: int = 3,
                  cross_rank: int | Sequence[int] | None = None, n_blocks: int = 2,
                  n_heads: int | Sequence[int] = 2, head_dim: int | None = None,
-                 d_ff: int | Sequence[int] | None = None, n_experts: int = 0):
+                 d_ff: int | Sequence[int] | None = None, n_experts: int = 0,
+                 cross_buckets: int = 0):
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}; "
@@ -480,7 +512,7 @@ class CTRModel(nn.Module):
         flat = n_fields * embed_dim
         if wide is None:
             wide = architecture in ("wide_deep", "deepfm")
-        self.wide = WidePart(n_ids, n_numeric) if wide else None
+        self.wide = WidePart(n_ids, n_numeric, cross_buckets) if wide else None
         self.fm = FactorizationMachine() if architecture == "deepfm" else None
         self.cross = CrossNetwork(flat, n_cross, cross_rank) if architecture == "dcnv2" \
             else None
@@ -527,6 +559,7 @@ class CTRModel(nn.Module):
             "architecture": self.architecture, "embed_dim": self.embed_dim,
             "hidden": self.deep.hidden, "dropout": self.dropout,
             "batch_norm": self.batch_norm, "wide": self.wide is not None,
+            "cross_buckets": self.wide.cross_buckets if self.wide is not None else 0,
             "n_experts": self.deep.n_experts if isinstance(self.deep, ExpertMixture) else 0,
         }
         if self.cross is not None:
