@@ -313,3 +313,25 @@ def test_parameter_validation():
         enc.fit(X)
     enc = FieldEncoder(numeric=["hour"]).fit(X)
     assert [f["kind"] for f in enc.fields_][-2:] == ["numeric", "numeric"]
+
+
+def test_negative_sampling_correction_restores_the_click_rate():
+    from scipy.special import expit
+    from sklearn.linear_model import LogisticRegression
+
+    from skrec.ctr import negative_sampling_correction, reliability_curve
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200_000, 1))
+    y = (rng.random(200_000) < expit(2 * x[:, 0] - 3.5)).astype(int)
+    keep = (y == 1) | (rng.random(y.size) < 0.1)  # negatives kept at r = 0.1
+    model = LogisticRegression().fit(x[keep], y[keep])
+    raw = expit(model.decision_function(x))
+    fixed = expit(negative_sampling_correction(model.decision_function(x), 0.1))
+    assert raw.mean() > 3 * y.mean()  # trained on subsampled negatives: far too high
+    assert abs(fixed.mean() - y.mean()) < 0.1 * y.mean()
+    curve = reliability_curve(y, fixed, n_bins=10)
+    assert curve["ece"] < 0.01 and curve["count"].sum() == y.size
+    assert reliability_curve(y, raw)["ece"] > 5 * curve["ece"]
+    with pytest.raises(ValueError, match="rate"):
+        negative_sampling_correction([0.0], 0.0)
