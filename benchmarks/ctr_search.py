@@ -38,7 +38,8 @@ DEFAULTS = {
     "batch_size": 4096, "lr": 1e-3, "optimizer": "adam", "weight_decay": 0.0,
     "emb_reg": 0.05, "emb_reg_kind": "full", "max_epochs": 100, "patience": 2,
     "monitor": "logloss", "decay_on_plateau": 0.1, "min_frequency": 1, "max_decays": 2,
-    "emb_init": 1e-4, "cross_buckets": 0, "cross_reg": 0.0,
+    "emb_init": 1e-4, "cross_buckets": 0, "cross_reg": 0.0, "emb_lr": None, "wide_lr": None,
+    "cross_fields": None,
 }
 
 
@@ -107,20 +108,23 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
         dropout=cfg["dropout"], batch_norm=cfg["batch_norm"], wide=cfg["wide"],
         n_cross=cfg["n_cross"], cross_rank=cfg["cross_rank"], n_blocks=cfg["n_blocks"],
         n_heads=cfg["n_heads"], d_ff=cfg["d_ff"], n_experts=cfg["n_experts"],
-        cross_buckets=cfg["cross_buckets"])
+        cross_buckets=cfg["cross_buckets"], cross_fields=cfg["cross_fields"])
     model.embedding.reset_parameters(cfg["emb_init"])
     emb_params = [model.embedding.weight, model.embedding.numeric_weight]
+    wide_params = []
     if model.wide is not None:
-        emb_params.append(model.wide.weight)
-        emb_params.append(model.wide.cross_weight)
-    emb_ids = {id(p) for p in emb_params}
-    dense = [p for p in model.parameters() if id(p) not in emb_ids and p.requires_grad]
+        wide_params = [model.wide.weight, model.wide.cross_weight]
+    reg_params = emb_params + wide_params
+    taken = {id(p) for p in reg_params}
+    dense = [p for p in model.parameters() if id(p) not in taken and p.requires_grad]
     opt_cls = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
     wd = cfg["weight_decay"]
-    opt = opt_cls([{"params": emb_params, "weight_decay": wd if cfg["emb_reg_kind"] == "wd"
-                    else 0.0},
-                   {"params": dense, "weight_decay": wd if cfg["optimizer"] == "adamw"
-                    else 0.0}], lr=cfg["lr"])
+    emb_wd = wd if cfg["emb_reg_kind"] == "wd" else 0.0
+    opt = opt_cls([
+        {"params": emb_params, "weight_decay": emb_wd, "lr": cfg["emb_lr"] or cfg["lr"]},
+        {"params": wide_params, "weight_decay": emb_wd, "lr": cfg["wide_lr"] or cfg["lr"]},
+        {"params": dense, "weight_decay": wd if cfg["optimizer"] == "adamw" else 0.0,
+         "lr": cfg["lr"]}])
     tr, va = data["train"], data["valid"]
     n = tr["ids"].shape[0]
     bs = cfg["batch_size"]
@@ -148,12 +152,13 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
             if cfg["cross_reg"] and model.wide is not None and model.wide.cross_buckets:
                 from skrec.nn.ctr import cross_ids
 
-                w = model.wide.cross_weight[cross_ids(tr["ids"][idx], model.wide.cross_buckets)]
+                w = model.wide.cross_weight[cross_ids(tr["ids"][idx], model.wide.cross_buckets,
+                                                      model.wide.cross_fields)]
                 loss = loss + cfg["cross_reg"] * w.pow(2).sum(dim=(1, 2)).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss) * idx.numel()
+            total += float(loss.detach()) * idx.numel()
         t_train += time.perf_counter() - te
         vauc, vll = auc_logloss(va["y"].numpy(), predict(model, va))
         score = vll if cfg["monitor"] == "logloss" else -vauc

@@ -144,7 +144,8 @@ class FieldEmbedding(nn.Module):
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
 
-def cross_ids(ids: torch.Tensor, n_buckets: int) -> torch.Tensor:
+def cross_ids(ids: torch.Tensor, n_buckets: int, fields: Sequence[int] | None = None
+              ) -> torch.Tensor:
     """Hashed ids (B, F * (F - 1) / 2) of every pair of the categorical ids ``ids`` (B, F).
 
     Pair ``(i, j)`` of a row (``i < j``, fields in order) maps its two global ids (unique
@@ -152,6 +153,8 @@ def cross_ids(ids: torch.Tensor, n_buckets: int) -> torch.Tensor:
     Wide & Deep, hashed into one shared table. Integer arithmetic wraps modulo 2**64, so the
     result is the same on every machine.
     """
+    if fields is not None:
+        ids = ids[:, list(fields)]
     n = ids.shape[1]
     first, second = torch.triu_indices(n, n, 1, device=ids.device)
     a, b = ids[:, first], ids[:, second]
@@ -181,15 +184,20 @@ class WidePart(nn.Module):
         Numeric fields.
     cross_buckets : int, default=0
         Weights of the hashed pairwise crosses (0: no crosses).
+    cross_fields : sequence of int, default=None
+        Positions (among the categorical fields) of the fields crossed pairwise; all when
+        ``None``.
     """
 
-    def __init__(self, n_ids: int, n_numeric: int, cross_buckets: int = 0):
+    def __init__(self, n_ids: int, n_numeric: int, cross_buckets: int = 0,
+                 cross_fields: Sequence[int] | None = None):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(max(int(n_ids), 1), 1))
         self.numeric_weight = nn.Parameter(torch.zeros(int(n_numeric)))
         self.bias = nn.Parameter(torch.zeros(1))
         self.cross_buckets = int(cross_buckets)
         self.cross_weight = nn.Parameter(torch.zeros(self.cross_buckets, 1))
+        self.cross_fields = None if cross_fields is None else [int(f) for f in cross_fields]
 
     def forward(self, ids: torch.Tensor, numeric: torch.Tensor | None = None,
                 bag_ids: torch.Tensor | None = None, bag_offsets: torch.Tensor | None = None,
@@ -197,7 +205,8 @@ class WidePart(nn.Module):
         """``W1 x + b1`` per row: (B,) in fp32."""
         out = F.embedding(ids, self.weight).float().sum(dim=(1, 2)) + self.bias.float()
         if self.cross_buckets and ids.shape[1] > 1:
-            crossed = F.embedding(cross_ids(ids, self.cross_buckets), self.cross_weight)
+            crossed = F.embedding(cross_ids(ids, self.cross_buckets, self.cross_fields),
+                                  self.cross_weight)
             out = out + crossed.float().sum(dim=(1, 2))
         if bag_ids is not None and bag_ids.numel():
             n_bags = bag_offsets.numel() - 1
@@ -490,6 +499,8 @@ class CTRModel(nn.Module):
         Experts of the mixture replacing the MLP (0: a plain MLP).
     cross_buckets : int, default=0
         Hashed pairwise cross-product features in the wide part (see :class:`WidePart`).
+    cross_fields : sequence of int, default=None
+        The categorical fields crossed (all when ``None``).
     """
 
     def __init__(self, n_ids: int, n_categorical: int, n_multi: int = 0, n_numeric: int = 0,
@@ -499,7 +510,7 @@ class CTRModel(nn.Module):
                  cross_rank: int | Sequence[int] | None = None, n_blocks: int = 2,
                  n_heads: int | Sequence[int] = 2, head_dim: int | None = None,
                  d_ff: int | Sequence[int] | None = None, n_experts: int = 0,
-                 cross_buckets: int = 0):
+                 cross_buckets: int = 0, cross_fields: Sequence[int] | None = None):
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}; "
@@ -512,7 +523,7 @@ class CTRModel(nn.Module):
         flat = n_fields * embed_dim
         if wide is None:
             wide = architecture in ("wide_deep", "deepfm")
-        self.wide = WidePart(n_ids, n_numeric, cross_buckets) if wide else None
+        self.wide = WidePart(n_ids, n_numeric, cross_buckets, cross_fields) if wide else None
         self.fm = FactorizationMachine() if architecture == "deepfm" else None
         self.cross = CrossNetwork(flat, n_cross, cross_rank) if architecture == "dcnv2" \
             else None
@@ -560,6 +571,7 @@ class CTRModel(nn.Module):
             "hidden": self.deep.hidden, "dropout": self.dropout,
             "batch_norm": self.batch_norm, "wide": self.wide is not None,
             "cross_buckets": self.wide.cross_buckets if self.wide is not None else 0,
+            "cross_fields": self.wide.cross_fields if self.wide is not None else None,
             "n_experts": self.deep.n_experts if isinstance(self.deep, ExpertMixture) else 0,
         }
         if self.cross is not None:
