@@ -108,7 +108,9 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
         dropout=cfg["dropout"], batch_norm=cfg["batch_norm"], wide=cfg["wide"],
         n_cross=cfg["n_cross"], cross_rank=cfg["cross_rank"], n_blocks=cfg["n_blocks"],
         n_heads=cfg["n_heads"], d_ff=cfg["d_ff"], n_experts=cfg["n_experts"],
-        cross_buckets=cfg["cross_buckets"], cross_fields=cfg["cross_fields"])
+        cross_buckets=cfg["cross_buckets"],
+        cross_fields=enc.largest_fields(int(cfg["cross_fields"][3:]))
+        if isinstance(cfg["cross_fields"], str) else cfg["cross_fields"])
     model.embedding.reset_parameters(cfg["emb_init"])
     emb_params = [model.embedding.weight, model.embedding.numeric_weight]
     wide_params = []
@@ -146,6 +148,11 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
             reg = cfg["emb_reg"]
             if reg and cfg["emb_reg_kind"] == "full":
                 loss = loss + reg / 2 * sum(p.pow(2).sum() for p in emb_params)
+            elif reg and cfg["emb_reg_kind"] == "unique":  # the full-table L2 on touched rows
+                rows = torch.unique(tr["ids"][idx])
+                loss = loss + reg / 2 * model.embedding.weight[rows].pow(2).sum()
+                if model.embedding.numeric_weight.numel():
+                    loss = loss + reg / 2 * model.embedding.numeric_weight.pow(2).sum()
             elif reg and cfg["emb_reg_kind"] == "batch":
                 e = model.embedding.weight[tr["ids"][idx]]
                 loss = loss + reg * e.pow(2).sum(dim=(1, 2)).mean()

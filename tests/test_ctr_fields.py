@@ -75,6 +75,13 @@ def test_unknown_and_rare_categories_share_the_unknown_id():
     assert list(b.bags[4].indices) == [tags["offset"] + UNKNOWN] * 2  # t3 rare, zzz unknown
 
 
+def test_largest_fields():
+    enc = FieldEncoder().fit(_frame())
+    # categorical fields: app (3 values), hour (3), site (2), paid (2)
+    assert enc.largest_fields(2) == [0, 1]
+    assert enc.largest_fields(10) == [0, 1, 2, 3]
+
+
 def test_columns_matched_by_name_and_bad_columns_rejected():
     X = _frame()
     enc = FieldEncoder().fit(X)

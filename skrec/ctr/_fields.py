@@ -812,6 +812,26 @@ default=None
         return np.asarray([f["size"] for f in self.fields_ if f["kind"] != "numeric"],
                           dtype=np.int64)
 
+    def largest_fields(self, k: int) -> list[int]:
+        """Positions (among the categorical fields, in order) of the ``k`` fields with the most
+        table rows: the most specific ids (user, item, ad, site), which Wide & Deep's crosses
+        memorise best.
+
+        Parameters
+        ----------
+        k : int
+            How many (fewer when there are fewer categorical fields).
+
+        Returns
+        -------
+        fields : list of int
+            Sorted positions in ``ids`` of :meth:`transform`'s output.
+        """
+        check_is_fitted(self, "fields_")
+        sizes = np.asarray([f["size"] for f in self._fields_of("categorical")])
+        order = np.argsort(-sizes, kind="stable")[: max(int(k), 0)]
+        return sorted(int(i) for i in order)
+
     def get_feature_names_out(self, input_features=None) -> np.ndarray:
         """Names of the fields, in the model's order.
 
