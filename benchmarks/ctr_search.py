@@ -207,9 +207,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default="ctr_search.jsonl")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--n-train", type=int, default=500_000, help="synthetic data: train rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    parts, enc_kw = load(args.data)
+    parts, enc_kw = load(args.data, n_train=args.n_train)
     encoded = {}
     for text in args.configs:
         cfg = {**DEFAULTS, **json.loads(text)}
