@@ -39,7 +39,7 @@ DEFAULTS = {
     "emb_reg": 0.05, "emb_reg_kind": "full", "max_epochs": 100, "patience": 2,
     "monitor": "logloss", "decay_on_plateau": 0.1, "min_frequency": 1, "max_decays": 2,
     "emb_init": 1e-4, "cross_buckets": 0, "cross_reg": 0.0, "emb_lr": None, "wide_lr": None,
-    "cross_fields": None,
+    "cross_fields": None, "cross_dropout": 0.0,
 }
 
 
@@ -110,7 +110,8 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
         n_heads=cfg["n_heads"], d_ff=cfg["d_ff"], n_experts=cfg["n_experts"],
         cross_buckets=cfg["cross_buckets"],
         cross_fields=enc.largest_fields(int(cfg["cross_fields"][3:]))
-        if isinstance(cfg["cross_fields"], str) else cfg["cross_fields"])
+        if isinstance(cfg["cross_fields"], str) else cfg["cross_fields"],
+        cross_dropout=cfg["cross_dropout"])
     model.embedding.reset_parameters(cfg["emb_init"])
     emb_params = [model.embedding.weight, model.embedding.numeric_weight]
     wide_params = []

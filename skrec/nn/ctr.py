@@ -187,10 +187,16 @@ class WidePart(nn.Module):
     cross_fields : sequence of int, default=None
         Positions (among the categorical fields) of the fields crossed pairwise; all when
         ``None``.
+    cross_dropout : float, default=0.0
+        In training, each (row, pair) cross feature is left out with this probability, with
+        no rescaling: the model then also learns to predict rows whose pair it has not
+        memorised, which is what an unseen pair at prediction time is (its bucket is
+        untrained). Without it, a model that memorises every training pair is over-confident
+        on new pairs.
     """
 
     def __init__(self, n_ids: int, n_numeric: int, cross_buckets: int = 0,
-                 cross_fields: Sequence[int] | None = None):
+                 cross_fields: Sequence[int] | None = None, cross_dropout: float = 0.0):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(max(int(n_ids), 1), 1))
         self.numeric_weight = nn.Parameter(torch.zeros(int(n_numeric)))
@@ -198,6 +204,7 @@ class WidePart(nn.Module):
         self.cross_buckets = int(cross_buckets)
         self.cross_weight = nn.Parameter(torch.zeros(self.cross_buckets, 1))
         self.cross_fields = None if cross_fields is None else [int(f) for f in cross_fields]
+        self.cross_dropout = float(cross_dropout)
 
     def forward(self, ids: torch.Tensor, numeric: torch.Tensor | None = None,
                 bag_ids: torch.Tensor | None = None, bag_offsets: torch.Tensor | None = None,
@@ -206,8 +213,10 @@ class WidePart(nn.Module):
         out = F.embedding(ids, self.weight).float().sum(dim=(1, 2)) + self.bias.float()
         if self.cross_buckets and ids.shape[1] > 1:
             crossed = F.embedding(cross_ids(ids, self.cross_buckets, self.cross_fields),
-                                  self.cross_weight)
-            out = out + crossed.float().sum(dim=(1, 2))
+                                  self.cross_weight).float().squeeze(-1)
+            if self.training and self.cross_dropout:
+                crossed = crossed * (torch.rand_like(crossed) >= self.cross_dropout)
+            out = out + crossed.sum(dim=1)
         if bag_ids is not None and bag_ids.numel():
             n_bags = bag_offsets.numel() - 1
             per_bag = F.embedding_bag(bag_ids, self.weight.float(), bag_offsets[:-1],
@@ -501,6 +510,8 @@ class CTRModel(nn.Module):
         Hashed pairwise cross-product features in the wide part (see :class:`WidePart`).
     cross_fields : sequence of int, default=None
         The categorical fields crossed (all when ``None``).
+    cross_dropout : float, default=0.0
+        Training dropout of the cross features (see :class:`WidePart`).
     """
 
     def __init__(self, n_ids: int, n_categorical: int, n_multi: int = 0, n_numeric: int = 0,
@@ -510,7 +521,8 @@ class CTRModel(nn.Module):
                  cross_rank: int | Sequence[int] | None = None, n_blocks: int = 2,
                  n_heads: int | Sequence[int] = 2, head_dim: int | None = None,
                  d_ff: int | Sequence[int] | None = None, n_experts: int = 0,
-                 cross_buckets: int = 0, cross_fields: Sequence[int] | None = None):
+                 cross_buckets: int = 0, cross_fields: Sequence[int] | None = None,
+                 cross_dropout: float = 0.0):
         super().__init__()
         if architecture not in ARCHITECTURES:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}; "
@@ -523,7 +535,8 @@ class CTRModel(nn.Module):
         flat = n_fields * embed_dim
         if wide is None:
             wide = architecture in ("wide_deep", "deepfm")
-        self.wide = WidePart(n_ids, n_numeric, cross_buckets, cross_fields) if wide else None
+        self.wide = WidePart(n_ids, n_numeric, cross_buckets, cross_fields,
+                             cross_dropout) if wide else None
         self.fm = FactorizationMachine() if architecture == "deepfm" else None
         self.cross = CrossNetwork(flat, n_cross, cross_rank) if architecture == "dcnv2" \
             else None
@@ -572,6 +585,7 @@ class CTRModel(nn.Module):
             "batch_norm": self.batch_norm, "wide": self.wide is not None,
             "cross_buckets": self.wide.cross_buckets if self.wide is not None else 0,
             "cross_fields": self.wide.cross_fields if self.wide is not None else None,
+            "cross_dropout": self.wide.cross_dropout if self.wide is not None else 0.0,
             "n_experts": self.deep.n_experts if isinstance(self.deep, ExpertMixture) else 0,
         }
         if self.cross is not None:
