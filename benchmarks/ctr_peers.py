@@ -69,11 +69,40 @@ def cpu_info() -> str:
     return f"{model} ({', '.join(feats)})"
 
 
+def synthetic(n_train: int, seed: int = 0):
+    """Train / valid / test impressions of one synthetic world, as ``ctr_search.py --data
+    synthetic`` draws them (the same rows)."""
+    from sklearn.utils import Bunch
+
+    from skrec.datasets import make_ctr
+
+    d = make_ctr(n_train + 200_000, max_cardinality=1_000_000, as_frame=True, random_state=seed)
+    cut = [n_train, n_train + 100_000]
+    out = Bunch(categorical=d.categorical, numeric=d.numeric)
+    for name, sl in (("train", slice(0, cut[0])), ("valid", slice(cut[0], cut[1])),
+                     ("test", slice(cut[1], None))):
+        out[f"X_{name}"], out[f"y_{name}"] = d.X.iloc[sl].reset_index(drop=True), d.y[sl]
+    return out
+
+
+def _design(data):
+    """One-hot of the categorical columns and the scaled log counts of the numeric ones."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+    num = list(getattr(data, "numeric", []))
+    cat = [c for c in data.X_train.columns if c not in num]
+    log = FunctionTransformer(lambda X: np.nan_to_num(np.log1p(np.asarray(X, float))))
+    return ColumnTransformer([("cat", OneHotEncoder(handle_unknown="ignore"), cat),
+                              ("num", make_pipeline(log, StandardScaler()), num)],
+                             sparse_threshold=1.0)
+
+
 def run_lr(data, seed: int) -> dict:
     from sklearn.linear_model import LogisticRegression
-    from sklearn.preprocessing import OneHotEncoder
 
-    enc = OneHotEncoder(handle_unknown="ignore")
+    enc = _design(data)
     Xtr = enc.fit_transform(data.X_train)
     Xva, Xte = enc.transform(data.X_valid), enc.transform(data.X_test)
     best = None
@@ -98,10 +127,13 @@ def run_lgbm(data, seed: int) -> dict:
     import lightgbm as lgb
     import pandas as pd
 
-    def cats(X):
-        return pd.DataFrame({c: pd.Categorical(X[c], categories=cats_of[c]) for c in X.columns})
+    num = list(getattr(data, "numeric", []))
 
-    cats_of = {c: np.unique(data.X_train[c]) for c in data.X_train.columns}
+    def cats(X):
+        return pd.DataFrame({c: X[c] if c in num else pd.Categorical(
+            X[c].where(X[c].isin(cats_of[c])), categories=cats_of[c]) for c in X.columns})
+
+    cats_of = {c: np.unique(data.X_train[c]) for c in data.X_train.columns if c not in num}
     Xtr, Xva, Xte = cats(data.X_train), cats(data.X_valid), cats(data.X_test)
     params = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 63,
               "min_data_in_leaf": 20, "feature_fraction": 0.9, "bagging_fraction": 0.9,
@@ -145,16 +177,24 @@ def main() -> None:
     ap.add_argument("--fuxictr-python", default="/work/venvs/fuxictr/bin/python")
     ap.add_argument("--model-zoo", default="/work/venvs/fuxictr/model_zoo")
     ap.add_argument("--work", default="/tmp/skrec_ctr_fuxictr")
+    ap.add_argument("--dataset", choices=("frappe", "synthetic"), default="frappe")
+    ap.add_argument("--n-train", type=int, default=500_000, help="synthetic: train rows")
     args = ap.parse_args()
 
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
     from skrec.datasets import load_frappe
 
+    global NAME
     data_dir = frappe_path(args.data)
-    if not (data_dir / "x1" / "train.csv").is_file() and not (data_dir / "train.csv").is_file():
-        sys.exit(f"Frappe_x1 not found under {data_dir}; pass --data.")
-    data = load_frappe(data_dir)
-    x1 = data_dir / "x1" if (data_dir / "x1").is_dir() else data_dir
+    if args.dataset == "synthetic":
+        NAME = "ctr_peers_synthetic"
+        data, x1 = synthetic(args.n_train), None
+    else:
+        if not (data_dir / "x1" / "train.csv").is_file() and not (
+                data_dir / "train.csv").is_file():
+            sys.exit(f"Frappe_x1 not found under {data_dir}; pass --data.")
+        data = load_frappe(data_dir)
+        x1 = data_dir / "x1" if (data_dir / "x1").is_dir() else data_dir
     rows = []
     for peer in args.peers.split(","):
         for seed in SEEDS[: args.seeds]:
@@ -192,7 +232,10 @@ def _all_rows(rows: list[dict], args) -> list[dict]:
 def _write(rows: list[dict], args) -> None:
     all_rows = _all_rows(rows, args)
     save_json(NAME, {
-        "benchmark": "Frappe_x1 test, model selected on valid; peers side by side",
+        "benchmark": ("Frappe_x1 test, model selected on valid; peers side by side"
+                      if NAME == "ctr_peers" else
+                      f"synthetic Criteo-like (make_ctr, {args.n_train} train rows, 100,000 "
+                      "valid, 100,000 test, random_state=0); peers side by side"),
         "cpu": cpu_info(), "threads": args.threads,
         "summary": summarize_seeds(all_rows, KEYS), "rows": all_rows,
     })

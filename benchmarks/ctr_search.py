@@ -47,14 +47,10 @@ def load(data: str, seed: int = 0, n_train: int = 500_000):
     """Encoded train / valid / test tensors and the encoder."""
 
     if data == "synthetic":
-        from skrec.datasets import make_ctr
+        from ctr_peers import synthetic
 
-        d = make_ctr(n_train + 200_000, max_cardinality=1_000_000, as_frame=True,
-                     random_state=seed)
-        X, y = d.X, d.y
-        parts = {"train": (X.iloc[:n_train], y[:n_train]),
-                 "valid": (X.iloc[n_train:n_train + 100_000], y[n_train:n_train + 100_000]),
-                 "test": (X.iloc[n_train + 100_000:], y[n_train + 100_000:])}
+        d = synthetic(n_train, seed)
+        parts = {s: (d[f"X_{s}"], d[f"y_{s}"]) for s in ("train", "valid", "test")}
         enc_kw = {"numeric_scaling": "log"}
     else:
         from skrec.datasets import load_frappe
