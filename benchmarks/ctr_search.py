@@ -196,6 +196,28 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
             "model": model}
 
 
+def add_peer_row(args, row: dict) -> None:
+    """Append ``row`` to the peers' results (read just before writing: runs in parallel)."""
+    from ctr_peers import KEYS, cpu_info
+
+    from _common import RESULTS, save_json, summarize_seeds
+
+    name = "ctr_peers_synthetic" if args.data == "synthetic" else "ctr_peers"
+    path = RESULTS / f"{name}.json"
+    payload = json.loads(path.read_text()) if path.is_file() else {"rows": []}
+    keep = {k: row[k] for k in ("seed", "valid_auc", "valid_logloss", "test_auc",
+                                "test_logloss", "epochs", "best_epoch", "fit_s", "fit_cpu_s",
+                                "train_samples_per_s", "n_params", "threads")}
+    rows = [r for r in payload["rows"] if not (r.get("peer") == args.peer_name
+                                               and r.get("seed") == row["seed"])]
+    rows.append({"model": args.peer_name, "peer": args.peer_name, **keep,
+                 "fit_wall_s": row["fit_s"], "config": row["override"]})
+    payload["rows"] = rows
+    payload["summary"] = summarize_seeds(rows, KEYS)
+    payload.setdefault("cpu", cpu_info())
+    save_json(name, payload)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("configs", nargs="+", help="JSON objects overriding DEFAULTS")
@@ -205,6 +227,9 @@ def main() -> None:
     ap.add_argument("--out", default="ctr_search.jsonl")
     ap.add_argument("--tag", default="")
     ap.add_argument("--n-train", type=int, default=500_000, help="synthetic data: train rows")
+    ap.add_argument("--peer-name", default=None,
+                    help="also add each run as a row of this name to the peers' results file "
+                         "(results/ctr_peers.json, or ctr_peers_synthetic.json)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     parts, enc_kw = load(args.data, n_train=args.n_train)
@@ -227,6 +252,8 @@ def main() -> None:
                   f"{res['train_samples_per_s']:.0f} samples/s", flush=True)
             with open(args.out, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
+            if args.peer_name:
+                add_peer_row(args, row)
 
 
 if __name__ == "__main__":
