@@ -39,7 +39,7 @@ DEFAULTS = {
     "emb_reg": 0.05, "emb_reg_kind": "full", "max_epochs": 100, "patience": 2,
     "monitor": "logloss", "decay_on_plateau": 0.1, "min_frequency": 1, "max_decays": 2,
     "emb_init": 1e-4, "cross_buckets": 0, "cross_reg": 0.0, "emb_lr": None, "wide_lr": None,
-    "cross_fields": None, "cross_dropout": 0.0,
+    "cross_fields": None, "cross_dropout": 0.0, "cross_min_count": 1, "split_wide_lr": False,
 }
 
 
@@ -109,10 +109,16 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
         if isinstance(cfg["cross_fields"], str) else cfg["cross_fields"],
         cross_dropout=cfg["cross_dropout"])
     model.embedding.reset_parameters(cfg["emb_init"])
+    if model.wide is not None and cfg["cross_min_count"] > 1:
+        model.wide.set_cross_counts(data["train"]["ids"], cfg["cross_min_count"])
     emb_params = [model.embedding.weight, model.embedding.numeric_weight]
     wide_params = []
     if model.wide is not None:
-        wide_params = [model.wide.weight, model.wide.cross_weight]
+        wide_params = [model.wide.cross_weight]
+        if cfg["split_wide_lr"]:  # the id weights learn at the base rate, the crosses faster
+            emb_params = emb_params + [model.wide.weight]
+        else:
+            wide_params.append(model.wide.weight)
     reg_params = emb_params + wide_params
     taken = {id(p) for p in reg_params}
     dense = [p for p in model.parameters() if id(p) not in taken and p.requires_grad]

@@ -101,6 +101,21 @@ def test_wide_crosses_are_hashed_pairs_of_ids():
     torch.testing.assert_close(wide(**t), expected)
 
 
+def test_cross_counts_mask_rare_pairs():
+    from skrec.nn.ctr import cross_ids
+
+    ids = torch.tensor([[0, 5], [0, 5], [1, 6], [2, 7]])
+    wide = WidePart(8, 0, cross_buckets=1 << 16)
+    with torch.no_grad():
+        wide.cross_weight.fill_(1.0)
+    wide.set_cross_counts(ids, min_count=2)
+    h = cross_ids(ids, 1 << 16)[:, 0]
+    assert wide.cross_mask[h].tolist() == [1.0, 1.0, 0.0, 0.0]
+    out = wide(ids, torch.zeros(4, 0))
+    assert out.tolist() == [1.0, 1.0, 0.0, 0.0]  # only the pair seen twice is used
+    assert "cross_mask" in wide.state_dict()
+
+
 def test_fm_is_the_sum_over_field_pairs():
     emb = torch.randn(5, 4, 3)
     expected = sum((emb[:, i] * emb[:, j]).sum(-1) for i, j in itertools.combinations(range(4), 2))

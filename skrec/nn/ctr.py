@@ -205,6 +205,31 @@ class WidePart(nn.Module):
         self.cross_weight = nn.Parameter(torch.zeros(self.cross_buckets, 1))
         self.cross_fields = None if cross_fields is None else [int(f) for f in cross_fields]
         self.cross_dropout = float(cross_dropout)
+        # 1 for the buckets that may be used, 0 for those masked out (see set_cross_counts)
+        self.register_buffer("cross_mask", torch.ones(self.cross_buckets))
+
+    @torch.no_grad()
+    def set_cross_counts(self, ids: torch.Tensor, min_count: int) -> None:
+        """Use only the cross buckets that the training rows ``ids`` fill ``min_count`` times.
+
+        A pair seen once cannot be told from noise: memorising it only fits that row. Buckets
+        below the count are masked (their weight is never used, and gets no gradient), so an
+        unseen or rare pair reads as no memorised pair at all.
+
+        Parameters
+        ----------
+        ids : torch.Tensor of shape (n_samples, n_categorical)
+            Categorical ids of the training rows.
+        min_count : int
+            Fewest training rows a bucket needs.
+        """
+        if not self.cross_buckets or ids.shape[1] < 2:
+            return
+        counts = torch.zeros(self.cross_buckets, dtype=torch.int64, device=ids.device)
+        for start in range(0, ids.shape[0], 1 << 16):
+            h = cross_ids(ids[start:start + (1 << 16)], self.cross_buckets, self.cross_fields)
+            counts += torch.bincount(h.reshape(-1), minlength=self.cross_buckets)
+        self.cross_mask.copy_((counts >= int(min_count)).to(self.cross_mask.dtype))
 
     def forward(self, ids: torch.Tensor, numeric: torch.Tensor | None = None,
                 bag_ids: torch.Tensor | None = None, bag_offsets: torch.Tensor | None = None,
@@ -212,8 +237,8 @@ class WidePart(nn.Module):
         """``W1 x + b1`` per row: (B,) in fp32."""
         out = F.embedding(ids, self.weight).float().sum(dim=(1, 2)) + self.bias.float()
         if self.cross_buckets and ids.shape[1] > 1:
-            crossed = F.embedding(cross_ids(ids, self.cross_buckets, self.cross_fields),
-                                  self.cross_weight).float().squeeze(-1)
+            h = cross_ids(ids, self.cross_buckets, self.cross_fields)
+            crossed = F.embedding(h, self.cross_weight).float().squeeze(-1) * self.cross_mask[h]
             if self.training and self.cross_dropout:
                 crossed = crossed * (torch.rand_like(crossed) >= self.cross_dropout)
             out = out + crossed.sum(dim=1)
