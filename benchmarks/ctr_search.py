@@ -40,6 +40,7 @@ DEFAULTS = {
     "monitor": "logloss", "decay_on_plateau": 0.1, "min_frequency": 1, "max_decays": 2,
     "emb_init": 1e-4, "cross_buckets": 0, "cross_reg": 0.0, "emb_lr": None, "wide_lr": None,
     "cross_fields": None, "cross_dropout": 0.0, "cross_min_count": 1, "split_wide_lr": False,
+    "wide_id_lr": None,
 }
 
 
@@ -129,12 +130,20 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
         else:
             wide_params.append(model.wide.weight)
     reg_params = emb_params + wide_params
+    l2_params = list(emb_params)  # what the "full" L2 covers (set before the groups split)
     taken = {id(p) for p in reg_params}
     dense = [p for p in model.parameters() if id(p) not in taken and p.requires_grad]
     opt_cls = torch.optim.AdamW if cfg["optimizer"] == "adamw" else torch.optim.Adam
     wd = cfg["weight_decay"]
     emb_wd = wd if cfg["emb_reg_kind"] == "wd" else 0.0
+    groups = []
+    if cfg["wide_id_lr"] and model.wide is not None:  # id weights: own rate, still in the L2
+        emb_params = [p for p in emb_params if p is not model.wide.weight]
+        wide_params = [p for p in wide_params if p is not model.wide.weight]
+        groups.append({"params": [model.wide.weight], "weight_decay": emb_wd,
+                       "lr": cfg["wide_id_lr"]})
     opt = opt_cls([
+        *groups,
         {"params": emb_params, "weight_decay": emb_wd, "lr": cfg["emb_lr"] or cfg["lr"]},
         {"params": wide_params, "weight_decay": emb_wd, "lr": cfg["wide_lr"] or cfg["lr"]},
         {"params": dense, "weight_decay": wd if cfg["optimizer"] == "adamw" else 0.0,
@@ -159,7 +168,7 @@ def train(cfg: dict, enc, data: dict, seed: int, log=print) -> dict:
             loss = F.binary_cross_entropy_with_logits(logit, tr["y"][idx])
             reg = cfg["emb_reg"]
             if reg and cfg["emb_reg_kind"] == "full":
-                loss = loss + reg / 2 * sum(p.pow(2).sum() for p in emb_params)
+                loss = loss + reg / 2 * sum(p.pow(2).sum() for p in l2_params)
             elif reg and cfg["emb_reg_kind"] == "unique":  # the full-table L2 on touched rows
                 rows = torch.unique(tr["ids"][idx])
                 loss = loss + reg / 2 * model.embedding.weight[rows].pow(2).sum()
