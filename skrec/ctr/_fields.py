@@ -264,6 +264,9 @@ def _frame_column(X, name) -> tuple[np.ndarray, np.ndarray, str]:
     """(values, missing mask, dtype text) of one DataFrame column, as numpy."""
     col = X[name]
     dtype = col.dtype
+    if isinstance(dtype, np.dtype) and dtype.kind in "biu":  # no missing value possible
+        arr = col.to_numpy()
+        return arr, np.zeros(arr.shape, dtype=bool), str(dtype)
     missing = np.asarray(col.isna(), dtype=bool)
     numpy_dtype = getattr(dtype, "numpy_dtype", None)  # nullable Int64, Float64, boolean
     if numpy_dtype is not None and np.dtype(numpy_dtype).kind in "biuf":
