@@ -17,7 +17,7 @@ Usage::
     python benchmarks/ctr_peers.py --peers fuxictr-deepfm,fuxictr-dcnv2 --seeds 3 --merge
 
 Results: ``benchmarks/results/ctr_peers.json`` (rows per run and a summary per model; with
-``--merge`` the rows of models not run now are kept).
+``--merge`` the rows of other models and seeds are kept).
 """
 
 from __future__ import annotations
@@ -172,6 +172,7 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="Frappe folder (default ../shared/data/frappe)")
     ap.add_argument("--peers", default="lr,lgbm,fuxictr-deepfm,fuxictr-dcnv2")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-list", default=None, help="comma-separated seeds (overrides --seeds)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--merge", action="store_true", help="keep other models' rows")
     ap.add_argument("--fuxictr-python", default="/work/venvs/fuxictr/bin/python")
@@ -197,7 +198,9 @@ def main() -> None:
         x1 = data_dir / "x1" if (data_dir / "x1").is_dir() else data_dir
     rows = []
     for peer in args.peers.split(","):
-        for seed in SEEDS[: args.seeds]:
+        seeds = ([int(x) for x in args.seed_list.split(",")] if args.seed_list
+                 else SEEDS[: args.seeds])
+        for seed in seeds:
             t0 = time.perf_counter()
             if peer == "lr":
                 row = run_lr(data, seed)
@@ -224,9 +227,9 @@ def _all_rows(rows: list[dict], args) -> list[dict]:
     path = RESULTS / f"{NAME}.json"
     if not args.merge or not path.is_file():
         return rows
-    done = {r["peer"] for r in rows}
+    done = {(r["peer"], r["seed"]) for r in rows}
     old = json.loads(path.read_text()).get("rows", [])
-    return [r for r in old if r.get("peer") not in done] + rows
+    return [r for r in old if (r.get("peer"), r.get("seed")) not in done] + rows
 
 
 def _write(rows: list[dict], args) -> None:
