@@ -21,6 +21,7 @@ ESTIMATORS: dict[str, str] = {
 SAVEABLE: dict[str, str] = {
     **ESTIMATORS,
     "InteractionEncoder": "skrec.preprocessing",
+    "FieldEncoder": "skrec.ctr",
 }
 
 

@@ -11,10 +11,16 @@
 - :func:`load_movielens_items` and :func:`load_movielens_users` read the side information
   (titles, years, genres; age, gender, occupation) as rows aligned with ``X``'s columns and rows.
 
-Every loader returns matrices in skrec's layout: ``scipy.sparse.csr_matrix`` user x item,
-values > 0 giving the order of each interaction (larger = later).
+- :func:`load_frappe` reads the Frappe_x1 click-prediction split (train / valid / test), and
+  :func:`make_ctr` / :func:`iter_ctr_chunks` generate synthetic Criteo-like impressions (26
+  skewed categorical fields, 13 numeric, about 3 % clicks, a planted signal), in memory or as
+  a stream of chunks with bounded memory.
+
+Every recommendation loader returns matrices in skrec's layout: ``scipy.sparse.csr_matrix``
+user x item, values > 0 giving the order of each interaction (larger = later).
 """
 
+from ._ctr import iter_ctr_chunks, load_frappe, make_ctr
 from ._movielens import (
     MOVIELENS_ARCHIVES,
     fetch_movielens,
@@ -32,10 +38,13 @@ __all__ = [
     "fetch_movielens",
     "find_movielens",
     "get_data_home",
+    "iter_ctr_chunks",
+    "load_frappe",
     "load_movielens",
     "load_movielens_items",
     "load_movielens_titles",
     "load_movielens_users",
     "load_sequences",
+    "make_ctr",
     "make_interactions",
 ]

@@ -9,6 +9,7 @@ from .config import (
     module_config,
     register_module,
 )
+from .ctr import CTRModel
 from .encoders import ENCODERS, register_encoder
 from .features import FeatureProjection
 from .gru import GRUEncoder
@@ -21,6 +22,7 @@ from .transformer import TransformerBlock, TransformerEncoder
 __all__ = [
     "ENCODERS",
     "MODULES",
+    "CTRModel",
     "ConfigBudgetError",
     "FeatureProjection",
     "GRUEncoder",

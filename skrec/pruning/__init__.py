@@ -35,6 +35,7 @@ from __future__ import annotations
 
 # Adapters register themselves on import: one file per architecture.
 from . import autoencoder as _autoencoder  # noqa: F401
+from . import ctr as _ctr  # noqa: F401
 from . import gru as _gru  # noqa: F401
 from . import sequence_model as _sequence_model  # noqa: F401
 from . import transformer as _transformer  # noqa: F401
