@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted, check_X_y, validate_data
 from torch import nn
 
 import skrec
+from skrec.callbacks import Callback
 from skrec.nn import register_module
 from skrec.persistence import register_estimator
 from skrec.training import NeuralEstimator, TrainingTask
@@ -158,3 +159,52 @@ def test_it_saves_and_loads_and_serves_reduced_precision_copies():
     p32 = est.predict_proba(X)
     p8 = est.set_params(inference_precision="int8").predict_proba(X)
     assert not np.array_equal(p8, p32) and np.abs(p8 - p32).max() < 0.05
+
+
+class _Halving:
+    """An LRSchedule: the learning rate halves at every epoch."""
+
+    def __init__(self):
+        self.calls = []
+
+    def factor(self, state, progress):
+        self.calls.append((state.n_steps, progress))
+        return 0.5 ** state.n_iter
+
+
+class ScheduledLogisticRegression(TinyLogisticRegression):
+    """The logistic regression with a schedule and a bias of its own learning rate.
+
+    Parameters
+    ----------
+    {training_parameters}
+    """
+
+    def _lr_schedule(self):
+        self.schedule_ = _Halving()
+        return self.schedule_
+
+    def _param_groups(self, module):
+        return [{"params": [module.linear.weight]},
+                {"params": [module.linear.bias], "lr": 0.5, "weight_decay": 0.0}]
+
+
+def test_a_schedule_and_parameter_groups_reach_the_optimizer():
+    X, y = _data()
+    est = ScheduledLogisticRegression(max_iter=3, batch_size=100, early_stopping=False,
+                                      learning_rate_init=0.1, weight_decay=0.01,
+                                      random_state=0, precision="fp32", device="cpu")
+
+    seen = []
+
+    class Spy(Callback):
+        def on_epoch_end(self, trainer, record):
+            seen.append([(g["lr"], g["weight_decay"]) for g in trainer.optimizer.param_groups])
+
+    est.set_params(callbacks=[Spy()]).fit(X, y)
+    # 600 rows in batches of 100: 6 steps an epoch, the factor of epoch e is 0.5 ** (e - 1)
+    assert [h["lr_factor"] for h in est.history_] == [1.0, 0.5, 0.25]
+    assert seen == [[(0.1 * f, 0.01), (0.5 * f, 0.0)] for f in (1.0, 0.5, 0.25)]
+    steps, progress = zip(*est.schedule_.calls)
+    assert list(steps) == list(range(18)) and progress[0] == 0.0
+    assert progress[6] == pytest.approx(6 / 18)

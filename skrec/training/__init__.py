@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "EarlyStopping",
+    "LRSchedule",
     "NeuralEstimator",
     "NeuralRecommender",
     "Trainer",
@@ -39,6 +40,7 @@ __all__ = [
 
 _LAZY = {
     "EarlyStopping": "trainer",
+    "LRSchedule": "trainer",
     "Trainer": "trainer",
     "WeightAverage": "trainer",
     "TrainingConfig": "trainer",
@@ -58,6 +60,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .recommender import NeuralRecommender
     from .trainer import (
         EarlyStopping,
+        LRSchedule,
         Trainer,
         TrainingConfig,
         TrainingState,

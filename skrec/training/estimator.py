@@ -99,6 +99,10 @@ class EstimatorTask:
         """Extra fields of the epoch's record."""
         return self.estimator._epoch_info(state)
 
+    def param_groups(self, module: torch.nn.Module) -> list:
+        """The optimizer's parameter groups."""
+        return self.estimator._param_groups(module)
+
 
 @dataclasses.dataclass(**_DATACLASS)
 class NeuralEstimator(BaseEstimator):
@@ -124,6 +128,9 @@ class NeuralEstimator(BaseEstimator):
       ``_monitored(metric)`` -- the history key of a validation metric and whether higher
       is better; ``_resolve_validation_metric(validation)`` -- ``validation_metric``
       resolved;
+    * optionally ``_param_groups(module)`` (the optimizer's parameter groups, with their own
+      learning rates) and ``_lr_schedule()`` (an
+      :class:`~skrec.training.trainer.LRSchedule`);
     * ``_prepare(inputs)`` -- the training data (an object with ``n_rows``, and optionally
       ``lengths``, see :func:`~skrec.training.trainer.make_batches`);
       ``_make_batch(data, rows, device)`` -> ``(batch, n_targets)``;
@@ -213,6 +220,16 @@ class NeuralEstimator(BaseEstimator):
     def _training_task(self) -> Any:
         """The trainer's task for one run (built once per run): the estimator's hooks."""
         return EstimatorTask(self)
+
+    def _param_groups(self, module: torch.nn.Module) -> list:
+        """The optimizer's parameter groups: by default every parameter that requires a
+        gradient, with the run's learning rate and weight decay (a subclass may return dicts
+        with their own ``lr`` and ``weight_decay``)."""
+        return [p for p in module.parameters() if p.requires_grad]
+
+    def _lr_schedule(self) -> Any:
+        """The run's :class:`~skrec.training.trainer.LRSchedule` (``None``: constant)."""
+        return None
 
     def _hold_out_validation(self, inputs: Any, rng: np.random.RandomState
                              ) -> tuple[Any, Any]:  # pragma: no cover
@@ -478,7 +495,8 @@ class NeuralEstimator(BaseEstimator):
             batch_size=self.batch_size_ if batch_size is None else batch_size,
             accumulation_steps=self.accumulation_steps, learning_rate=self.learning_rate_init,
             weight_decay=self.weight_decay, clip_grad_norm=self.clip_grad_norm,
-            weight_averaging=self.weight_averaging, loss_scaling=loss_scaling,
+            weight_averaging=self.weight_averaging, lr_schedule=self._lr_schedule(),
+            loss_scaling=loss_scaling,
         )
 
     # -------------------------------------------------------------- inference

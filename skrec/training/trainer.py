@@ -24,6 +24,7 @@ from .precision import autocast, peak_memory_mb
 
 __all__ = [
     "EarlyStopping",
+    "LRSchedule",
     "Trainer",
     "TrainingConfig",
     "TrainingState",
@@ -37,19 +38,32 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def _make_optimizer(module, lr: float, weight_decay: float, device: torch.device):
+def _make_optimizer(params: list, lr: float, weight_decay: float):
     """AdamW, fused into one kernel per step where the device supports it, that also takes
-    sparse gradients (:class:`~skrec.nn.SparseAdamW`).
+    sparse gradients (:class:`~skrec.nn.SparseAdamW`), over ``params`` (tensors, or parameter
+    groups: dicts whose own ``lr`` and ``weight_decay`` replace the run's).
 
     Dense gradients get exactly AdamW's update. The fused kernel is several times faster on
     large embedding tables (measured 8x on a 1M x 64 table on CPU). Sampled losses give the
     item table sparse gradients, and only the rows a step touches are updated (lazy AdamW).
+    Each group keeps its starting learning rate as ``base_lr`` (what a schedule scales).
     """
-    params = [p for p in module.parameters() if p.requires_grad]
     try:
-        return SparseAdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
+        optimizer = SparseAdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
     except (RuntimeError, TypeError, ValueError):  # pragma: no cover - device without it
-        return SparseAdamW(params, lr=lr, weight_decay=weight_decay)
+        optimizer = SparseAdamW(params, lr=lr, weight_decay=weight_decay)
+    for group in optimizer.param_groups:
+        group["base_lr"] = group["lr"]
+    return optimizer
+
+
+def _trainable(module: torch.nn.Module, task: Any) -> list:
+    """The parameters the optimizer updates: the task's parameter groups when it has them
+    (``param_groups(module)``), else every parameter that requires a gradient."""
+    groups = getattr(task, "param_groups", None)
+    if groups is not None:
+        return list(groups(module))
+    return [p for p in module.parameters() if p.requires_grad]
 
 
 def _or_fp32(precision: str) -> str:
@@ -111,6 +125,9 @@ class TrainingConfig:
     weight_averaging : float or None, default=None
         Weight of the newest epoch in the moving average of the weights (see
         :class:`WeightAverage`); ``None`` or 1.0: no averaging.
+    lr_schedule : LRSchedule or None, default=None
+        Multiplies every parameter group's starting learning rate before each optimizer step;
+        ``None``: a constant learning rate.
     loss_scaling : bool, default=True
         Scale the fp16 loss with a ``GradScaler`` (no effect in other precisions). Passes that
         read raw gradients (pruning's Taylor importance) turn it off.
@@ -124,7 +141,24 @@ class TrainingConfig:
     weight_decay: float = 0.0
     clip_grad_norm: float | None = None
     weight_averaging: float | None = None
+    lr_schedule: LRSchedule | None = None
     loss_scaling: bool = True
+
+
+@runtime_checkable
+class LRSchedule(Protocol):
+    """A learning-rate schedule: the factor applied to the starting learning rates.
+
+    The trainer calls :meth:`factor` before every optimizer step and sets each parameter
+    group's learning rate to its starting one (``base_lr``) times the factor; the epoch's
+    record gets the factor of its last step as ``lr_factor``.
+    """
+
+    def factor(self, state: TrainingState, progress: float) -> float:
+        """The factor of the coming step: ``state`` holds the counters and history so far
+        (``state.n_steps`` steps taken, the validation records of the epochs run),
+        ``progress`` the fraction of the run's planned steps taken (``epochs`` times the
+        steps of an epoch), from 0 at its first step."""
 
 
 @dataclasses.dataclass
@@ -178,6 +212,10 @@ class TrainingTask(Protocol):
 
     def epoch_info(self, state: TrainingState) -> dict[str, Any]:
         """Extra fields of the epoch's record (e.g. a schedule's value)."""
+
+    # Optional: ``param_groups(module)`` -> the optimizer's parameter groups (dicts with
+    # "params" and, optionally, their own "lr" and "weight_decay"); without it every
+    # parameter that requires a gradient is one group with the run's settings.
 
 
 
@@ -541,6 +579,8 @@ class Trainer:
             return 0.0, 0
         self.optimizer.zero_grad(set_to_none=True)
         total = self._accumulate(window, n_window)
+        if self.config.lr_schedule is not None:
+            self._schedule_learning_rate()
         if self.config.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             clip_grad_norm_(self.module.parameters(), self.config.clip_grad_norm)
@@ -548,6 +588,15 @@ class Trainer:
         self.scaler.update()
         self.state.n_steps += 1
         return total, n_window
+
+    def _schedule_learning_rate(self) -> None:
+        """Set every group's learning rate for the coming step (see :class:`LRSchedule`)."""
+        planned = max(self.epochs * max(self.n_windows, 1), 1)
+        progress = min(self._run_steps / planned, 1.0)
+        self._lr_factor = float(self.config.lr_schedule.factor(self.state, progress))
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * self._lr_factor
+        self._run_steps += 1
 
     def _accumulate(self, window: Sequence[tuple[Any, int]], n_window: int) -> float:
         """Forward and backward the micro-batches of a window; returns their summed loss.
@@ -634,6 +683,8 @@ class Trainer:
             "peak_memory_mb": peak_memory_mb(self.device),
             **self.task.epoch_info(state),
         }
+        if self.config.lr_schedule is not None:
+            record["lr_factor"] = self._lr_factor
         if self.interrupted:
             record["interrupted"] = True
         return record
@@ -667,8 +718,9 @@ class Trainer:
             early stopping (if any) monitors them.
         """
         config, state = self.config, self.state
-        self.optimizer = _make_optimizer(self.module, config.learning_rate,
-                                         config.weight_decay, self.device)
+        self.optimizer = _make_optimizer(_trainable(self.module, self.task),
+                                         config.learning_rate, config.weight_decay)
+        self._run_steps, self._lr_factor = 0, 1.0
         self._wrap_for_data_parallel(data)
         stopper = self.early_stopping if validate is not None else None
         weight = config.weight_averaging
