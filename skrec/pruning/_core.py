@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
@@ -434,16 +433,15 @@ class PrunableMixin:
         super()._check_params()
         _parse_prune_param(getattr(self, "prune", None))
 
-    def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None, user_features=None) -> None:
-        super()._fit(X, y, user_features)
+    def _after_fit(self, inputs: Any) -> None:
+        """At the end of ``fit``: prune and fine-tune on its training inputs when ``prune``
+        says so."""
+        super()._after_fit(inputs)
         spec = _parse_prune_param(getattr(self, "prune", None))
         if spec is not None:
             spec = dict(spec)
             amount = spec.pop("amount")
-            self._prune_and_fine_tune(
-                amount, inputs=(self._training_matrix(X, y), user_features),
-                skip_if_unchanged=True, **spec,
-            )
+            self._prune_and_fine_tune(amount, inputs=inputs, skip_if_unchanged=True, **spec)
 
     # ----------------------------------------------------------------- public API
     def prune_(
@@ -453,11 +451,11 @@ class PrunableMixin:
         *,
         X=None,
         y=None,
-        user_features=None,
         targets: Sequence[str] | None = None,
         importance: str = "auto",
         fine_tune_epochs: int = 10,
         importance_batches: int | None = None,
+        **fit_params,
     ):
         """Prune the fitted model in place, then fine-tune it on ``X`` if given.
 
@@ -479,14 +477,13 @@ class PrunableMixin:
             ``"structured"`` removes whole units and slices the matrices: the model is
             really smaller and faster. ``"magnitude"`` zeroes individual weights globally by
             magnitude: **no speed or memory gain** with dense kernels (shapes are unchanged).
-        X : {array-like, sparse matrix} of shape (n_users, n_items), default=None
-            Training interactions, as for ``fit``. When given, importance is estimated on it
-            (with ``importance="auto"``) and the pruned model is fine-tuned on it.
-        y : {sparse matrix, array-like}, default=None
-            Held-out items of the same users, merged into ``X`` as in ``fit``.
-        user_features : {array-like, sparse matrix} of shape (n_users, n_user_features), \
-default=None
-            Side features of the users of ``X``, for a model fitted with them.
+        X : {array-like, sparse matrix}, default=None
+            Training data, as for ``fit`` (a recommender's interactions, a classifier's
+            feature rows). When given, importance is estimated on it (with
+            ``importance="auto"``) and the pruned model is fine-tuned on it.
+        y : array-like, default=None
+            As for ``fit``: a recommender's held-out items (merged into ``X``), a classifier's
+            labels.
         targets : sequence of str, default=None
             Kinds of units to remove (structured only). Transformer: any of ``"heads"``,
             ``"ffn"``, ``"embedding"``; GRU: ``"hidden"``, ``"embedding"``; autoencoder:
@@ -509,6 +506,9 @@ default=None
             zero while fine-tuning.
         importance_batches : int, default=None
             Batches of ``X`` used for Taylor importance; all when ``None``.
+        **fit_params : dict
+            The other per-sample data of ``fit``, for the rows of ``X``: ``user_features`` of
+            a recommender fitted with them, ``sample_weight`` of a classifier.
 
         Returns
         -------
@@ -552,10 +552,10 @@ default=None
         self._check_params()  # once: the fine-tuning run does not check them again
         inputs = None
         if X is not None:
-            inputs = self._training_inputs(X, y, user_features)
-        elif user_features is not None:
-            raise ValueError("prune_ reads user_features with the X it fine-tunes on; "
-                             "pass X too.")
+            inputs = self._training_inputs(X, y, **fit_params)
+        elif any(v is not None for v in fit_params.values()):
+            given = ", ".join(k for k, v in fit_params.items() if v is not None)
+            raise ValueError(f"prune_ reads {given} with the X it fine-tunes on; pass X too.")
         with limit_torch_threads():  # the Taylor pass, in a parallel worker's thread budget
             return self._prune_and_fine_tune(
                 amount, method=method, inputs=inputs, targets=targets, importance=importance,

@@ -421,6 +421,15 @@ class NeuralEstimator(BaseEstimator):
         data may cause it (``""``: nothing to add)."""
         return ""
 
+    def _after_fit(self, inputs: Any) -> None:
+        """Called at the end of ``fit`` with its training inputs (pruning's hook)."""
+
+    def _training_inputs(self, X: Any, y: Any = None, **fit_params: Any) -> Any:
+        """The training inputs of a fitted model from ``X`` (and ``y``, the per-sample fit
+        parameters), validated against it: what pruning's importance pass and fine-tuning
+        train on."""
+        raise NotImplementedError  # pragma: no cover
+
     def _on_module_ready(self, continued: bool) -> None:
         """Called once the run's module exists (built or continued), before it moves to the
         device."""

@@ -263,8 +263,9 @@ class NeuralRecommender(NeuralEstimator, BaseRecommender):
     def _fit(self, X: sp.csr_matrix, y: sp.csr_matrix | None, user_features=None) -> None:
         continued = self._continues()
         self._warn_if_emulated(continued)
-        self._run((self._training_matrix(X, y), user_features), epochs=self.max_iter,
-                  continued=continued)
+        inputs = (self._training_matrix(X, y), user_features)
+        self._run(inputs, epochs=self.max_iter, continued=continued)
+        self._after_fit(inputs)
 
     def partial_fit(self, X, y=None, *, user_features=None):
         """Train one more epoch on ``X`` (and ``y``), starting from the current weights.
