@@ -422,6 +422,12 @@ default=None
         self.numeric_scale_ = np.zeros(0)
         self.n_ids_ = int(offset)
 
+    def _check_fitted_state(self) -> None:
+        """The fitted layout fits together (checked by :func:`skrec.load`)."""
+        from ._state import check_encoder_state
+
+        check_encoder_state(self)
+
     # ------------------------------------------------------------------ layout accessors
     def _fields_of(self, kind: str) -> list[dict]:
         return [f for f in self.fields_ if f["kind"] == kind]
