@@ -286,10 +286,9 @@ validation_metric_
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.input_tags.allow_nan = True
-        tags.input_tags.categorical = True
-        tags.input_tags.string = True
+        # a sparse X needs its field_layout: with the default parameters it is refused
+        tags.input_tags.sparse = False
+        tags.input_tags.allow_nan = True  # NaN: a categorical field's missing id, a mean
         tags.classifier_tags.multi_class = False
         tags.target_tags.required = True
         return tags
@@ -363,14 +362,7 @@ validation_metric_
         """``X`` encoded by ``encoder`` (the fitted one by default), its width checked as
         scikit-learn words it."""
         encoder = self.encoder_ if encoder is None else encoder
-        if X is None:
-            raise ValueError("X is None; expected impressions (a DataFrame, an array of "
-                             "category codes or a sparse matrix).")
-        if not _is_frame(X) and not sp.issparse(X):
-            X = X if hasattr(X, "shape") else np.asarray(X)
-            if len(X.shape) != 2:
-                raise ValueError(f"X must be 2-D (n_samples, n_fields); got shape {X.shape}. "
-                                 "Reshape one row with X.reshape(1, -1).")
+        X = _as_input(X)
         if not _is_frame(X) and X.shape[1] != encoder.n_features_in_:
             raise ValueError(f"X has {X.shape[1]} features, but {type(self).__name__} is "
                              f"expecting {encoder.n_features_in_} features as input.")
@@ -381,6 +373,7 @@ validation_metric_
         """Validated training inputs, encoded by ``encoder`` with ``classes`` (the fitted
         ones by default)."""
         classes = self.classes_ if classes is None else classes
+        X = _as_input(X)
         _, y01 = binary_target(y, _n_rows(X), classes)
         batch = self._encode(X, encoder)
         w = sample_weights(y01, sample_weight, self.class_weight, classes, partial)
@@ -390,6 +383,7 @@ validation_metric_
         """The encoder and the classes of a new model (nothing is set yet)."""
         if classes is not None:
             classes, _ = binary_target(np.unique(classes), np.unique(classes).size)
+        X = _as_input(X)
         classes, _ = binary_target(y, _n_rows(X), classes)
         return self._new_encoder().fit(X), classes
 
@@ -435,8 +429,10 @@ validation_metric_
             raise ValueError("give both X_val and y_val, or neither.")
         if sample_weight_val is not None and X_val is None:
             raise ValueError("sample_weight_val needs X_val and y_val.")
+        X = _as_input(X)
         if _n_rows(X) == 0:
-            raise ValueError("X has no row; a click model needs training rows.")
+            raise ValueError(f"0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is "
+                             "required: a click model needs training rows.")
         encoder = classes = None
         if not continued:
             encoder, classes = self._new_state(X, y)
@@ -481,10 +477,12 @@ validation_metric_
         self._check_params()
         continued = self._continues(partial=True)
         self._warn_if_emulated(continued)
+        X = _as_input(X)
         if _n_rows(X) == 0:
             if continued:
                 return self
-            raise ValueError("the first chunk has no row; partial_fit fits the encoder on it.")
+            raise ValueError(f"0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is "
+                             "required: partial_fit fits the encoder on its first chunk.")
         if continued:
             if classes is not None and not np.array_equal(np.unique(classes), self.classes_):
                 raise ValueError(f"classes={list(classes)} differ from the model's classes "
@@ -695,7 +693,8 @@ validation_metric_
         labels : ndarray of shape (n_samples,)
             ``classes_[1]`` where the click probability exceeds 0.5.
         """
-        return self.classes_[(self.decision_function(X) > 0).astype(np.int64)]
+        logit = self.decision_function(X)  # checks that the model is fitted
+        return self.classes_[(logit > 0).astype(np.int64)]
 
     def score_candidates(self, request, candidates) -> np.ndarray:
         """Click probabilities of ``N`` candidate ads for one request, in one batched call.
@@ -760,12 +759,25 @@ def _proba(logit: np.ndarray) -> np.ndarray:
     return np.column_stack([1.0 - p, p])
 
 
+def _as_input(X):
+    """``X`` as the encoder reads it: a DataFrame or sparse matrix as it is, anything else
+    (lists, array-likes) as a numpy array, with its shape checked."""
+    if X is None:
+        raise ValueError("X is None; expected impressions (a DataFrame, an array of category "
+                         "codes or a sparse matrix).")
+    if _is_frame(X) or sp.issparse(X):
+        shape = X.shape
+    else:
+        X = X if isinstance(X, np.ndarray) else np.asarray(X)
+        shape = X.shape
+        if len(shape) != 2:
+            raise ValueError(f"X must be 2-D (n_samples, n_fields); got shape {shape}. "
+                             "Reshape your data: X.reshape(1, -1) for one row.")
+    if shape[1] == 0:
+        raise ValueError(f"0 feature(s) (shape={tuple(shape)}) while a minimum of 1 is "
+                         "required: X has no column.")
+    return X
+
+
 def _n_rows(X) -> int:
-    shape = getattr(X, "shape", None)
-    if shape is None:
-        try:
-            return len(X)
-        except TypeError:
-            raise ValueError(f"X must be a DataFrame, an array or a sparse matrix; got "
-                             f"{type(X).__name__}.") from None
-    return int(shape[0])
+    return int(X.shape[0])

@@ -39,7 +39,8 @@ def binary_target(y, n_rows: int, classes: np.ndarray | None = None
     of them only; without, it must hold exactly two.
     """
     if y is None:
-        raise ValueError("CTRClassifier needs y: the click labels (0/1, or two classes).")
+        raise ValueError("CTRClassifier requires y to be passed, but the target y is None: "
+                         "give the click labels (0/1, or two classes).")
     y = column_or_1d(y, warn=True)
     if y.shape[0] != n_rows:
         raise ValueError(f"X has {n_rows} rows but y has {y.shape[0]} labels.")
@@ -47,12 +48,17 @@ def binary_target(y, n_rows: int, classes: np.ndarray | None = None
         check_classification_targets(y)
     if classes is None:
         classes = np.unique(y)
-        if classes.size != 2:
-            kind = type_of_target(y) if n_rows else "empty"
+        if classes.size > 2:
             raise ValueError(
-                f"CTRClassifier is a binary classifier (click or not): y must hold exactly 2 "
-                f"classes; it holds {classes.size} ({kind}: {classes[:5].tolist()}). A chunk "
-                "of a stream with one class needs classes=[0, 1] in partial_fit."
+                f"Only binary classification is supported. The type of the target is "
+                f"{type_of_target(y)}: y holds {classes.size} classes "
+                f"({classes[:5].tolist()}); CTRClassifier predicts click or not."
+            )
+        if classes.size < 2:
+            raise ValueError(
+                f"CTRClassifier needs two classes (clicks and non-clicks) to train; y holds "
+                f"{classes.size} class ({classes.tolist()}). A chunk of a stream with one "
+                "class needs classes=[0, 1] in partial_fit."
             )
         return classes, (y == classes[1]).astype(np.float32)
     unknown = np.setdiff1d(np.unique(y), classes)

@@ -319,7 +319,7 @@ default=None
                             f"column {name!r} holds non-integer values and cannot be read as "
                             "category codes; list it in numeric=[...] to use it as a number.")
                 values = _normalise_values(values)
-                uniq, counts = _count(values)
+                uniq, counts = _categories(values, name)
                 hash_it = self.hash_buckets is not None and (
                     self.hashed == "all" or name in hashed_names
                     or (self.hashed == "auto" and uniq.size > self.hash_buckets))
@@ -511,7 +511,11 @@ default=None
             raise ValueError(
                 f"column {field['column']!r} holds {_value_class(values)} values, but held "
                 f"{field['values']} values at fit time (dtype {field['dtype']}).")
-        pos = self._lookup(i)(values)
+        try:
+            pos = self._lookup(i)(values)
+        except TypeError:
+            _refuse(values, field["column"])
+            raise
         return np.where(pos >= 0, field["offset"] + N_RESERVED + pos,
                         field["offset"] + UNKNOWN).astype(np.int64)
 
@@ -698,6 +702,29 @@ default=None
             indptr = np.r_[0, np.cumsum(lengths)]
             bags = sp.csr_matrix((w.astype(np.float32), g, indptr), shape=(n * m, self.n_ids_))
         return FieldBatch(ids, np.empty((n, 0), dtype=np.float32), bags, m)
+
+
+def _categories(values: np.ndarray, name) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and counts of a categorical column; a TypeError naming the column when
+    a value cannot be a category (a dict, a list in a single-valued field)."""
+    try:
+        uniq, counts = _count(values)
+    except TypeError:
+        _refuse(values, name)
+        raise
+    if uniq.dtype == object:
+        _refuse(uniq, name)
+    return uniq, counts
+
+
+def _refuse(values: np.ndarray, name) -> None:
+    """Raise a TypeError naming the column if a value cannot be a category (unhashable)."""
+    for v in values.tolist():
+        try:
+            hash(v)
+        except TypeError:
+            raise TypeError(f"column {name!r} holds a {type(v).__name__}, which cannot be a "
+                            "category: argument must be a string or a number.") from None
 
 
 def _pack_bags(lengths: np.ndarray, ids: list[np.ndarray], weights: list[np.ndarray],
