@@ -25,9 +25,9 @@ from ._data import (
     hold_out,
     log_loss_and_auc,
     sample_weights,
-    slice_rows,
 )
 from ._fields import FieldEncoder
+from ._predict import ClickPredictionMixin
 from ._values import FieldBatch, _is_frame
 
 __all__ = ["CTRClassifier"]
@@ -36,11 +36,9 @@ __all__ = ["CTRClassifier"]
 _ENCODER_PARAMS = ("categorical", "numeric", "multi_valued", "field_layout", "min_frequency",
                    "hash_buckets", "hashed", "numeric_scaling", "numeric_nan")
 _METRICS = {"log_loss": ("val_log_loss", False), "auc": ("val_auc", True)}
-#: Rows per forward pass at prediction.
-_PREDICT_ROWS = 1 << 16
 
 
-class CTRClassifier(PrunableMixin, ClassifierMixin, NeuralEstimator):
+class CTRClassifier(ClickPredictionMixin, PrunableMixin, ClassifierMixin, NeuralEstimator):
     """Click prediction for ads: the probability that an impression is clicked.
 
     A scikit-learn binary classifier of rows of features (user, ad, context: app, time of
@@ -249,6 +247,7 @@ validation_metric_
                       "wide", "wide_crosses", "wide_cross_buckets", "n_cross_layers",
                       "cross_rank", "n_blocks", "n_heads", "n_experts", *_ENCODER_PARAMS)
     _module_attributes: ClassVar[tuple[str, ...]] = ("cross_counts_",)
+    _progress_postfix: ClassVar[tuple[str, ...]] = ("loss", "val_log_loss", "val_auc")
     _auto_rows_per_batch: ClassVar[int] = 50
     _auto_batch_range: ClassVar[tuple[int, int]] = (256, 4096)
 
@@ -628,109 +627,6 @@ validation_metric_
         return ("Numeric fields with extreme values can cause it: try "
                 'numeric_scaling="log".') if inputs.batch.numeric.size else ""
 
-    # ------------------------------------------------------------------ inference
-    def _raw_logits(self, batch: FieldBatch) -> np.ndarray:
-        """The model's logits of encoded rows (float64; no negative-sampling correction)."""
-        n = len(batch)
-        out = np.empty(n, dtype=np.float64)
-        if n == 0:
-            return out
-        tensors = batch.to_torch()
-        with self._serving() as setup:
-            for start in range(0, n, _PREDICT_ROWS):
-                stop = min(start + _PREDICT_ROWS, n)
-                inputs = slice_rows(tensors, start, stop, batch.n_multi, setup.device)
-                out[start:stop] = setup.module(**inputs).float().cpu().numpy()
-        return out
-
-    def _logits(self, batch: FieldBatch) -> np.ndarray:
-        logit = self._raw_logits(batch)
-        if self.negative_sampling_rate != 1.0:
-            logit = logit + np.log(float(self.negative_sampling_rate))
-        return logit
-
-    def decision_function(self, X) -> np.ndarray:
-        """The log-odds of a click (corrected for ``negative_sampling_rate``).
-
-        Parameters
-        ----------
-        X : DataFrame, array-like or sparse matrix
-            Impressions, of the form seen at fit (DataFrame columns are matched by name).
-
-        Returns
-        -------
-        logit : ndarray of shape (n_samples,)
-            Positive for a predicted click (``classes_[1]``).
-        """
-        check_is_fitted(self)
-        return self._logits(self._encode(X))
-
-    def predict_proba(self, X) -> np.ndarray:
-        """Click probabilities.
-
-        Parameters
-        ----------
-        X : DataFrame, array-like or sparse matrix
-            Impressions, of the form seen at fit.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_samples, 2)
-            ``P(classes_[0])`` and ``P(classes_[1])`` (the click) per row.
-        """
-        return _proba(self.decision_function(X))
-
-    def predict(self, X) -> np.ndarray:
-        """The more probable class of each row.
-
-        Parameters
-        ----------
-        X : DataFrame, array-like or sparse matrix
-            Impressions, of the form seen at fit.
-
-        Returns
-        -------
-        labels : ndarray of shape (n_samples,)
-            ``classes_[1]`` where the click probability exceeds 0.5.
-        """
-        logit = self.decision_function(X)  # checks that the model is fitted
-        return self.classes_[(logit > 0).astype(np.int64)]
-
-    def score_candidates(self, request, candidates) -> np.ndarray:
-        """Click probabilities of ``N`` candidate ads for one request, in one batched call.
-
-        The request's fields (user, context) are encoded once and shared by every
-        candidate; the candidates' rows hold the other fields (the ad's). One forward pass
-        scores them all.
-
-        Parameters
-        ----------
-        request : dict, one-row DataFrame or sparse row
-            The request's fields: ``{column: value}`` for a model fitted on a DataFrame
-            (a list for a multi-valued column), ``{column index: value}`` for an array, one
-            sparse row for a sparse matrix (see :meth:`FieldEncoder.transform_request`).
-        candidates : DataFrame, array-like or sparse matrix
-            One row per candidate with the other columns.
-
-        Returns
-        -------
-        proba : ndarray of shape (n_candidates,)
-            The click probability of each candidate, in order (sort them to rank).
-
-        Examples
-        --------
-        >>> import pandas as pd
-        >>> from skrec import CTRClassifier
-        >>> X = pd.DataFrame({"user": [1, 2, 1, 2] * 50, "ad": [7, 7, 8, 9] * 50})
-        >>> y = [1, 0, 0, 1] * 50
-        >>> clf = CTRClassifier(max_iter=1, random_state=0).fit(X, y)
-        >>> clf.score_candidates({"user": 1}, pd.DataFrame({"ad": [7, 8, 9]})).shape
-        (3,)
-        """
-        check_is_fitted(self)
-        batch = self.encoder_.transform_request(request, candidates)
-        return _proba(self._logits(batch))[:, 1]
-
     # ------------------------------------------------------------------ persistence
     def _check_fitted_state(self) -> None:
         from ._state import check_classifier_state
@@ -750,13 +646,6 @@ def _l2_params(module: CTRModel) -> list[torch.nn.Parameter]:
     if module.wide is not None:
         params.append(module.wide.weight)
     return params
-
-
-def _proba(logit: np.ndarray) -> np.ndarray:
-    from scipy.special import expit
-
-    p = expit(logit)
-    return np.column_stack([1.0 - p, p])
 
 
 def _as_input(X):
