@@ -122,6 +122,19 @@ class ClickPredictionMixin:
         batch = self.encoder_.transform_request(request, candidates)
         return _proba(self._logits(batch))[:, 1]
 
+    # ------------------------------------------------------------------ export hooks
+    def _serving_graph(self, precision: str | None = None):
+        """The click graph of :mod:`skrec.serving`'s exports (see :class:`ClickGraph`)."""
+        from ._export import ClickGraph
+
+        return ClickGraph(self, precision)
+
+    def _graph_inputs(self, X) -> dict[str, np.ndarray]:
+        """The click graph's inputs for ``X`` (see :func:`skrec.serving.graph_inputs`)."""
+        from ._export import graph_inputs
+
+        return graph_inputs(self, X)
+
 
 def _proba(logit: np.ndarray) -> np.ndarray:
     from scipy.special import expit

@@ -132,12 +132,12 @@ class FieldEmbedding(nn.Module):
         """Field vectors (B, n_fields, d)."""
         parts = [F.embedding(ids, self.weight)]
         if self.n_multi:
-            lengths = bag_offsets[1:] - bag_offsets[:-1]
-            scale = 1.0 / lengths.clamp(min=1).to(self.weight.dtype)
-            w = bag_weights.to(self.weight.dtype) * torch.repeat_interleave(
-                scale, lengths, output_size=bag_ids.numel())
+            # the weighted sum of each bag, divided by its number of entries (no per-entry
+            # repeat of the scale: the graph exports to ONNX)
+            lengths = (bag_offsets[1:] - bag_offsets[:-1]).clamp(min=1)
             pooled = F.embedding_bag(bag_ids, self.weight, bag_offsets[:-1], mode="sum",
-                                     per_sample_weights=w)
+                                     per_sample_weights=bag_weights.to(self.weight.dtype))
+            pooled = pooled / lengths.to(pooled.dtype).unsqueeze(-1)
             parts.append(pooled.view(ids.shape[0], self.n_multi, -1))
         if self.n_numeric:
             parts.append(numeric.to(self.weight.dtype).unsqueeze(-1) * self.numeric_weight)
