@@ -37,6 +37,21 @@ without 70 slow clients connected.
 ``--backend onnx`` serves the model's scoring graph exported to ONNX (see
 :mod:`skrec.serving`) with ONNX Runtime instead of PyTorch (``pip install "skrec[onnx]"``).
 
+**Click prediction for ads.** A bundle may also hold ``"click"``: a
+:class:`~skrec.CTRClassifier` fitted on a DataFrame. The service then answers ``POST /click``:
+the click probabilities of the candidate ads of one request, scored in one batched call
+(:meth:`~skrec.CTRClassifier.score_candidates`)::
+
+    curl -s localhost:8000/click -d '{"request": {"user": 12, "city": "paris"},
+                                      "candidates": [{"ad": 7}, {"ad": 9}, {"ad": 31}]}'
+
+``request`` holds the request's fields (user, context), ``candidates`` one object per ad with
+the other fields (at most 10,000); together they give every column the model was fitted on.
+The answer holds ``proba`` (one per candidate, in order) and ``ranking`` (candidate
+positions, most probable click first). Unknown categories are served (the model's unknown
+vector); a missing or extra column, a value that cannot be a category, a malformed body get a
+400 and a JSON message.
+
 Run without ``--model``, the script trains a model on MovieLens 100K (synthetic data when it is
 absent), saves it with its encoder with :func:`skrec.save`, loads them back as a service
 would, starts the service on a free port in a thread, sends it a few requests and stops it.
@@ -82,6 +97,93 @@ class RequestError(Exception):
         self.message = message
 
 
+MAX_CANDIDATES = 10_000
+CLICK_FIELDS = {"request", "candidates"}
+
+
+def _scalar(value) -> bool:
+    """A JSON value a field may hold: a string, a number or null (not a bool: ambiguous)."""
+    return value is None or isinstance(value, str | float) or (
+        isinstance(value, int) and not isinstance(value, bool))
+
+
+class ClickService:
+    """Validates click requests and scores their candidates with a loaded CTRClassifier.
+
+    Parameters
+    ----------
+    model : CTRClassifier
+        Fitted on a DataFrame (its columns are the request's and candidates' fields).
+    """
+
+    def __init__(self, model):
+        names = getattr(model, "feature_names_in_", None)
+        if not hasattr(model, "score_candidates") or names is None:
+            raise ValueError("the 'click' model must be a CTRClassifier fitted on a DataFrame "
+                             "(its columns name the fields of the requests).")
+        self.model = model
+        self.columns = [str(c) for c in names]
+        self.multi = {f["column"] for f in model.encoder_.fields_ if f["kind"] == "multi"}
+        self.numeric = {f["column"] for f in model.encoder_.fields_ if f["kind"] == "numeric"}
+
+    def info(self) -> dict:
+        return {"model": type(self.model).__name__, "fields": self.columns,
+                "max_candidates": MAX_CANDIDATES}
+
+    def _value(self, column: str, value, where: str):
+        if column in self.multi:
+            if value is None:
+                return []
+            if not isinstance(value, list) or not all(_scalar(v) for v in value):
+                raise RequestError(400, f"{where}: the multi-valued field {column!r} takes a "
+                                        "list of strings or numbers")
+            return value
+        if not _scalar(value):
+            raise RequestError(400, f"{where}: field {column!r} takes a string, a number or "
+                                    "null")
+        if column in self.numeric and isinstance(value, str):
+            raise RequestError(400, f"{where}: the numeric field {column!r} takes a number")
+        return value
+
+    def score(self, payload) -> dict:
+        import pandas as pd
+
+        if not isinstance(payload, dict):
+            raise RequestError(400, "the body must be a JSON object")
+        unknown = set(payload) - CLICK_FIELDS
+        if unknown or not CLICK_FIELDS <= set(payload):
+            raise RequestError(400, f"a click request holds exactly {sorted(CLICK_FIELDS)}")
+        request, candidates = payload["request"], payload["candidates"]
+        if not isinstance(request, dict):
+            raise RequestError(400, "'request' must be an object of fields")
+        if not isinstance(candidates, list) or not all(isinstance(c, dict)
+                                                       for c in candidates):
+            raise RequestError(400, "'candidates' must be a list of objects")
+        if not 1 <= len(candidates) <= MAX_CANDIDATES:
+            raise RequestError(400, f"give 1 to {MAX_CANDIDATES} candidates")
+        keys = list(candidates[0])
+        if any(list(c) != keys and set(c) != set(keys) for c in candidates):
+            raise RequestError(400, "every candidate must have the same fields")
+        given = list(request) + keys
+        wrong = sorted(set(given) - set(self.columns)) + sorted(set(request) & set(keys))
+        missing = sorted(set(self.columns) - set(given))
+        if wrong or missing:
+            raise RequestError(400, f"the request and the candidates must give each of "
+                                    f"{self.columns} once (unknown or repeated: {wrong}; "
+                                    f"missing: {missing})")
+        req = {k: self._value(k, v, "request") for k, v in request.items()}
+        columns = {k: [self._value(k, c[k], f"candidate {i}") for i, c in
+                       enumerate(candidates)] for k in keys}
+        frame = pd.DataFrame({k: pd.Series(v, dtype=object if k in self.multi else None)
+                              for k, v in columns.items()})
+        try:
+            proba = self.model.score_candidates(req, frame)
+        except (ValueError, TypeError) as exc:  # the encoder names the field
+            raise RequestError(400, str(exc)) from None
+        return {"proba": proba.tolist(),
+                "ranking": np.argsort(-proba, kind="stable").tolist()}
+
+
 class RecommendationService:
     """Validates requests and answers them with a loaded skrec model (thread-safe).
 
@@ -95,11 +197,14 @@ class RecommendationService:
         ``"eager"``: the model's own ``recommend``. ``"onnx"``: its scoring graph exported
         with :func:`skrec.serving.export_onnx` at start-up and run by ONNX Runtime (a
         ``SeqRecommender`` or ``AERecommender``; needs ``pip install "skrec[onnx]"``).
+    click : CTRClassifier, default=None
+        A click model served at ``POST /click`` (see :class:`ClickService`).
     """
 
-    def __init__(self, model, encoder=None, backend: str = "eager"):
+    def __init__(self, model, encoder=None, backend: str = "eager", click=None):
         self.model = model
         self.encoder = encoder
+        self.click = None if click is None else ClickService(click)
         self.n_items = int(model.n_features_in_)
         self.max_k = min(MAX_K, self.n_items)
         max_len = getattr(model, "max_len", None)
@@ -130,7 +235,8 @@ class RecommendationService:
     def info(self) -> dict:
         return {"status": "ok", "model": type(self.model).__name__, "n_items": self.n_items,
                 "max_history": self.max_history, "max_k": self.max_k,
-                "original_ids": self.encoder is not None, "backend": self.backend}
+                "original_ids": self.encoder is not None, "backend": self.backend,
+                "click": None if self.click is None else self.click.info()}
 
     def _history(self, payload: dict) -> np.ndarray:
         if ("items" in payload) == ("item_ids" in payload):
@@ -313,10 +419,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):  # noqa: N802
         try:
-            if self.path != "/recommend":
+            routes = {"/recommend": self.service.recommend}
+            if self.service.click is not None:
+                routes["/click"] = self.service.click.score
+            if self.path not in routes:
                 # The body is not read: close the connection rather than parse it as a request.
-                return self._error(404, f"no such path {self.path!r}: POST /recommend",
-                                   close=True)
+                return self._error(404, f"no such path {self.path!r}: POST "
+                                        f"{' or POST '.join(routes)}", close=True)
             length = self.headers.get("Content-Length")
             if length is None:
                 return self._error(411, "a Content-Length header is required", close=True)
@@ -337,7 +446,7 @@ class Handler(BaseHTTPRequestHandler):
                 payload = json.loads(body)
             except (ValueError, RecursionError) as exc:
                 return self._error(400, f"the body is not valid JSON ({type(exc).__name__})")
-            self._send(200, self.service.recommend(payload))
+            self._send(200, routes[self.path](payload))
         except RequestError as exc:
             self._error(exc.status, exc.message)
         except TimeoutError:
@@ -430,21 +539,24 @@ def load_service(model_path, encoder_path=None, inference_precision: str | None 
     (``{"model": model, "encoder": encoder}``, the encoder optional), or a model file and
     optionally its encoder's file (the pair is checked: same number of items)."""
     loaded = skrec.load(model_path)
+    click = None
     if isinstance(loaded, dict):  # a bundle: the model and its encoder, kept together
-        unknown = set(loaded) - {"model", "encoder"}
+        unknown = set(loaded) - {"model", "encoder", "click"}
         if "model" not in loaded or unknown:
-            raise ValueError(f"a bundle for the service holds 'model' and optionally 'encoder'; "
-                             f"this one holds {sorted(loaded)}.")
+            raise ValueError(f"a bundle for the service holds 'model' and optionally 'encoder' "
+                             f"and 'click'; this one holds {sorted(loaded)}.")
         if encoder_path and "encoder" in loaded:
             raise ValueError("the bundle holds its encoder already: leave out the encoder file.")
-        model, encoder = loaded["model"], loaded.get("encoder")
+        model, encoder, click = loaded["model"], loaded.get("encoder"), loaded.get("click")
     else:
         model, encoder = loaded, None
     if encoder_path:
         encoder = skrec.load(encoder_path)
     if inference_precision is not None:
         model.set_params(inference_precision=inference_precision)
-    return RecommendationService(model, encoder, backend)
+        if click is not None:
+            click.set_params(inference_precision=inference_precision)
+    return RecommendationService(model, encoder, backend, click)
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,10 +584,26 @@ def _train_and_save(folder: Path, fast: bool) -> Path:
         print(f"synthetic data: {X.shape[0]} users x {X.shape[1]} items")
     params = dict(max_iter=1, d_model=32, max_len=50) if fast else dict(max_iter=20)
     model = SeqRecommender(random_state=0, **params).fit(X[:200] if fast else X)
+    click = _train_click_model(fast)
     path = folder / "service.skrec"
-    skrec.save({"model": model, "encoder": encoder}, path)  # one file: they stay together
-    print(f"saved the model and its encoder in {path.name} ({path.stat().st_size / 1e6:.1f} MB)")
+    # one file: they stay together
+    skrec.save({"model": model, "encoder": encoder, "click": click}, path)
+    size = path.stat().st_size / 1e6
+    print(f"saved the model, its encoder and the click model in {path.name} ({size:.1f} MB)")
     return path
+
+
+def _train_click_model(fast: bool):
+    """A click model on synthetic impressions: user fields C1-C2, the ad's C3-C4 and I1."""
+    from skrec import CTRClassifier
+    from skrec.datasets import make_ctr
+
+    data = make_ctr(5_000 if fast else 100_000, n_categorical=4, n_numeric=1,
+                    max_cardinality=1000, click_rate=0.1, as_frame=True, random_state=0)
+    click = CTRClassifier(max_iter=2 if fast else 20, numeric_scaling="log", random_state=0)
+    click.fit(data.X, data.y)
+    print(f"click model: {len(data.y)} synthetic impressions, fields {list(data.X.columns)}")
+    return click
 
 
 def _ask(url: str, body: bytes | None = None, method: str = "POST") -> tuple[int, dict]:
@@ -517,6 +645,18 @@ def demo(fast: bool) -> None:
             ms = (time.perf_counter() - t0) * 1e3
             shown = {k: (v[:5] if isinstance(v, list) else v) for k, v in answer.items()}
             print(f"{label:<34} -> {status} in {ms:5.1f} ms: {shown}")
+        ads = [{"C3": c3, "C4": c4, "I1": i1} for c3, c4, i1 in
+               ((1, 5, 3.0), (2, 9, 0.0), (1, 9, 12.0), (123456, 1, None))]  # an unseen ad
+        clicks = [
+            ("4 candidate ads of one request", {"request": {"C1": 1, "C2": 4},
+                                               "candidates": ads}),
+            ("a missing field", {"request": {"C1": 1}, "candidates": ads}),
+            ("a value that is no category", {"request": {"C1": {"x": 1}, "C2": 4},
+                                            "candidates": ads}),
+        ]
+        for label, body in clicks:
+            status, answer = _ask(f"{url}/click", json.dumps(body).encode())
+            print(f"{label:<34} -> {status}: {answer}")
         status, answer = _ask(f"{url}/recommend", method="OPTIONS")
         print(f"{'a method it does not serve':<34} -> {status}: {answer}")
         status, _ = _ask(f"{url}/recommend", json.dumps({"items": [3]}).encode())

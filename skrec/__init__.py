@@ -7,6 +7,9 @@ are interactions and give their order) and follow the scikit-learn API:
 - :class:`AERecommender`: Mult-VAE / Mult-DAE autoencoders;
 - :class:`PopularityRecommender` and :class:`EASERecommender`: the reference baselines.
 
+and one classifier, for ads: :class:`CTRClassifier` predicts the probability that an
+impression (a row of user, ad and context features) is clicked.
+
 :func:`save` and :func:`load` keep a fitted estimator in a file that loads without running
 code (see :mod:`skrec.persistence`).
 """
@@ -22,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AERecommender",
+    "CTRClassifier",
     "EASERecommender",
     "MarkovChainRecommender",
     "PopularityRecommender",
@@ -39,6 +43,7 @@ _LAZY = {**ESTIMATORS, "save": "skrec.persistence", "load": "skrec.persistence"}
 if TYPE_CHECKING:  # for type checkers and IDEs
     from .autoencoder import AERecommender
     from .baselines import EASERecommender, MarkovChainRecommender, PopularityRecommender
+    from .ctr import CTRClassifier
     from .persistence import load, save
     from .sequential import SeqRecommender
 

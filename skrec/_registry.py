@@ -14,6 +14,7 @@ ESTIMATORS: dict[str, str] = {
     "MarkovChainRecommender": "skrec.baselines",
     "SeqRecommender": "skrec.sequential",
     "AERecommender": "skrec.autoencoder",
+    "CTRClassifier": "skrec.ctr",
 }
 
 #: Everything :func:`skrec.save` writes and :func:`skrec.load` builds without registration:

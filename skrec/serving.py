@@ -17,6 +17,12 @@ popularity ranking. :func:`graph_inputs` builds both inputs from an interaction 
 :func:`export_program` exports the graph with :func:`torch.export.export` (dynamic batch size,
 history length and exclusion width); :func:`export_onnx` writes it as an ONNX model, to be
 served by ONNX Runtime or any other ONNX runtime (``pip install "skrec[onnx]"``).
+
+An estimator that is not a recommender exports its own graph through the same functions: it
+defines ``_serving_graph(precision)`` (a module with ``input_names``, ``output_names``,
+``precision``, ``example_inputs()`` and ``dynamic_shapes()``) and ``_graph_inputs(X)``. The
+click classifier's graph takes the encoded field tensors and returns the click probability
+(see :class:`skrec.ctr.ClickGraph`).
 """
 
 from __future__ import annotations
@@ -63,8 +69,9 @@ class ScoringGraph(nn.Module):
 
     Parameters
     ----------
-    estimator : SeqRecommender or AERecommender
-        A fitted neural recommender.
+    estimator : SeqRecommender, AERecommender or CTRClassifier
+        A fitted neural recommender, or a click classifier (whose graph takes the encoded
+        fields and returns click probabilities; ``k`` does not apply).
     k : int or None, default=10
         Items returned per user; ``None`` returns the full score matrix instead (with
         ``-inf`` for excluded items).
@@ -147,8 +154,9 @@ def scoring_graph(estimator, *, k: int | None = 10,
 
     Parameters
     ----------
-    estimator : SeqRecommender or AERecommender
-        A fitted neural recommender.
+    estimator : SeqRecommender, AERecommender or CTRClassifier
+        A fitted neural recommender, or a click classifier (whose graph takes the encoded
+        fields and returns click probabilities; ``k`` does not apply).
     k : int or None, default=10
         Items returned per user (at most the catalogue size); ``None``: all scores.
     precision : {"fp32", "bf16", "fp16", "int8"} or None, default=None
@@ -172,9 +180,12 @@ def scoring_graph(estimator, *, k: int | None = 10,
     >>> bool((ids.numpy() == rec.predict(X[:3], k=5)).all())
     True
     """
+    own = getattr(estimator, "_serving_graph", None)
+    if own is not None:  # an estimator that describes its own graph (a click classifier)
+        return own(precision)
     if not hasattr(type(estimator), "_history_scores"):
         raise TypeError(f"{type(estimator).__name__} has no exportable scoring graph; "
-                        "SeqRecommender and AERecommender have one.")
+                        "SeqRecommender, AERecommender and CTRClassifier have one.")
     if getattr(estimator, "n_user_features_", 0):
         raise TypeError(f"This {type(estimator).__name__} was fitted with user_features; the "
                         "scoring graph reads histories only. Serve it with recommend().")
@@ -193,8 +204,10 @@ def graph_inputs(estimator, X, *, filter_seen: bool = True) -> tuple[np.ndarray,
 
     Parameters
     ----------
-    estimator : SeqRecommender or AERecommender
-        The fitted recommender (for its history limit and catalogue size).
+    estimator : SeqRecommender, AERecommender or CTRClassifier
+        The fitted recommender (for its history limit and catalogue size), or a click
+        classifier, whose graph inputs are returned as a dict of arrays by input name
+        (``ids``, ``numeric``, bags: see :class:`skrec.ctr.ClickGraph`).
     X : {array-like, sparse matrix} of shape (n_users, n_items)
         Interactions, as for ``predict`` (values give the order).
     filter_seen : bool, default=True
@@ -210,6 +223,9 @@ def graph_inputs(estimator, X, *, filter_seen: bool = True) -> tuple[np.ndarray,
     exclude : ndarray of shape (n_users, n_exclude), int64
         Each row's items (or one column of -1), padded with -1.
     """
+    own = getattr(estimator, "_graph_inputs", None)
+    if own is not None:  # a graph of its own inputs: a dict of arrays by input name
+        return own(X)
     X = estimator._validate_X(X)
     limit = estimator._history_limit()
     longest = int(np.diff(X.indptr).max(initial=0))
@@ -254,8 +270,9 @@ def export_program(estimator, *, k: int | None = 10,
 
     Parameters
     ----------
-    estimator : SeqRecommender or AERecommender
-        A fitted neural recommender.
+    estimator : SeqRecommender, AERecommender or CTRClassifier
+        A fitted neural recommender, or a click classifier (whose graph takes the encoded
+        fields and returns click probabilities; ``k`` does not apply).
     k : int or None, default=10
         Items returned per user; ``None``: all scores.
     precision : {"fp32", "bf16", "fp16"} or None, default=None
@@ -281,6 +298,9 @@ def export_program(estimator, *, k: int | None = 10,
         warnings.filterwarnings("ignore", category=UserWarning, module="torch")
         # nn.GRU re-assigns its flat weights while traced: harmless here
         warnings.filterwarnings("ignore", message="The tensor attributes .* during export")
+        if hasattr(graph, "example_inputs"):  # a graph that describes its own inputs
+            return torch.export.export(graph, (), kwargs=graph.example_inputs(),
+                                       dynamic_shapes=graph.dynamic_shapes())
         try:
             return torch.export.export(graph, _example_inputs(graph),
                                        dynamic_shapes=_dynamic_shapes(graph))
@@ -292,6 +312,13 @@ def export_program(estimator, *, k: int | None = 10,
                 "(its sparse item_features), which torch.export cannot trace. Fit the model to "
                 "export with dense item_features (features.toarray())."
             ) from exc
+
+
+def _graph_names(estimator) -> dict[str, list[str]]:
+    """The input and output names of an estimator's own graph (without copying its model:
+    the names follow from the fitted module)."""
+    graph = estimator._serving_graph()
+    return {"input_names": list(graph.input_names), "output_names": list(graph.output_names)}
 
 
 def _require(*modules: str) -> None:
@@ -344,8 +371,9 @@ def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
 
     Parameters
     ----------
-    estimator : SeqRecommender or AERecommender
-        A fitted neural recommender.
+    estimator : SeqRecommender, AERecommender or CTRClassifier
+        A fitted neural recommender, or a click classifier (whose graph takes the encoded
+        fields and returns click probabilities; ``k`` does not apply).
     path : str or path-like
         The ``.onnx`` file (weights inside it).
     k : int or None, default=10
@@ -376,12 +404,16 @@ def export_onnx(estimator, path: str | os.PathLike, *, k: int | None = 10,
     opset_version = _check_opset_version(opset_version)
     program = export_program(estimator, k=k, precision=precision)
     outputs = ["scores"] if k is None else ["ids", "scores"]
+    inputs = ["history", "exclude"]
+    if getattr(estimator, "_serving_graph", None) is not None:
+        names = _graph_names(estimator)
+        inputs, outputs = names["input_names"], names["output_names"]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=UserWarning)
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=FutureWarning)
         onnx_program = torch.onnx.export(
-            program, (), dynamo=True, input_names=["history", "exclude"], output_names=outputs,
+            program, (), dynamo=True, input_names=inputs, output_names=outputs,
             opset_version=opset_version, verbose=False,
         )
     written = {op.domain: op.version for op in onnx_program.model_proto.opset_import}.get("")

@@ -82,8 +82,40 @@ class CtrlCAt(Callback):
             os.kill(os.getpid(), signal.SIGINT)
 
 
+def ctr_data():
+    """1,200 impressions of 4 categorical and 2 numeric fields (the same on every rank)."""
+    from skrec.datasets import make_ctr
+
+    d = make_ctr(1200, n_categorical=4, n_numeric=2, max_cardinality=50, click_rate=0.3,
+                 as_frame=True, random_state=0)
+    return d.X, d.y
+
+
+def ctr_estimator(batch_size: int, **params):
+    """A click model whose two ranks compute what one process computes (no batch norm, no
+    dropout: per-rank batch statistics and dropout draws would differ)."""
+    from skrec import CTRClassifier
+
+    return CTRClassifier(**{**dict(max_iter=2, batch_size=batch_size, batch_norm=False,
+                                   dropout=0.0, early_stopping=False, accumulation_steps=2,
+                                   wide_cross_buckets=1 << 10, min_frequency=2,
+                                   precision="fp32", random_state=0, device="cpu"), **params})
+
+
 def main(out: Path) -> None:
     """The scenarios that succeed: equivalence, agreement, early stopping, pruning, ..."""
+    X_ctr, y_ctr = ctr_data()
+    est = ctr_estimator(BATCH * 4).fit(X_ctr, y_ctr)
+    save(out, "ctr", {"params": flat(est), "history": est.history_,
+                      "proba": est.predict_proba(X_ctr[:50])})
+    # the default model (batch norm, dropout) with early stopping on gathered validation
+    est = ctr_estimator(BATCH * 4, batch_norm=True, dropout=0.2, early_stopping=True,
+                        max_iter=20, learning_rate_init=0.02)
+    est.fit(X_ctr, y_ctr)
+    save(out, "ctr_early", {"n_iter": est.n_iter_, "best_epoch": est.best_epoch_,
+                            "val": [h["val_log_loss"] for h in est.history_],
+                            "params": flat(est)})
+
     X = data()
     for name, est in equivalence_estimators(BATCH).items():
         est.fit(X)

@@ -185,8 +185,12 @@ def test_code_array_input():
     b = enc.transform(ordinal)
     assert b.ids[2, 1] == enc.fields_[1]["offset"] + MISSING
     assert b.ids[0, 0] == b.ids[2, 0] != b.ids[1, 0]
+    # a column of non-integral values is a measurement: numeric; integral floats are codes
+    enc = FieldEncoder().fit(np.array([[0.5, 1.0], [1.0, 2.0]]))
+    assert [f["kind"] for f in enc.fields_] == ["categorical", "numeric"]
+    assert enc.fields_[1]["column"] == 0
     with pytest.raises(ValueError, match="non-integer values.*numeric"):
-        FieldEncoder().fit(np.array([[0.5, 1.0], [1.0, 2.0]]))
+        FieldEncoder(categorical=[0]).fit(np.array([[0.5, 1.0], [1.0, 2.0]]))
     enc = FieldEncoder(numeric=[0]).fit(np.array([[0.5, 1.0], [1.5, 2.0]]))
     assert [f["kind"] for f in enc.fields_] == ["categorical", "numeric"]
     with pytest.raises(ValueError, match="3 columns.*2"):
@@ -349,3 +353,43 @@ def test_category_lookup_without_pandas_is_exact():
     expected = np.array([3, -1, 1, 2, 0, -1])
     np.testing.assert_array_equal(lookup._searched(values), expected)
     np.testing.assert_array_equal(lookup(values), expected)  # the pandas path agrees
+
+
+def _same_batch(a: FieldBatch, b: FieldBatch) -> None:
+    np.testing.assert_array_equal(a.ids, b.ids)
+    np.testing.assert_array_equal(a.numeric, b.numeric)
+    assert (a.bags is None) == (b.bags is None)
+    if a.bags is not None:
+        assert (a.bags != b.bags).nnz == 0
+
+
+def test_transform_request_equals_the_full_rows():
+    X = _frame()
+    enc = FieldEncoder().fit(X)
+    request = {"app": "b", "hour": 14, "tags": ["t1", "t2"], "price": 1.5}
+    cands = X[["site", "paid"]].iloc[:5]
+    full = cands.assign(app="b", hour=14, price=1.5, tags=[["t1", "t2"]] * 5)
+    _same_batch(enc.transform_request(request, cands), enc.transform(full))
+    one_row = pd.DataFrame({k: [v] for k, v in request.items() if k != "tags"})
+    one_row["tags"] = [["t1", "t2"]]
+    _same_batch(enc.transform_request(one_row, cands), enc.transform(full))
+    assert len(enc.transform_request(request, cands.iloc[:0])) == 0
+    with pytest.raises(ValueError, match="both"):
+        enc.transform_request({**request, "site": "x"}, cands)
+    with pytest.raises(ValueError, match="neither.*'paid'"):
+        enc.transform_request(request, cands[["site"]])
+    with pytest.raises(ValueError, match="not seen at fit"):
+        enc.transform_request({**request, "nope": 1}, cands)
+    # an array model: the request by column index, the candidates' columns in order
+    codes = np.array([[1, 7, 3], [2, 7, 4], [1, 5, 3]])
+    enc = FieldEncoder().fit(codes)
+    _same_batch(enc.transform_request({1: 7}, codes[:, [0, 2]]),
+                enc.transform(np.column_stack([codes[:, 0], np.full(3, 7), codes[:, 2]])))
+    with pytest.raises(ValueError, match="other 2"):
+        enc.transform_request({1: 7}, codes)
+    # a sparse model: the request's row is added to every candidate row
+    onehot = sp.csr_matrix(np.array([[1, 0, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1]]))
+    enc = FieldEncoder(field_layout=[2, 2]).fit(onehot)
+    req = sp.csr_matrix(np.array([[0, 0, 1, 0]]))
+    cand = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 1, 0, 0]]))
+    _same_batch(enc.transform_request(req, cand), enc.transform(onehot[:2]))

@@ -208,3 +208,48 @@ def test_a_schedule_and_parameter_groups_reach_the_optimizer():
     steps, progress = zip(*est.schedule_.calls)
     assert list(steps) == list(range(18)) and progress[0] == 0.0
     assert progress[6] == pytest.approx(6 / 18)
+
+
+class PlateauLogisticRegression(TinyLogisticRegression):
+    """The logistic regression with the learning rate divided at each validation plateau.
+
+    Parameters
+    ----------
+    {training_parameters}
+    """
+
+    def _lr_schedule(self):
+        from skrec.training import PlateauDecay
+
+        self.schedule_ = PlateauDecay(decay=0.1, max_decays=2)
+        return self.schedule_
+
+
+def test_plateau_decay_lowers_the_rate_and_restarts_from_the_best_weights():
+    X, y = _data()
+    restored = []
+
+    class Spy(Callback):
+        def on_epoch_end(self, trainer, record):
+            stopper = trainer.early_stopping
+            weights = trainer.module.linear.weight.detach()
+            restored.append(stopper.best_state is not None and torch.equal(
+                weights, stopper.best_state["linear.weight"]))
+
+    # a learning rate so large that epochs stop improving: plateaus come early
+    est = PlateauLogisticRegression(max_iter=40, batch_size=16, learning_rate_init=3.0,
+                                    n_iter_no_change=3, tol=0.0, random_state=0,
+                                    precision="fp32", device="cpu", callbacks=[Spy()]).fit(X, y)
+    factors = [h["lr_factor"] for h in est.history_]
+    best = [h["epoch"] for h in est.history_ if h["val_loss"] == min(
+        r["val_loss"] for r in est.history_[: h["epoch"]])]
+    plateaus = [h["epoch"] for h in est.history_ if h["epoch"] not in best]
+    assert plateaus and est.schedule_.n_decays == min(len(plateaus), 2)
+    # an epoch after the k-th plateau (k <= 2) runs at 0.1 ** k; the epochs before at 1
+    for h in est.history_:
+        k = min(sum(p < h["epoch"] for p in plateaus), 2)
+        assert h["lr_factor"] == pytest.approx(0.1 ** k)
+    # after each decaying plateau the module holds the best weights again
+    decaying = plateaus[:2]
+    assert all(restored[e - 1] for e in decaying)
+    assert factors[0] == 1.0

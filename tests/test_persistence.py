@@ -287,6 +287,42 @@ def test_unregistered_estimator_is_refused_at_save():
     assert "SeqRecommender" in registered_estimators()
 
 
+def test_an_estimator_held_by_another_round_trips_and_is_checked():
+    encoder = InteractionEncoder().fit({"user": ["u1", "u2"], "item": ["a", "b"]})
+    holder = _Holder(option=EASERecommender(l2=3.0))  # an estimator as a parameter too
+    holder.encoder_ = encoder
+    holder.encoders_ = [encoder, _Holder(option=1)]
+    back = _round_trip(holder)
+    assert type(back.encoder_) is InteractionEncoder and back.encoder_ is not encoder
+    assert back.encoder_.items_.tolist() == encoder.items_.tolist()
+    assert back.option.l2 == 3.0 and back.encoders_[1].option == 1
+
+    def forge(payload):  # the held estimator names a class that is not registered
+        payload["attributes"]["encoder_"]["$estimator"]["estimator"] = "os.system"
+
+    buf = io.BytesIO()
+    skrec.save(holder, buf)
+    with pytest.raises(ModelFileError, match="encoder_.*not registered|not registered"):
+        _load(_rewrite(buf.getvalue(), forge))
+
+    def deep(payload):  # estimators held inside estimators, deeper than the limit allows
+        entry = payload["attributes"]["encoder_"]["$estimator"]
+        for _ in range(40):
+            entry = {"estimator": payload["estimator"], "params": {},
+                     "attributes": {"inner_": {"$estimator": entry}}}
+        payload["attributes"]["encoder_"]["$estimator"] = entry
+
+    with pytest.raises(ModelFileError, match="deeper"):
+        _load(_rewrite(buf.getvalue(), deep))
+
+
+def test_an_unregistered_held_estimator_is_named_at_save():
+    from sklearn.preprocessing import OneHotEncoder
+
+    with pytest.raises(TypeError, match="params.option.*OneHotEncoder.*not a registered"):
+        skrec.save(_Holder(option=OneHotEncoder()), io.BytesIO())
+
+
 # ---------------------------------------------------------------- bad files
 @pytest.fixture(scope="module")
 def blob(data):

@@ -368,6 +368,82 @@ def test_a_bundle_file_is_served_and_checked(example, served, tmp_path):
     with pytest.raises(ValueError, match="holds its encoder already"):
         example.load_service(path, tmp_path / "encoder.skrec")
     skrec.save({"model": model, "extra": service.encoder}, path)
-    with pytest.raises(ValueError, match=r"holds 'model' and optionally 'encoder'; this one "
-                                         r"holds \['extra', 'model'\]"):
+    with pytest.raises(ValueError, match=r"holds 'model' and optionally 'encoder' and "
+                                         r"'click'; this one holds \['extra', 'model'\]"):
         example.load_service(path)
+
+
+@pytest.fixture(scope="module")
+def click_served(example, served):
+    pd = pytest.importorskip("pandas")
+    from skrec import CTRClassifier
+
+    rng = np.random.RandomState(0)
+    n = 800
+    X = pd.DataFrame({"user": rng.randint(0, 30, n), "city": rng.choice(["a", "b", "c"], n),
+                      "ad": rng.randint(0, 20, n), "price": rng.gamma(2.0, 1.0, n),
+                      "tags": [list(rng.choice(["x", "y", "z"], rng.randint(0, 3),
+                                               replace=False)) for _ in range(n)]})
+    y = ((X["user"] + X["ad"]) % 3 == 0).astype(int).to_numpy()
+    click = CTRClassifier(max_iter=2, batch_size=128, wide_cross_buckets=256, min_frequency=1,
+                          random_state=0, device="cpu", precision="fp32").fit(X, y)
+    model, service, _ = served
+    buf = io.BytesIO()
+    skrec.save({"model": model, "encoder": service.encoder, "click": click}, buf)
+    both = example.load_service(io.BytesIO(buf.getvalue()))
+    server = example.make_server(both, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield click, server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_click_endpoint_scores_the_candidates_of_one_request(click_served, served):
+    pd = pytest.importorskip("pandas")
+    click, port = click_served
+    ads = [{"ad": 3, "price": 1.5, "tags": ["x"]}, {"ad": 7, "price": 0.5, "tags": []},
+           {"ad": 99, "price": 2.0, "tags": None}]  # an ad never seen in training
+    status, answer = _post(port, {"request": {"user": 4, "city": "b"}, "candidates": ads},
+                           path="/click")
+    assert status == 200
+    expected = click.score_candidates({"user": 4, "city": "b"}, pd.DataFrame({
+        "ad": [3, 7, 99], "price": [1.5, 0.5, 2.0], "tags": [["x"], [], []]}))
+    np.testing.assert_allclose(answer["proba"], expected, rtol=1e-6)
+    assert answer["ranking"] == np.argsort(-expected, kind="stable").tolist()
+    assert _post(port, {"items": [1]})[0] == 200  # recommendations still served
+    # a service without a click model has no /click
+    assert _post(served[2], {"request": {}, "candidates": []}, path="/click")[0] == 404
+
+
+@pytest.mark.parametrize("body", [
+    b"{not json",
+    [1],
+    {"request": {"user": 4, "city": "b"}},
+    {"request": {"user": 4, "city": "b"}, "candidates": [], "extra": 1},
+    {"request": {"user": 4, "city": "b"}, "candidates": []},
+    {"request": {"user": 4, "city": "b"}, "candidates": [{"ad": 1}] * 10_001},
+    {"request": {"user": 4}, "candidates": [{"ad": 1, "price": 1.0, "tags": []}]},
+    {"request": {"user": 4, "city": "b", "zip": 1},
+     "candidates": [{"ad": 1, "price": 1.0, "tags": []}]},
+    {"request": {"user": 4, "city": "b", "ad": 2},
+     "candidates": [{"ad": 1, "price": 1.0, "tags": []}]},
+    {"request": {"user": {"id": 4}, "city": "b"},
+     "candidates": [{"ad": 1, "price": 1.0, "tags": []}]},
+    {"request": {"user": 4, "city": "b"}, "candidates": [{"ad": 1, "price": "high",
+                                                          "tags": []}]},
+    {"request": {"user": 4, "city": "b"}, "candidates": [{"ad": 1, "price": 1.0,
+                                                          "tags": "x"}]},
+    {"request": {"user": 4, "city": "b"}, "candidates": [{"ad": 1, "price": 1.0, "tags": []},
+                                                         {"ad": 2, "price": 1.0}]},
+    {"request": {"user": "4", "city": "b"}, "candidates": [{"ad": 1, "price": 1.0,
+                                                            "tags": []}]},
+    {"request": [], "candidates": [{"ad": 1, "price": 1.0, "tags": []}]},
+])
+def test_malformed_click_requests_get_a_400_with_a_message(click_served, body):
+    _, port = click_served
+    status, answer = _post(port, body, path="/click")
+    assert status in (400, 413) and answer["error"]
+    ok = {"request": {"user": 4, "city": "b"}, "candidates": [{"ad": 1, "price": 1.0,
+                                                               "tags": []}]}
+    assert _post(port, ok, path="/click")[0] == 200  # still serving

@@ -7,7 +7,7 @@ practitioner has into the arrays the torch model reads (:class:`FieldBatch`):
   columns are embedded (categorical), float columns are numeric, list-valued columns (tags)
   are multi-valued;
 - a 2-D array of category codes ``(n_samples, n_fields)`` (an ``OrdinalEncoder``'s output),
-  optionally with some columns marked numeric;
+  optionally with some columns marked numeric (columns of non-integral values are numeric);
 - a ``scipy.sparse`` one-hot / multi-hot matrix with its field layout (a fitted
   ``OneHotEncoder`` or ``ColumnTransformer``, field widths, or column ranges as in libFM files).
 
@@ -31,6 +31,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._layouts import _check_ranges, _column_kind, _explode, _frame_column, _layout_ranges
+from ._requests import request_reader, sparse_request
 from ._values import (
     _NUMERIC_NAN,
     _SCALINGS,
@@ -79,9 +80,10 @@ class FieldEncoder(TransformerMixin, BaseEstimator):
     categorical, numeric, multi_valued : list of column names (or indices), default=None
         Force the kind of these columns. The others get one by their dtype: float columns are
         numeric; object, string, category, bool and integer columns categorical; object
-        columns holding lists (or tuples, sets, arrays) multi-valued. Of an integer array,
-        every column is categorical unless listed in ``numeric``. Ignored for sparse input,
-        whose fields are described by ``field_layout``.
+        columns holding lists (or tuples, sets, arrays) multi-valued. Of an array, every
+        column is categorical (category codes: an ``OrdinalEncoder``'s float64 output reads
+        as codes) unless listed in ``numeric`` or holding non-integral values, which make it
+        numeric. Ignored for sparse input, whose fields are described by ``field_layout``.
     field_layout : OneHotEncoder, ColumnTransformer, list of int or list of (int, int), \
 default=None
         Field layout of a sparse one-hot / multi-hot ``X`` (required for sparse input): a
@@ -297,7 +299,11 @@ default=None
             arr, missing, dtype_text = self._read(X, kind, name)
             what = forced.get(name) or _column_kind(arr, missing, dtype_text)
             if kind == "array" and what == "numeric" and name not in forced:
-                what = "categorical"  # an array's columns are codes unless listed numeric
+                # an array's columns are codes (an OrdinalEncoder's output is float64) unless
+                # listed numeric or holding non-integral values (measurements)
+                present = arr[~missing]
+                if np.array_equal(present, np.round(present)):
+                    what = "categorical"
             specs[what].append((name, arr, missing, dtype_text))
         self.fields_, self.categories_, self.category_counts_ = [], [], []
         offset = 0
@@ -313,7 +319,7 @@ default=None
                             f"column {name!r} holds non-integer values and cannot be read as "
                             "category codes; list it in numeric=[...] to use it as a number.")
                 values = _normalise_values(values)
-                uniq, counts = _count(values)
+                uniq, counts = _categories(values, name)
                 hash_it = self.hash_buckets is not None and (
                     self.hashed == "all" or name in hashed_names
                     or (self.hashed == "auto" and uniq.size > self.hash_buckets))
@@ -416,6 +422,12 @@ default=None
         self.numeric_scale_ = np.zeros(0)
         self.n_ids_ = int(offset)
 
+    def _check_fitted_state(self) -> None:
+        """The fitted layout fits together (checked by :func:`skrec.load`)."""
+        from ._state import check_encoder_state
+
+        check_encoder_state(self)
+
     # ------------------------------------------------------------------ layout accessors
     def _fields_of(self, kind: str) -> list[dict]:
         return [f for f in self.fields_ if f["kind"] == kind]
@@ -499,7 +511,11 @@ default=None
             raise ValueError(
                 f"column {field['column']!r} holds {_value_class(values)} values, but held "
                 f"{field['values']} values at fit time (dtype {field['dtype']}).")
-        pos = self._lookup(i)(values)
+        try:
+            pos = self._lookup(i)(values)
+        except TypeError:
+            _refuse(values, field["column"])
+            raise
         return np.where(pos >= 0, field["offset"] + N_RESERVED + pos,
                         field["offset"] + UNKNOWN).astype(np.int64)
 
@@ -532,13 +548,17 @@ default=None
                                  f"{self.n_features_in_}.")
         else:
             self._check_frame_columns(X)
-        n = X.shape[0]
+        return self._encode(lambda name: self._read(X, kind, name), X.shape[0])
+
+    def _encode(self, read, n: int) -> FieldBatch:
+        """The batch of ``n`` rows whose columns ``read(name)`` gives as ``(values, missing
+        mask, dtype text)``; a column of one value is that value for every row."""
         cat_fields = [(i, f) for i, f in enumerate(self.fields_) if f["kind"] == "categorical"]
         ids = np.empty((n, len(cat_fields)), dtype=np.int64)
         for j, (i, f) in enumerate(cat_fields):
-            arr, missing, dtype_text = self._read(X, kind, f["column"])
+            arr, missing, dtype_text = read(f["column"])
             self._check_dtype(f, arr, dtype_text)
-            col = np.full(n, f["offset"] + MISSING, dtype=np.int64)
+            col = np.full(arr.shape[0], f["offset"] + MISSING, dtype=np.int64)
             present = ~missing
             values = arr[present] if missing.any() else arr
             if values.dtype.kind == "f" and values.size and not np.array_equal(
@@ -547,9 +567,44 @@ default=None
                                  "read as category codes at fit time.")
             col[present] = self._codes(i, f, values)
             ids[:, j] = col
-        bags = self._frame_bags(X, kind, n)
-        numeric = self._frame_numeric(X, kind, n)
+        bags = self._frame_bags(read, n)
+        numeric = self._frame_numeric(read, n)
         return FieldBatch(ids, numeric, bags, self.n_multi_)
+
+    def transform_request(self, request, candidates) -> FieldBatch:
+        """Encode the candidate rows of one request: the request's fields are shared.
+
+        Scoring ``N`` candidate ads for one impression opportunity reads the same user and
+        context fields with each ad's own fields. The request's values are encoded once (not
+        ``N`` times) and repeated, so encoding costs about the candidates' fields only.
+
+        Parameters
+        ----------
+        request : dict or one-row DataFrame or sparse matrix
+            The request's fields (user, context). For a model fitted on a DataFrame: a dict
+            ``{column: value}`` (a list for a multi-valued column) or a one-row DataFrame; on
+            an array: a dict ``{column index: value}``; on a sparse matrix: one sparse row of
+            the full width, holding the request's fields only.
+        candidates : DataFrame, array-like or sparse matrix
+            One row per candidate with the other fields: a DataFrame of the other columns; an
+            array of the other columns in increasing index order; a sparse matrix of the full
+            width, holding the candidates' fields only (the request's row is added to each).
+
+        Returns
+        -------
+        batch : FieldBatch
+            ``N`` rows, as :meth:`transform` gives for the full rows.
+
+        Raises
+        ------
+        ValueError
+            When a column is in both, or in neither, or the forms differ from fit.
+        """
+        check_is_fitted(self, "fields_")
+        if self.input_kind_ == "sparse":
+            return self.transform(sparse_request(request, candidates, self.n_features_in_))
+        read, n = request_reader(self, request, candidates)
+        return self._encode(read, n)
 
     def _check_frame_columns(self, X) -> None:
         columns = list(X.columns)
@@ -569,7 +624,7 @@ default=None
                 raise ValueError(f"numeric column {field['column']!r} has dtype {dtype_text} "
                                  f"(it was {field['dtype']} at fit time).")
 
-    def _frame_bags(self, X, kind: str, n: int) -> sp.csr_matrix | None:
+    def _frame_bags(self, read, n: int) -> sp.csr_matrix | None:
         multi = [(i, f) for i, f in enumerate(self.fields_) if f["kind"] == "multi"]
         if not multi:
             return None
@@ -577,21 +632,24 @@ default=None
         lengths = np.zeros((n, m), dtype=np.int64)
         per_field = []
         for j, (i, f) in enumerate(multi):
-            arr, missing, _ = self._read(X, kind, f["column"])
-            if arr.dtype.kind != "O" and n:
+            arr, missing, _ = read(f["column"])
+            if arr.dtype.kind != "O" and arr.size:
                 raise ValueError(f"multi-valued column {f['column']!r} must hold lists; got "
                                  f"dtype {arr.dtype}.")
             flat, lens = _explode(arr, missing, f["column"])
+            codes = self._codes(i, f, flat)
+            if lens.size == 1 and n != 1:  # one request's bag, repeated for every row
+                codes, lens = np.tile(codes, n), np.repeat(lens, n)
             lengths[:, j] = lens
-            per_field.append(self._codes(i, f, flat))
+            per_field.append(codes)
         return _pack_bags(lengths, per_field, [np.ones(p.size, dtype=np.float32)
                                                for p in per_field], self.n_ids_)
 
-    def _frame_numeric(self, X, kind: str, n: int) -> np.ndarray:
+    def _frame_numeric(self, read, n: int) -> np.ndarray:
         num = [f for f in self.fields_ if f["kind"] == "numeric"]
         out = np.empty((n, len(num)), dtype=np.float32)
         for j, f in enumerate(num):
-            arr, _, dtype_text = self._read(X, kind, f["column"])
+            arr, _, dtype_text = read(f["column"])
             self._check_dtype(f, arr, dtype_text)
             v = (self._numeric_values(arr, f["column"]) - self.numeric_mean_[j]) / (
                 self.numeric_scale_[j])
@@ -644,6 +702,29 @@ default=None
             indptr = np.r_[0, np.cumsum(lengths)]
             bags = sp.csr_matrix((w.astype(np.float32), g, indptr), shape=(n * m, self.n_ids_))
         return FieldBatch(ids, np.empty((n, 0), dtype=np.float32), bags, m)
+
+
+def _categories(values: np.ndarray, name) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values and counts of a categorical column; a TypeError naming the column when
+    a value cannot be a category (a dict, a list in a single-valued field)."""
+    try:
+        uniq, counts = _count(values)
+    except TypeError:
+        _refuse(values, name)
+        raise
+    if uniq.dtype == object:
+        _refuse(uniq, name)
+    return uniq, counts
+
+
+def _refuse(values: np.ndarray, name) -> None:
+    """Raise a TypeError naming the column if a value cannot be a category (unhashable)."""
+    for v in values.tolist():
+        try:
+            hash(v)
+        except TypeError:
+            raise TypeError(f"column {name!r} holds a {type(v).__name__}, which cannot be a "
+                            "category: argument must be a string or a number.") from None
 
 
 def _pack_bags(lengths: np.ndarray, ids: list[np.ndarray], weights: list[np.ndarray],

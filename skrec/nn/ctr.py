@@ -132,12 +132,12 @@ class FieldEmbedding(nn.Module):
         """Field vectors (B, n_fields, d)."""
         parts = [F.embedding(ids, self.weight)]
         if self.n_multi:
-            lengths = bag_offsets[1:] - bag_offsets[:-1]
-            scale = 1.0 / lengths.clamp(min=1).to(self.weight.dtype)
-            w = bag_weights.to(self.weight.dtype) * torch.repeat_interleave(
-                scale, lengths, output_size=bag_ids.numel())
+            # the weighted sum of each bag, divided by its number of entries (no per-entry
+            # repeat of the scale: the graph exports to ONNX)
+            lengths = (bag_offsets[1:] - bag_offsets[:-1]).clamp(min=1)
             pooled = F.embedding_bag(bag_ids, self.weight, bag_offsets[:-1], mode="sum",
-                                     per_sample_weights=w)
+                                     per_sample_weights=bag_weights.to(self.weight.dtype))
+            pooled = pooled / lengths.to(pooled.dtype).unsqueeze(-1)
             parts.append(pooled.view(ids.shape[0], self.n_multi, -1))
         if self.n_numeric:
             parts.append(numeric.to(self.weight.dtype).unsqueeze(-1) * self.numeric_weight)
@@ -470,6 +470,16 @@ class ExpertMixture(nn.Module):
         return torch.einsum("be,ebh->bh", gate, h)
 
 
+def _fp32_linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)`` computed in fp32, also in a bf16 / fp16 serving copy of the model (whose
+    weights are cast) and an int8 one (whose layer is quantized and takes fp32 input)."""
+    weight = getattr(layer, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.dtype != torch.float32:
+        bias = None if layer.bias is None else layer.bias.float()
+        return F.linear(x.float(), weight.float(), bias)
+    return layer(x.float())
+
+
 def _per_layer(name: str, value, n: int) -> list[int]:
     if isinstance(value, int):
         return [value] * n
@@ -665,9 +675,9 @@ class CTRModel(nn.Module):
         deep = self.deep(h)
         crossed = self.cross(emb.reshape(B, -1)) if self.cross is not None else None
         with torch.autocast(device_type=deep.device.type, enabled=False):
-            logit = self.head(deep.float()).squeeze(-1)
+            logit = _fp32_linear(self.head, deep).squeeze(-1)
             if crossed is not None:
-                logit = logit + self.cross_head(crossed.float()).squeeze(-1)
+                logit = logit + _fp32_linear(self.cross_head, crossed).squeeze(-1)
             if self.fm is not None:
                 logit = logit + self.fm(emb)
             if self.wide is not None:

@@ -53,7 +53,10 @@ numpy arrays (numeric, bool, datetime, unicode strings, or objects holding such 
 numpy scalars, scipy sparse matrices, torch tensors, devices and dtypes,
 ``numpy.random.RandomState`` instances (their exact state) and registered torch modules
 (config, ``state_dict`` and the module's ``_skrec_*`` attributes, such as the unpruned sizes
-that pruning records). Anything else, a callable for example, gets a TypeError that names it.
+that pruning records), and registered estimators held by another one (a click classifier's
+fitted :class:`~skrec.ctr.FieldEncoder`), stored as nested entries, built and checked as the
+file's own (and counted in the nesting depth). Anything else, a callable for example, gets a
+TypeError that names it.
 Attributes with a leading underscore are private caches and are not stored. The item
 features of a neural model are stored once: the ``item_features`` parameter is stored, and
 the module's copy of them (the rows its ``FeatureProjection`` built at fit) is rebuilt from

@@ -21,7 +21,6 @@ from ._base import (
     _class_of,
     _fail,
     _fields,
-    _name_of,
     _text,
 )
 from ._container import _layout, _read, _skrec_version
@@ -37,26 +36,9 @@ _BUNDLE_KEYS = ("format", "format_version", "versions", "bundle")
 _ENTRY_KEYS = ("estimator", "params", "attributes")
 
 
-def _stored_attributes(estimator: Any, params: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in vars(estimator).items() if k not in params and not k.startswith("_")}
-
-
 def _encode_entry(estimator: Any, writer: _Writer) -> dict[str, Any]:
     """One estimator's ``{"estimator", "params", "attributes"}``, its arrays in ``writer``."""
-    from .._fitted_state import feature_tails
-
-    name = _name_of(type(estimator))
-    try:
-        params = estimator.get_params(deep=False)
-    except AttributeError:
-        raise TypeError(f"{type(estimator).__name__} has no get_params.") from None
-    writer.derived = feature_tails(estimator)
-    return {
-        "estimator": name,
-        "params": {k: writer.encode(v, f"params.{k}") for k, v in params.items()},
-        "attributes": {k: writer.encode(v, k)
-                       for k, v in _stored_attributes(estimator, params).items()},
-    }
+    return writer.entry(estimator)
 
 
 def _bundle_key(key: Any) -> str:
@@ -220,8 +202,9 @@ def _check_name(name: Any, where: str) -> str:
     return name
 
 
-def _load_entry(entry: Any, reader: _Reader, where: str) -> Any:
-    """Build, check and return one estimator of the file."""
+def _load_entry(entry: Any, reader: _Reader, where: str, depth: int = 0) -> Any:
+    """Build, check and return one estimator of the file (``depth``: its nesting level, an
+    estimator held by another one being one level below it)."""
     entry = _fields(entry, _ENTRY_KEYS, where.rstrip(".") or "the file's skrec metadata")
     cls = _class_of(entry["estimator"])
     params_json, attributes_json = entry["params"], entry["attributes"]
@@ -235,12 +218,14 @@ def _load_entry(entry: Any, reader: _Reader, where: str) -> Any:
         if not ok or callable(member) or isinstance(member, property):
             raise ModelFileError(f"{_label(where)}the file sets an attribute {name!r:.60} "
                                  f"that a fitted {cls.__name__} cannot have.")
-    params = {k: reader.decode(v, f"{where}params.{k}", 1) for k, v in params_json.items()}
-    reader.params = params
+    params = {k: reader.decode(v, f"{where}params.{k}", depth + 1)
+              for k, v in params_json.items()}
+    outer, reader.params = reader.params, params
     try:
-        attributes = {k: reader.decode(v, f"{where}{k}", 1) for k, v in attributes_json.items()}
+        attributes = {k: reader.decode(v, f"{where}{k}", depth + 1)
+                      for k, v in attributes_json.items()}
     finally:
-        reader.params = {}
+        reader.params = outer
     try:
         estimator = cls(**params)
     except (TypeError, ValueError) as exc:
@@ -325,6 +310,7 @@ def load(path: str | os.PathLike | BinaryIO, *, limits: LoadLimits | None = None
                         f"{type(limits).__name__}.")
     payload, tensors, budget, version = _read(path, limits)
     reader = _Reader(tensors, budget, limits.max_depth, version)
+    reader.load_entry = lambda entry, where, depth: _load_entry(entry, reader, where, depth)
     if type(payload) is not dict:
         raise ModelFileError("the file's skrec metadata is not an object.")
     bundle = "bundle" in payload and version >= 2

@@ -34,6 +34,7 @@ _TAGS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "$object_array": ((), ()), "$sparse": ((), ()), "$tensor": ((), ()),
     "$parameter": (("requires_grad",), ()), "$device": ((), ()), "$torch_dtype": ((), ()),
     "$numpy_dtype": ((), ()), "$random_state": ((), ()), "$module": ((), ()),
+    "$estimator": ((), ()),
 }
 
 
@@ -71,6 +72,9 @@ class _Reader:
         self.version = version
         #: The decoded parameters of the estimator being read (item features of modules).
         self.params: dict[str, Any] = {}
+        #: Builds and checks an estimator held by another one: ``(entry, where, depth)``
+        #: (set by :func:`~skrec.persistence.load`, which builds the file's estimators).
+        self.load_entry: Any = None
 
     # -- tensors
     def take(self, key: Any, where: str) -> tuple[str, np.ndarray]:
@@ -364,6 +368,11 @@ class _Reader:
         rs.set_state(("MT19937", np.array(words, dtype=np.uint32), pos, has_gauss,
                       float(cached)))
         return rs
+
+    def _estimator(self, body, value, where, depth):
+        if self.load_entry is None:  # pragma: no cover - load always sets it
+            raise _fail(where, "holds an estimator where none is expected.")
+        return self.load_entry(body, f"{where}.", depth)
 
     def _module(self, body, value, where, depth):
         from .._fitted_state import feature_buffers, join_feature_rows

@@ -10,7 +10,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ._base import _DTYPES, _NP_CODES, _TORCH_DTYPES
+from ._base import _DTYPES, _NP_CODES, _TORCH_DTYPES, _name_of
 
 # --------------------------------------------------------------------------------------------
 # Values -> JSON + tensors
@@ -25,6 +25,13 @@ def _check_save_text(value: str, where: str) -> str:
             raise ValueError(f"cannot save {where}: its string holds a lone surrogate, which "
                              "is not text (it would not load).") from None
     return value
+
+
+def _is_estimator(value: Any) -> bool:
+    """Whether ``value`` is a scikit-learn style estimator (an instance with ``get_params``),
+    stored as a nested entry of its registered class."""
+    return not isinstance(value, type) and callable(getattr(value, "get_params", None)) \
+        and callable(getattr(value, "set_params", None))
 
 
 class _Writer:
@@ -70,6 +77,36 @@ class _Writer:
         self.arrays[key] = (code, data)
         return key
 
+    # -- estimators
+    def entry(self, estimator: Any, where: str = "") -> dict[str, Any]:
+        """One estimator's ``{"estimator", "params", "attributes"}`` (a file's entry, or an
+        estimator held by another one, such as a classifier's fitted input encoder); its
+        arrays go to this writer under ``where``."""
+        from .._fitted_state import feature_tails
+
+        try:
+            name = _name_of(type(estimator))
+        except TypeError as exc:
+            if not where:
+                raise
+            raise TypeError(f"cannot save {where}: {exc}") from None
+        try:
+            params = estimator.get_params(deep=False)
+        except AttributeError:
+            raise TypeError(f"{type(estimator).__name__} has no get_params.") from None
+        spot = f"{where}." if where else ""
+        outer, self.derived = self.derived, feature_tails(estimator)
+        try:
+            return {
+                "estimator": name,
+                "params": {k: self.encode(v, f"{spot}params.{k}") for k, v in params.items()},
+                "attributes": {k: self.encode(v, f"{spot}{k}")
+                               for k, v in vars(estimator).items()
+                               if k not in params and not k.startswith("_")},
+            }
+        finally:
+            self.derived = outer
+
     # -- values
     def encode(self, value: Any, where: str) -> Any:
         if value is None or isinstance(value, bool):
@@ -111,6 +148,8 @@ class _Writer:
                 "bit_generator": name, "key": {"$ndarray": self.add_numpy(keys, where)},
                 "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached),
             }}
+        if _is_estimator(value):
+            return {"$estimator": self.entry(value, where)}
         if callable(value):
             raise TypeError(
                 f"cannot save {where}: it is a callable ({type(value).__name__}). A skrec file "

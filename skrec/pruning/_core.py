@@ -487,7 +487,8 @@ class PrunableMixin:
         targets : sequence of str, default=None
             Kinds of units to remove (structured only). Transformer: any of ``"heads"``,
             ``"ffn"``, ``"embedding"``; GRU: ``"hidden"``, ``"embedding"``; autoencoder:
-            ``"hidden"``, ``"latent"``. Default: all.
+            ``"hidden"``, ``"latent"``; click model: ``"embedding"``, ``"hidden"`` and, by
+            architecture, ``"experts"``, ``"rank"``, ``"heads"``, ``"ffn"``. Default: all.
             Embedding dimensions shrink both the blocks and the final scoring over the
             catalogue (``d_model x n_items``). A LayerNorm over fewer dimensions normalises
             differently, so removing embedding dimensions perturbs every output a little
@@ -529,7 +530,8 @@ class PrunableMixin:
         :func:`model_summary`: parameters, non-zero parameters, sparsity, estimated FLOPs
         per user, widths); ``groups`` (per group: unpruned, before and after unit counts);
         ``fine_tune_epochs`` run, ``fine_tune_history_start`` (their first index in
-        ``history_``) and ``fine_tune_best_val_ndcg@10``.
+        ``history_``), ``fine_tune_best_score`` (the monitored validation value of the
+        restored epoch) and ``fine_tune_best_val_ndcg@10`` (a recommender's).
 
         The estimator's constructor parameters keep the unpruned widths (scikit-learn
         estimators never change their parameters), so ``clone`` or a fresh ``fit`` build
@@ -615,9 +617,11 @@ class PrunableMixin:
             "fine_tune_epochs": epochs_run,
             "fine_tune_history_start": history_start,  # history_[start:] are those epochs
             "fine_tune_best_val_ndcg@10": (
-                self.history_[self.best_epoch_ - 1]["val_ndcg@10"]
+                self.history_[self.best_epoch_ - 1].get("val_ndcg@10")
                 if epochs_run and self.best_epoch_ else None
             ),
+            # the monitored validation value of the restored epoch (any estimator's metric)
+            "fine_tune_best_score": self.best_score_ if epochs_run else None,
         }
         return self
 

@@ -8,6 +8,7 @@ One job per module:
   documentation (inserted into every estimator's docstring) and their checks;
 * :mod:`~skrec.training.trainer` -- the one training loop: :class:`Trainer`,
   :class:`EarlyStopping`, :class:`WeightAverage`, batching and the optimizer;
+* :mod:`~skrec.training.schedules` -- learning-rate schedules (:class:`PlateauDecay`);
 * :mod:`~skrec.training.estimator` -- :class:`NeuralEstimator`, the generic base of every
   torch estimator (the run, continuation, the fitted counters, the inference set-up);
 * :mod:`~skrec.training.recommender` -- :class:`NeuralRecommender`, that base plus ranking:
@@ -27,6 +28,7 @@ __all__ = [
     "LRSchedule",
     "NeuralEstimator",
     "NeuralRecommender",
+    "PlateauDecay",
     "Trainer",
     "TrainingConfig",
     "TrainingState",
@@ -48,6 +50,7 @@ _LAZY = {
     "TrainingTask": "trainer",
     "NeuralEstimator": "estimator",
     "NeuralRecommender": "recommender",
+    "PlateauDecay": "schedules",
     "autocast": "precision",
     "cpu_supports_bf16": "precision",
     "resolve_device": "precision",
@@ -58,6 +61,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from .estimator import NeuralEstimator
     from .precision import autocast, cpu_supports_bf16, resolve_device, resolve_precision
     from .recommender import NeuralRecommender
+    from .schedules import PlateauDecay
     from .trainer import (
         EarlyStopping,
         LRSchedule,

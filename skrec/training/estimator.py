@@ -186,6 +186,8 @@ class NeuralEstimator(BaseEstimator):
     _module_attributes: ClassVar[tuple[str, ...]] = ()
     #: Private caches that pickling drops.
     _transient_attributes: ClassVar[tuple[str, ...]] = ("_serving_copies",)
+    #: The ``history_`` values that the progress bar shows.
+    _progress_postfix: ClassVar[tuple[str, ...]] = ("loss", "val_loss", "val_ndcg@10")
     #: batch_size="auto": training rows per micro-batch, and the range of the result.
     _auto_rows_per_batch: ClassVar[int] = 50
     _auto_batch_range: ClassVar[tuple[int, int]] = (32, 128)
@@ -379,7 +381,8 @@ class NeuralEstimator(BaseEstimator):
         data-parallel training), then the user's ``callbacks``."""
         callbacks: list[Callback] = []
         if self.verbose and process_rank() == 0:
-            callbacks.append(ProgressBar(label or type(self).__name__, steps=self.verbose > 1))
+            callbacks.append(ProgressBar(label or type(self).__name__, steps=self.verbose > 1,
+                                         postfix=self._progress_postfix))
         return callbacks + self._user_callbacks()
 
     def _early_stopper(self, metric: str) -> EarlyStopping:

@@ -151,7 +151,11 @@ class LRSchedule(Protocol):
 
     The trainer calls :meth:`factor` before every optimizer step and sets each parameter
     group's learning rate to its starting one (``base_lr``) times the factor; the epoch's
-    record gets the factor of its last step as ``lr_factor``.
+    record gets the factor of its last step as ``lr_factor``. A schedule may also have
+    ``after_validation(state, improved) -> bool``, called after each validated epoch of a run
+    with early stopping (``improved``: the epoch became the best): when it returns True the
+    trainer restores the best weights before the next epoch (see
+    :class:`~skrec.training.schedules.PlateauDecay`).
     """
 
     def factor(self, state: TrainingState, progress: float) -> float:
@@ -216,7 +220,6 @@ class TrainingTask(Protocol):
     # Optional: ``param_groups(module)`` -> the optimizer's parameter groups (dicts with
     # "params" and, optionally, their own "lr" and "weight_decay"); without it every
     # parameter that requires a gradient is one group with the run's settings.
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -743,10 +746,14 @@ class Trainer:
                     with averaged:  # validation and the best state see the average
                         if validate is not None:
                             record.update(validate())
-                        if stopper is not None and stopper.update(state.n_iter, record,
-                                                                  self.module):
+                        improved = stopper is not None and stopper.update(
+                            state.n_iter, record, self.module)
+                        if improved:
                             state.best_score = stopper.best_value
                             state.best_epoch = stopper.best_epoch
+                    hook = getattr(config.lr_schedule, "after_validation", None)
+                    if stopper is not None and hook is not None and hook(state, improved):
+                        stopper.restore(self.module)  # the next epoch starts from the best
                     self._end_epoch(record)
                     if self.interrupted or (stopper is not None and stopper.should_stop):
                         break
