@@ -35,6 +35,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import resource
 import time
 
@@ -208,8 +209,12 @@ def lr_factor(c, step, total_steps):
     raise ValueError(c["sched"])
 
 
-def run(dataset, c, seed=0):
-    """Fit one configuration ``c`` on ``dataset``; the result row with its history."""
+def run(dataset, c, seed=0, checkpoint=None):
+    """Fit one configuration ``c`` on ``dataset``; the result row with its history.
+
+    With ``checkpoint`` (a file path) the state is saved after every epoch and a run that
+    finds the file continues from it (the file is removed when the run ends).
+    """
     from skrec.datasets import load_movielens, load_sequences
     from skrec.model_selection import leave_last_out_split
 
@@ -268,7 +273,18 @@ def run(dataset, c, seed=0):
     c_train = 0.0
     step = 0
     epoch = 0
-    for epoch in range(1, c["max_epochs"] + 1):
+    start = 1
+    if checkpoint and os.path.exists(checkpoint):
+        st = torch.load(checkpoint, weights_only=False)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        rng.set_state(st["rng"])
+        torch.set_rng_state(st["torch_rng"])
+        (best, best_epoch, history, smoothed, ema_state, t_train, c_train,
+         step) = st["loop"]
+        start = st["epoch"] + 1
+        print(f"resumed from {checkpoint} after epoch {st['epoch']}", flush=True)
+    for epoch in range(start, c["max_epochs"] + 1):
         t0, c0 = time.perf_counter(), time.process_time()
         model.train()
         if c["windows"] == "random":  # a random window of each long sequence per epoch
@@ -350,10 +366,19 @@ def run(dataset, c, seed=0):
             best, best_epoch = smoothed, epoch
         if c["ema"]:
             model.load_state_dict(own)
+        if checkpoint:
+            tmp = checkpoint + ".tmp"
+            torch.save({"model": model.state_dict(), "opt": opt.state_dict(),
+                        "rng": rng.get_state(), "torch_rng": torch.get_rng_state(),
+                        "epoch": epoch, "loop": (best, best_epoch, history, smoothed, ema_state,
+                                                 t_train, c_train, step)}, tmp)
+            os.replace(tmp, checkpoint)
         if len(val_users) and epoch - best_epoch >= c["patience"]:
             break
         if c["budget_min"] and c_train > 60 * c["budget_min"]:
             break
+    if checkpoint and os.path.exists(checkpoint):
+        os.remove(checkpoint)
     final = history[best_epoch - 1]
     out = {"dataset": dataset, "seed": seed, "config": c, "epochs": epoch,
            "best_epoch": best_epoch, "NDCG@10": final["test_ndcg"], "HR@10": final["test_hr"],
@@ -373,6 +398,8 @@ def main():
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tag", required=True)
     ap.add_argument("--name", default="seq_levers", help="result file name")
+    ap.add_argument("--checkpoint", default=None,
+                    help="save the state here after every epoch; continue from it if present")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     c = {**DEFAULT, **json.loads(a.set)}
@@ -380,7 +407,7 @@ def main():
     if unknown:
         raise SystemExit(f"unknown keys {unknown}")
     for seed in a.seeds:
-        res = run(a.dataset, c, seed)
+        res = run(a.dataset, c, seed, a.checkpoint and f"{a.checkpoint}.seed{seed}")
         res["tag"], res["set"] = a.tag, json.loads(a.set)
         print("RESULT", json.dumps({k: v for k, v in res.items() if k != "history"}), flush=True)
         path = RESULTS / f"{a.name}.json"  # re-read: other runs may have added rows
