@@ -119,6 +119,8 @@ class TestCurve(Callback):
         record["test_ndcg@10"] = float(ndcg_at_k(self.y_test, pred, k=10))
         record["test_hr@10"] = float(hit_rate_at_k(self.y_test, pred, k=10))
         record["kept_epoch"] = est.best_epoch_ or record["epoch"]
+        print("epoch", json.dumps({k: v for k, v in record.items()
+                                   if isinstance(v, int | float | str)}), flush=True)
         self.scoring_s += time.perf_counter() - t0
         self.scoring_cpu_s += time.process_time() - c0
 
