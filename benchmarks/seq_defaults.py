@@ -118,7 +118,7 @@ class TestCurve(Callback):
             module.load_state_dict(own)
         record["test_ndcg@10"] = float(ndcg_at_k(self.y_test, pred, k=10))
         record["test_hr@10"] = float(hit_rate_at_k(self.y_test, pred, k=10))
-        record["kept_epoch"] = est.best_epoch_ or record["epoch"]
+        record["kept_epoch"] = trainer.state.best_epoch or record["epoch"]
         print("epoch", json.dumps({k: v for k, v in record.items()
                                    if isinstance(v, int | float | str)}), flush=True)
         self.scoring_s += time.perf_counter() - t0

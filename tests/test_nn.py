@@ -90,6 +90,27 @@ def test_chunked_cross_entropy_equals_direct(model):
     torch.testing.assert_close(chunked, direct)
     for a, c in zip(grads, grads_c):
         torch.testing.assert_close(c, a)
+    # the fused gradients follow the incoming gradient (loss scaling, accumulation)
+    grads_c = torch.autograd.grad(0.25 * softmax_cross_entropy(h, w, b, t, max_logits=200),
+                                  (h, w, b))
+    for a, c in zip(grads, grads_c):
+        torch.testing.assert_close(c, 0.25 * a)
+    # inputs without gradients (a frozen bias, no grad at all) and low precision
+    frozen = b.detach()
+    g_h, g_w = torch.autograd.grad(softmax_cross_entropy(h, w, frozen, t, max_logits=200),
+                                   (h, w))
+    torch.testing.assert_close(g_h, grads[0])
+    torch.testing.assert_close(g_w, grads[1])
+    with torch.no_grad():
+        torch.testing.assert_close(softmax_cross_entropy(h, w, b, t, max_logits=200), direct)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = softmax_cross_entropy(h, w, b, t, max_logits=200)
+        low_grads = torch.autograd.grad(low, (h, w, b))
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, direct, rtol=2e-2, atol=0.5)
+    for a, c in zip(grads, low_grads):
+        assert c.dtype == a.dtype
+        torch.testing.assert_close(c, a, rtol=5e-2, atol=5e-2)
 
 
 def test_cross_entropy_upcasts_low_precision_logits():
