@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import skrec
 from _common import (
     RESULTS,
     games_path,
@@ -125,7 +126,8 @@ class TestCurve(Callback):
         self.scoring_cpu_s += time.process_time() - c0
 
 
-def fit_one(dataset: str, X_train, y_test, params: dict, seed: int, curve: bool) -> dict:
+def fit_one(dataset: str, X_train, y_test, params: dict, seed: int, curve: bool,
+            save_to: str | None = None) -> dict:
     est = SeqRecommender(random_state=seed, **params)
     t_start, cpu_start = time.perf_counter(), time.process_time()
     callback = TestCurve(X_train, y_test, t_start, cpu_start) if curve else None
@@ -135,6 +137,10 @@ def fit_one(dataset: str, X_train, y_test, params: dict, seed: int, curve: bool)
     fit_s = time.perf_counter() - t_start - (callback.scoring_s if callback else 0.0)
     fit_cpu_s = time.process_time() - cpu_start - (callback.scoring_cpu_s if callback else 0.0)
     pred = est.predict(X_train, k=10)
+    if save_to:
+        if callback is not None:
+            est.set_params(callbacks=params.get("callbacks"))
+        skrec.save(est, f"{save_to}.{dataset}.seed{seed}.skrec")
     keys = ("epoch", "loss", "val_loss", "val_ndcg@10", "seconds", "elapsed_min", "cpu_min",
             "test_ndcg@10", "test_hr@10", "kept_epoch")
     history = [{k: h[k] for k in keys if k in h} for h in est.history_]
@@ -258,6 +264,8 @@ def main(argv=None):
     parser.add_argument("--append", action="store_true",
                         help="merge into the existing results/<name>.json")
     parser.add_argument("--name", default="seq_defaults", help="result file name")
+    parser.add_argument("--save", default=None,
+                        help="save each fitted model to SAVE.<dataset>.seed<seed>.skrec")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -269,7 +277,7 @@ def main(argv=None):
         X_train, y_test = load(dataset)
         n_seeds = args.seeds or DEFAULT_SEEDS[dataset]
         for seed in range(args.first_seed, args.first_seed + n_seeds):
-            run = fit_one(dataset, X_train, y_test, params, seed, not args.no_curve)
+            run = fit_one(dataset, X_train, y_test, params, seed, not args.no_curve, args.save)
             run = {"row": row_name, "params": params, **run, "machine": info}
             runs.append(run)
             print({k: v for k, v in run.items() if k not in ("history", "machine")},
