@@ -12,7 +12,9 @@ Switches (``--set JSON``, keys of :data:`DEFAULT`): width ``d``, ``blocks``, ``h
 ``d_ff``/``act`` (FFN), dropouts ``p``/``p_attn``/``p_ff``, ``emb_scale`` (x sqrt(d)),
 ``out_bias``, ``init`` ("torch" or skrec's "normal" N(0, 0.02)), ``pos`` ("learned", "rope",
 "none"), ``block`` ("sasrec" or "ligr": sigmoid-gated residual branches as in eSASRec),
-``max_len``, ``windows`` ("last": each user's latest max_len + 1 items; "all": every item as a
+``fused_ce`` (skrec's chunked full softmax, the same loss as ``F.cross_entropy`` computed
+faster; ``False`` or label smoothing: torch's), ``max_len``, ``windows`` ("last": each
+user's latest max_len + 1 items; "all": every item as a
 target, in windows from the end; "random": a random window of long histories per epoch),
 ``lr``/``betas``/``wd``/``clip``, ``warmup`` (steps, or a fraction of the horizon),
 ``sched`` ("const", "cosine", "linear" down to ``min_lr`` x lr over ``horizon`` epochs),
@@ -45,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from _common import RESULTS, games_path, ml1m_path, ml100k_path
+from skrec.nn.losses import softmax_cross_entropy
 
 DEFAULT = dict(
     d=64, blocks=2, heads=1, d_ff=None, act="relu", p=0.2, p_attn=None, p_ff=None,
@@ -53,6 +56,7 @@ DEFAULT = dict(
     min_lr=0.0, batch=128, bucket=False, ls=0.0,
     val="all", val_frac=0.2, metric="ndcg", patience=10, smoothing=1.0, max_epochs=200,
     ema=None, budget_min=None, final_epochs=None, mask_blocks=True, windows="last",
+    fused_ce=True,
 )
 MAX_LEN = {"ml100k": 200, "games": 50, "ml1m": 200}
 
@@ -309,7 +313,12 @@ def run(dataset, c, seed=0, checkpoint=None):
             inputs, targets = seq[:, :-1], seq[:, 1:]
             h = model(inputs)[targets > 0]
             tg = targets[targets > 0] - 1
-            loss = F.cross_entropy(model.logits(h), tg, label_smoothing=c["ls"])
+            if c["fused_ce"] and not c["ls"]:  # skrec's chunked loss: same value, faster
+                bias = model.bias if model.bias is not None else model.item.weight.new_zeros(
+                    model.item.weight.shape[0] - 1)
+                loss = softmax_cross_entropy(h, model.item.weight[1:], bias, tg) / len(tg)
+            else:
+                loss = F.cross_entropy(model.logits(h), tg, label_smoothing=c["ls"])
             for g in opt.param_groups:
                 g["lr"] = c["lr"] * lr_factor(c, step, total_steps)
             opt.zero_grad()
