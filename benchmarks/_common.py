@@ -38,6 +38,22 @@ def games_path(arg: str | None = None) -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data" / "amazon-games"
 
 
+def ml1m_path(arg: str | None = None) -> Path:
+    """Where MovieLens-1M (SASRec preprocessing) lies: ``arg``, ``$SKREC_DATA_DIR``, or
+    ``../shared/data/ml-1m``.
+
+    ``$SKREC_DATA_DIR`` may be the folder holding ``ml-1m/`` or a sibling data folder.
+    """
+    if arg:
+        return Path(arg)
+    if os.environ.get("SKREC_DATA_DIR"):
+        base = Path(os.environ["SKREC_DATA_DIR"])
+        for candidate in (base / "ml-1m", base.parent / "ml-1m"):
+            if candidate.is_dir():
+                return candidate
+    return Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m"
+
+
 def mean_sd(runs: list[dict], keys: tuple[str, ...] = ("NDCG@10", "HR@10", "train_s", "epochs"),
             ) -> dict:
     """Mean and sample standard deviation of ``keys`` over runs (seeds), as numbers and text.

@@ -90,6 +90,27 @@ def test_chunked_cross_entropy_equals_direct(model):
     torch.testing.assert_close(chunked, direct)
     for a, c in zip(grads, grads_c):
         torch.testing.assert_close(c, a)
+    # the fused gradients follow the incoming gradient (loss scaling, accumulation)
+    grads_c = torch.autograd.grad(0.25 * softmax_cross_entropy(h, w, b, t, max_logits=200),
+                                  (h, w, b))
+    for a, c in zip(grads, grads_c):
+        torch.testing.assert_close(c, 0.25 * a)
+    # inputs without gradients (a frozen bias, no grad at all) and low precision
+    frozen = b.detach()
+    g_h, g_w = torch.autograd.grad(softmax_cross_entropy(h, w, frozen, t, max_logits=200),
+                                   (h, w))
+    torch.testing.assert_close(g_h, grads[0])
+    torch.testing.assert_close(g_w, grads[1])
+    with torch.no_grad():
+        torch.testing.assert_close(softmax_cross_entropy(h, w, b, t, max_logits=200), direct)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = softmax_cross_entropy(h, w, b, t, max_logits=200)
+        low_grads = torch.autograd.grad(low, (h, w, b))
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, direct, rtol=2e-2, atol=0.5)
+    for a, c in zip(grads, low_grads):
+        assert c.dtype == a.dtype
+        torch.testing.assert_close(c, a, rtol=5e-2, atol=5e-2)
 
 
 def test_cross_entropy_upcasts_low_precision_logits():
@@ -161,6 +182,7 @@ def test_module_configs_rebuild_pruned_models_exactly():
         np.testing.assert_array_equal(est.predict_scores(X[:10]), expected)
     cfg = module_config(seq.module_)
     assert sorted(cfg["encoder"]["n_heads"]) == [0, 1] and cfg["items"]["d_model"] == 2
+    assert cfg["encoder"]["input_scale"] == 8**0.5  # of the width as built, not the pruned one
     with pytest.raises(ValueError, match="Unknown module type"):
         build_module({"type": "Nope"})
 
@@ -181,3 +203,27 @@ def test_inner_dropout_drops_attention_and_feed_forward_units_in_training_only()
     rebuilt = build_module(module_config(enc))
     assert rebuilt.inner_dropout == 0.5 and rebuilt.blocks[0].ff_drop.p == 0.5
     assert rebuilt.blocks[1].attn.dropout == 0.5
+
+
+def test_input_scale_multiplies_the_items_not_the_positions_and_is_stored():
+    from skrec.nn import TransformerEncoder, build_module, module_config
+
+    torch.manual_seed(0)
+    enc = TransformerEncoder.from_params(d_model=16, n_layers=1, n_heads=2, d_ff=32, max_len=8,
+                                         dropout=0.0, causal=True)
+    assert enc.input_scale == 4.0  # sqrt(d_model): how the estimators build it (SASRec)
+    x, valid = torch.randn(2, 5, 16), torch.ones(2, 5, dtype=torch.bool)
+    plain = TransformerEncoder(16, 1, 2, 32, max_len=8, dropout=0.0)
+    plain.load_state_dict(enc.state_dict())
+    enc.eval(), plain.eval()
+    assert plain.input_scale == 1.0
+    torch.testing.assert_close(enc(x, valid), plain(4.0 * x, valid))
+    assert not torch.allclose(enc(x, valid), plain(x, valid))
+    cfg = module_config(enc)
+    assert cfg["input_scale"] == 4.0
+    rebuilt = build_module(cfg)
+    rebuilt.load_state_dict(enc.state_dict())
+    torch.testing.assert_close(rebuilt.eval()(x, valid), enc(x, valid))
+    # a config saved before the scale existed rebuilds the unscaled encoder it described
+    old = {k: v for k, v in cfg.items() if k != "input_scale"}
+    assert build_module(old).input_scale == 1.0

@@ -38,11 +38,11 @@ def _check_against_full_recompute(rec, session, ids, scores, **kw):
 
 
 # ---------------------------------------------------------------- the encoder's step
-@pytest.mark.parametrize("n_heads", [2, [0, 2]])
-def test_step_after_next_state_equals_the_last_position_of_a_full_pass(n_heads):
+@pytest.mark.parametrize("n_heads, input_scale", [(2, 1.0), ([0, 2], 1.0), (2, 4.0)])
+def test_step_after_next_state_equals_the_last_position_of_a_full_pass(n_heads, input_scale):
     torch.manual_seed(0)
     enc = TransformerEncoder(16, 2, n_heads, 32, max_len=6, dropout=0.1, causal=True,
-                             head_dim=8)
+                             head_dim=8, input_scale=input_scale)
     enc.reset_parameters()
     enc.eval()
     for L in range(6):  # 0 .. max_len - 1 earlier items

@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable
@@ -34,19 +33,71 @@ def _chunk_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, t: torc
     return F.cross_entropy(logits, t, reduction="sum")
 
 
+class _ChunkedCrossEntropy(torch.autograd.Function):
+    """Summed softmax cross-entropy in chunks of rows, the gradients taken in the same pass.
+
+    Each chunk's logits are computed once: its loss, then (in place) the gradient of the loss
+    with respect to the logits, ``softmax - onehot``, which is multiplied out at once into the
+    gradients of the hidden rows, the item embeddings and the biases. Only those (the size
+    of the inputs) are kept for the backward pass, which scales them by the incoming gradient:
+    memory stays at one chunk of logits and nothing is recomputed.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, bias, targets, step, grad_enabled):  # noqa: D102
+        # (under no_grad, needs_input_grad still says which inputs require gradients)
+        need_h, need_w, need_b = (n and grad_enabled for n in ctx.needs_input_grad[:3])
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        grad_b = torch.zeros_like(bias, dtype=torch.float32) if need_b else None
+        total = hidden.new_zeros((), dtype=torch.float32)
+        for start in range(0, hidden.shape[0], step):
+            h, t = hidden[start : start + step], targets[start : start + step]
+            logits = torch.addmm(bias, h, weight.t()).float()
+            lse = torch.logsumexp(logits, dim=1)
+            total += (lse - logits.gather(1, t.unsqueeze(1)).squeeze(1)).sum()
+            if not (need_h or need_w or need_b):
+                continue
+            grad = logits.sub_(lse.unsqueeze(1)).exp_()  # softmax
+            grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0
+            if need_b:
+                grad_b += grad.sum(0)
+            grad = grad.to(h.dtype)
+            if need_h:
+                grad_h[start : start + step] = grad @ weight.to(h.dtype)
+            if need_w:
+                grad_w += grad.t() @ h
+        ctx.save_for_backward(*(g for g in (grad_h, grad_w, grad_b) if g is not None))
+        ctx.needs = (need_h, need_w, need_b)
+        ctx.dtypes = (weight.dtype, bias.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        saved = iter(ctx.saved_tensors)
+        grads = [next(saved) if need else None for need in ctx.needs]
+        if grads[0] is not None:
+            grads[0] = grads[0] * grad_out.to(grads[0].dtype)
+        for i, dtype in ((1, ctx.dtypes[0]), (2, ctx.dtypes[1])):
+            if grads[i] is not None:
+                grads[i] = (grads[i] * grad_out).to(dtype)
+        return (*grads, None, None, None)
+
+
 def softmax_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
     bias: torch.Tensor,
     targets: torch.Tensor,
     *,
-    max_logits: int = 1 << 24,
+    max_logits: int = 1 << 22,
 ) -> torch.Tensor:
     """Full softmax cross-entropy over the whole catalogue, summed over targets.
 
-    When ``N * n`` exceeds ``max_logits`` the logits are computed in chunks of rows, each
-    chunk recomputed in the backward pass (activation checkpointing), so peak memory stays at
-    about ``max_logits`` floats however large the batch or catalogue.
+    When ``N * n`` exceeds ``max_logits`` the logits are computed in chunks of rows, and the
+    gradients of each chunk are taken as soon as its loss is (a fused pass: nothing is
+    recomputed in the backward pass), so peak memory stays at about ``max_logits`` floats
+    however large the batch or catalogue.
 
     Parameters
     ----------
@@ -58,7 +109,7 @@ def softmax_cross_entropy(
         Output item biases.
     targets : torch.Tensor of shape (N,)
         Target item indices.
-    max_logits : int, default=2**24
+    max_logits : int, default=2**22
         Largest number of logits materialised at once.
 
     Returns
@@ -69,14 +120,8 @@ def softmax_cross_entropy(
     n_rows, n_items = hidden.shape[0], weight.shape[0]
     if n_rows * n_items <= max_logits:
         return _chunk_ce(hidden, weight, bias, targets)
-    step = max(1, max_logits // n_items)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, n_rows, step):
-        stop = min(start + step, n_rows)
-        total = total + checkpoint(
-            _chunk_ce, hidden[start:stop], weight, bias, targets[start:stop], use_reentrant=False
-        )
-    return total
+    return _ChunkedCrossEntropy.apply(hidden, weight, bias, targets,
+                                      max(1, max_logits // n_items), torch.is_grad_enabled())
 
 
 def _sample_negatives(

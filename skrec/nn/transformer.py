@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -200,11 +201,20 @@ class TransformerEncoder(nn.Module):
         number that divides ``d_model``).
     inner_dropout : float, default=0.0
         Dropout on the attention weights and the feed-forward hidden units of every block.
+    input_scale : float, default=1.0
+        Factor of the item vectors before the positions are added. :meth:`from_params` (what
+        the estimators build) sets ``sqrt(d_model)``, as SASRec and the original transformer
+        do: with item and position embeddings initialised alike, the items then dominate the
+        input and their updates move it as much as a wider embedding would; without it the
+        positions are as large as the items and training starts far more slowly. It belongs
+        to the architecture as built: pruning embedding dimensions keeps it (the remaining
+        dimensions keep their values), and a saved config without it means 1.0.
     """
 
     def __init__(self, d_model: int, n_layers: int, n_heads: int | Sequence[int],
                  d_ff: int | Sequence[int], max_len: int, dropout: float, causal: bool = True,
-                 *, head_dim: int | None = None, inner_dropout: float = 0.0):
+                 *, head_dim: int | None = None, inner_dropout: float = 0.0,
+                 input_scale: float = 1.0):
         super().__init__()
         heads = _per_block("n_heads", n_heads, n_layers)
         widths = _per_block("d_ff", d_ff, n_layers)
@@ -217,6 +227,7 @@ class TransformerEncoder(nn.Module):
         self.dropout = float(dropout)
         self.inner_dropout = float(inner_dropout)
         self.head_dim = int(head_dim)
+        self.input_scale = float(input_scale)
         self.pos_emb = nn.Embedding(max_len, d_model)
         self.emb_drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(
@@ -237,15 +248,17 @@ class TransformerEncoder(nn.Module):
             "causal": self.causal,
             "head_dim": self.head_dim,
             "inner_dropout": self.inner_dropout,
+            "input_scale": self.input_scale,
         }
 
     @classmethod
     def from_params(cls, *, d_model: int, n_layers: int, n_heads: int, d_ff: int,
                     max_len: int, dropout: float, causal: bool, inner_dropout: float = 0.0,
                     **_) -> TransformerEncoder:
-        """Build from the shared encoder hyper-parameters of ``SeqRecommender``."""
+        """Build from the shared encoder hyper-parameters of ``SeqRecommender`` (item vectors
+        scaled by ``sqrt(d_model)``, see ``input_scale``)."""
         return cls(d_model, n_layers, n_heads, d_ff, max_len, dropout, causal,
-                   inner_dropout=inner_dropout)
+                   inner_dropout=inner_dropout, input_scale=math.sqrt(d_model))
 
     def reset_parameters(self, std: float = 0.02) -> None:
         """N(0, ``std``) weights, zero biases (LayerNorms keep their identity init)."""
@@ -255,6 +268,10 @@ class TransformerEncoder(nn.Module):
                 if isinstance(module, nn.Linear) and module.bias is not None:
                     nn.init.zeros_(module.bias)
 
+    def _scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """The item vectors ``x`` times ``input_scale`` (where they meet the positions)."""
+        return x if self.input_scale == 1.0 else x * self.input_scale
+
     def forward(self, x: torch.Tensor, valid: torch.Tensor,
                 last_only: bool = False) -> torch.Tensor:
         """Hidden states (B, L, d) of item vectors ``x`` (B, L, d); ``valid`` (B, L) marks items.
@@ -263,7 +280,7 @@ class TransformerEncoder(nn.Module):
         """
         L = x.shape[1]
         positions = torch.arange(self.max_len - L, self.max_len, device=x.device)
-        x = self.emb_drop(x + self.pos_emb(positions)) * valid.unsqueeze(-1)
+        x = self.emb_drop(self._scaled(x) + self.pos_emb(positions)) * valid.unsqueeze(-1)
         mask = None
         # An exported graph always builds the mask: it cannot branch on the data.
         if torch.compiler.is_exporting() or not bool(valid.all()):
@@ -309,7 +326,7 @@ class TransformerEncoder(nn.Module):
             raise ValueError(f"next_state takes at most max_len - 1 = {self.max_len - 1} "
                              f"items; got {L}.")
         positions = torch.arange(self.max_len - 1 - L, self.max_len - 1, device=x.device)
-        x = self.emb_drop(x + self.pos_emb(positions))
+        x = self.emb_drop(self._scaled(x) + self.pos_emb(positions))
         state = []
         for i, block in enumerate(self.blocks):
             if i == len(self.blocks) - 1:  # the last block's outputs are not needed
@@ -340,7 +357,7 @@ class TransformerEncoder(nn.Module):
         if len(state) != len(self.blocks):
             raise ValueError(f"state has {len(state)} blocks; the encoder has "
                              f"{len(self.blocks)}.")
-        x = self.emb_drop(x + self.pos_emb.weight[self.max_len - 1])
+        x = self.emb_drop(self._scaled(x) + self.pos_emb.weight[self.max_len - 1])
         for block, kv in zip(self.blocks, state):
             x = block(x, None, False, True, past=kv)
         return self.final_ln(x)
