@@ -18,6 +18,7 @@ from sklearn.base import clone
 from sklearn.utils import Bunch
 
 from ..preprocessing import InteractionEncoder
+from ._local import find_local_data
 
 __all__ = [
     "MOVIELENS_ARCHIVES",
@@ -108,30 +109,11 @@ def find_movielens(version: str = "100k", *, search_from: str | os.PathLike | No
     if version not in MOVIELENS_ARCHIVES:
         raise ValueError(f"version must be one of {sorted(MOVIELENS_ARCHIVES)}; got "
                          f"{version!r}.")
-    name = f"ml-{version}"
     ratings = "u.data" if version == "100k" else "ratings.dat"
-    candidates = []
-    env = os.environ.get("SKREC_DATA_DIR")
-    if env:
-        candidates += [Path(env), Path(env) / name]
-    home = os.environ.get("SKREC_DATA", Path("~") / "skrec_data")
-    candidates.append(Path(home).expanduser() / name)
-    start = Path(search_from).resolve() if search_from is not None else Path.cwd()
-    candidates += [parent / "shared" / "data" / name for parent in [start, *start.parents]]
-    found = next((p for p in candidates if (p / ratings).is_file()), None)
-    if found is None and instead is not None:
-        looked = (f"SKREC_DATA_DIR={env} holds no {ratings}" if env
-                  else "SKREC_DATA_DIR is not set")
-        message = (
-            f"MovieLens {version.upper()} NOT FOUND ({looked}, nothing in the skrec data "
-            f"cache, and no shared/data/{name} above {start}): this run uses {instead}, so "
-            "its numbers say nothing about MovieLens. Get the data with "
-            f"skrec.datasets.fetch_movielens({version!r}), or run again with "
-            f"SKREC_DATA_DIR=/path/to/{name} (the folder holding {ratings})."
-        )
-        print("=" * 78, message, "=" * 78, sep="\n")
-        warnings.warn(message, UserWarning, stacklevel=2)
-    return found
+    return find_local_data(
+        f"ml-{version}", ratings, search_from=search_from, instead=instead,
+        label=f"MovieLens {version.upper()}",
+        how_to_get=f"Get the data with skrec.datasets.fetch_movielens({version!r})")
 
 
 # ---------------------------------------------------------------------------------------------
