@@ -494,3 +494,18 @@ def test_find_movielens_says_loudly_what_is_used_instead(tmp_path, monkeypatch, 
     assert "NOT FOUND" in capsys.readouterr().out
     with pytest.raises(ValueError, match="version must be one of"):
         find_movielens("25m")
+
+
+def test_find_frappe_looks_like_find_movielens(tmp_path, monkeypatch, capsys):
+    from skrec.datasets import find_frappe
+
+    monkeypatch.delenv("SKREC_DATA_DIR", raising=False)
+    monkeypatch.setenv("SKREC_DATA", str(tmp_path / "cache"))
+    folder = tmp_path / "shared" / "data" / "frappe"
+    (folder / "x1").mkdir(parents=True)
+    script = tmp_path / "a" / "example.py"
+    with pytest.warns(UserWarning, match="Frappe NOT FOUND.*synthetic impressions"):
+        assert find_frappe(search_from=script, instead="synthetic impressions") is None
+    assert "NOT FOUND" in capsys.readouterr().out
+    (folder / "x1" / "train.csv").write_text("label,user\n")
+    assert find_frappe(search_from=script) == folder

@@ -319,10 +319,11 @@ def setup(app: Sphinx) -> dict[str, Any]:
 API_SECTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     (
         "skrec",
-        "Neural recommenders",
-        "The estimators. Rows of ``X`` are users, columns are items, stored values > 0 are "
-        "interactions (and their order). The baselines are importable from ``skrec`` too; "
-        "they are documented in :mod:`skrec.baselines`.",
+        "Neural recommenders and click prediction",
+        "The estimators. For the recommenders, rows of ``X`` are users, columns are items, "
+        "stored values > 0 are interactions (and their order); for :class:`CTRClassifier`, rows "
+        "are impressions and columns are feature fields (see :ref:`ctr`). The baselines are "
+        "importable from ``skrec`` too; they are documented in :mod:`skrec.baselines`.",
         ("PopularityRecommender", "EASERecommender", "MarkovChainRecommender", "__version__"),
     ),
     (
@@ -331,6 +332,14 @@ API_SECTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
         "Honest references, in every benchmark: popularity, a first-order Markov chain and "
         "EASE (closed form).",
         (),
+    ),
+    (
+        "skrec.ctr",
+        "Click prediction",
+        "The click classifier (documented above), the field encoder that turns a DataFrame, "
+        "category codes or a one-hot matrix into its inputs, its exported scoring graph and "
+        "calibration tools. See :ref:`ctr`.",
+        ("CTRClassifier",),
     ),
     (
         "skrec.metrics",
@@ -356,8 +365,9 @@ API_SECTIONS: tuple[tuple[str, str, str, tuple[str, ...]], ...] = (
     (
         "skrec.datasets",
         "Data sets",
-        "A synthetic generator with planted structure, and MovieLens loaders (ratings, and the "
-        "item and user side information: see :ref:`features`).",
+        "A synthetic generator with planted structure, MovieLens loaders (ratings, and the "
+        "item and user side information: see :ref:`features`), the Frappe click data set and "
+        "a synthetic Criteo-like click stream (see :ref:`ctr`).",
         (),
     ),
     (

@@ -11,7 +11,8 @@
 - :func:`load_movielens_items` and :func:`load_movielens_users` read the side information
   (titles, years, genres; age, gender, occupation) as rows aligned with ``X``'s columns and rows.
 
-- :func:`load_frappe` reads the Frappe_x1 click-prediction split (train / valid / test), and
+- :func:`load_frappe` reads the Frappe_x1 click-prediction split (train / valid / test)
+  (:func:`find_frappe` finds it on this machine), and
   :func:`make_ctr` / :func:`iter_ctr_chunks` generate synthetic Criteo-like impressions (26
   skewed categorical fields, 13 numeric, about 3 % clicks, a planted signal), in memory or as
   a stream of chunks with bounded memory.
@@ -20,7 +21,7 @@ Every recommendation loader returns matrices in skrec's layout: ``scipy.sparse.c
 user x item, values > 0 giving the order of each interaction (larger = later).
 """
 
-from ._ctr import iter_ctr_chunks, load_frappe, make_ctr
+from ._ctr import find_frappe, iter_ctr_chunks, load_frappe, make_ctr
 from ._movielens import (
     MOVIELENS_ARCHIVES,
     fetch_movielens,
@@ -36,6 +37,7 @@ from ._user_item_files import load_sequences
 __all__ = [
     "MOVIELENS_ARCHIVES",
     "fetch_movielens",
+    "find_frappe",
     "find_movielens",
     "get_data_home",
     "iter_ctr_chunks",

@@ -10,11 +10,43 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
+from ._local import find_local_data
+
 __all__ = ["iter_ctr_chunks", "load_frappe", "make_ctr"]
 
 FRAPPE_FIELDS = ("user", "item", "daytime", "weekday", "isweekend", "homework", "cost",
                  "weather", "country", "city")
 _FRAPPE_SPLITS = ("train", "valid", "test")
+
+
+def find_frappe(*, search_from: str | os.PathLike | None = None,
+                instead: str | None = None) -> Path | None:
+    """The Frappe folder already on this machine (no download), for :func:`load_frappe`.
+
+    Looked up as :func:`find_movielens` looks (``$SKREC_DATA_DIR``, the skrec data cache,
+    a ``shared/data/frappe`` folder next to any parent of ``search_from``), for a ``frappe``
+    folder holding ``x1/train.csv``. Frappe has no official download: build the Frappe_x1
+    split from the BARS benchmark's files (see :func:`load_frappe`).
+
+    Parameters
+    ----------
+    search_from : str or path-like, default=None
+        Where the upward search for ``shared/data`` starts (an example passes its own
+        ``__file__``); the working directory when ``None``.
+    instead : str, default=None
+        What the caller uses when the data are not found (e.g. ``"synthetic impressions"``):
+        then a banner on standard output and a ``UserWarning`` say so loudly, so that numbers
+        computed on the substitute are never mistaken for Frappe ones.
+
+    Returns
+    -------
+    path : pathlib.Path or None
+        The ``frappe`` folder (pass it to :func:`load_frappe`), or ``None``.
+    """
+    found = find_local_data("frappe", "x1/train.csv", search_from=search_from, instead=instead,
+                            label="Frappe",
+                            how_to_get="Put the BARS Frappe_x1 files in a frappe/x1 folder")
+    return found
 
 
 def load_frappe(path: str | os.PathLike, *, as_frame: bool = True) -> Bunch:
