@@ -98,13 +98,9 @@ class ScoringGraph(nn.Module):
     def __init__(self, estimator, k: int | None = 10, precision: str | None = None):
         super().__init__()
         check_is_fitted(estimator, "module_")
-        if precision is not None:
-            estimator = copy.copy(estimator).set_params(inference_precision=precision)
-            estimator.__dict__.pop("_serving_copies", None)
-        setup = estimator._inference()
-        self.module = copy.deepcopy(setup.module).to("cpu").eval()
+        setup, self.precision = estimator._export_setup(precision)
+        self.module = setup.module
         self.autocast_precision = setup.autocast_precision
-        self.precision = estimator.inference_precision
         self.n_items = int(estimator.n_features_in_)
         self.k = None if k is None else check_k(k, limit=self.n_items)
         self.max_history = estimator._history_limit()

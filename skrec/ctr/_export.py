@@ -18,7 +18,6 @@ server encodes each request, or keeps the encoded ids of its candidate ads.
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -58,13 +57,9 @@ class ClickGraph(nn.Module):
     def __init__(self, estimator, precision: str | None = None):
         super().__init__()
         check_is_fitted(estimator)
-        if precision is not None:
-            estimator = copy.copy(estimator).set_params(inference_precision=precision)
-            estimator.__dict__.pop("_serving_copies", None)
-        setup = estimator._inference()
-        self.module = copy.deepcopy(setup.module).to("cpu").eval()
+        setup, self.precision = estimator._export_setup(precision)
+        self.module = setup.module
         self.autocast_precision = setup.autocast_precision
-        self.precision = estimator.inference_precision
         self.log_rate = float(math.log(estimator.negative_sampling_rate))
         self.input_names = input_names(self.module)
         self.output_names = ["proba"]

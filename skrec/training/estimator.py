@@ -546,6 +546,21 @@ class NeuralEstimator(BaseEstimator):
         served = copies.get(module, device, precision)
         return InferenceSetup(served, device, "fp32" if precision == "int8" else precision)
 
+    def _export_setup(self, precision: str | None = None) -> tuple[InferenceSetup, str]:
+        """The set-up of :meth:`_inference` for a graph that outlives the estimator (export).
+
+        ``precision`` (default: ``inference_precision``) is served by a copy of the estimator,
+        so this one keeps its own parameter and cached copies. Returns the set-up with a CPU
+        deep copy of the serving module in eval mode, and the inference precision served.
+        """
+        est = self
+        if precision is not None:
+            est = copy.copy(self).set_params(inference_precision=precision)
+            est.__dict__.pop("_serving_copies", None)
+        setup = est._inference()
+        module = copy.deepcopy(setup.module).to("cpu").eval()
+        return setup._replace(module=module), est.inference_precision
+
     @contextlib.contextmanager
     def _serving(self, precision: str | None = None) -> Iterator[InferenceSetup]:
         """:meth:`_inference` entered: inference mode and the set-up's autocast."""
