@@ -44,6 +44,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from sasrec_reference import MAX_LEN, left_pad, sequences
 from torch import nn
 
 from _common import RESULTS, games_path, ml1m_path, ml100k_path
@@ -58,25 +59,6 @@ DEFAULT = dict(
     ema=None, budget_min=None, final_epochs=None, mask_blocks=True, windows="last",
     fused_ce=True,
 )
-MAX_LEN = {"ml100k": 200, "games": 50, "ml1m": 200}
-
-
-def sequences(X):
-    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))
-    order = np.lexsort((X.indices, X.data, rows))
-    items = X.indices[order] + 1
-    return np.split(items, X.indptr[1:-1])
-
-
-def left_pad(seqs, width):
-    out = np.zeros((len(seqs), width), dtype=np.int64)
-    for i, s in enumerate(seqs):
-        s = s[-width:]
-        if len(s):
-            out[i, width - len(s):] = s
-    return torch.from_numpy(out)
-
-
 def rope_cache(L, dh, base=10000.0):
     inv = 1.0 / base ** (torch.arange(0, dh, 2).float() / dh)
     t = torch.arange(L).float()
