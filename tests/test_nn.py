@@ -227,3 +227,23 @@ def test_input_scale_multiplies_the_items_not_the_positions_and_is_stored():
     # a config saved before the scale existed rebuilds the unscaled encoder it described
     old = {k: v for k, v in cfg.items() if k != "input_scale"}
     assert build_module(old).input_scale == 1.0
+
+
+def test_l2_penalty_matches_autograd_of_the_squared_norm():
+    from skrec.nn import l2_penalty
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(50, 4, generator=g, requires_grad=True)
+    b = torch.randn(7, generator=g, requires_grad=True)
+    (3.0 * l2_penalty([a, b])).backward()
+    ga, gb = a.grad.clone(), b.grad.clone()
+    a.grad = b.grad = None
+    expected = 3.0 * 0.5 * (a.pow(2).sum() + b.pow(2).sum())
+    expected.backward()
+    with torch.no_grad():
+        assert torch.allclose(l2_penalty([a, b]) * 3.0, expected, rtol=1e-6)
+    assert torch.allclose(ga, a.grad) and torch.allclose(gb, b.grad)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # computed in fp32 under autocast
+        assert l2_penalty([a]).dtype == torch.float32
+    with pytest.raises(ValueError, match="at least one"):
+        l2_penalty([])

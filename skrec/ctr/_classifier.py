@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .._distributed import Distributed, data_fingerprint
 from ..nn.ctr import ARCHITECTURES, CTRModel
+from ..nn.losses import l2_penalty
 from ..pruning import PrunableMixin
 from ..training import NeuralEstimator
 from ..training.params import check_float, check_int
@@ -572,8 +573,8 @@ validation_metric_
         loss = F.binary_cross_entropy_with_logits(module(**inputs), y, weight=w,
                                                   reduction="sum")
         if self.embedding_l2:  # per row, so that the window's mean carries it once
-            penalty = sum(p.pow(2).sum() for p in _l2_params(module))
-            loss = loss + (0.5 * self.embedding_l2 * y.shape[0]) * penalty
+            penalty = l2_penalty(_l2_params(module))
+            loss = loss + (self.embedding_l2 * y.shape[0]) * penalty
         return loss
 
     def _param_groups(self, module: CTRModel) -> list:

@@ -14,7 +14,7 @@ from .encoders import ENCODERS, register_encoder
 from .features import FeatureProjection
 from .gru import GRUEncoder
 from .items import ItemEmbedding, ItemTable
-from .losses import gbce_loss, sampled_softmax_loss, softmax_cross_entropy
+from .losses import gbce_loss, l2_penalty, sampled_softmax_loss, softmax_cross_entropy
 from .optim import SparseAdamW, clip_grad_norm_
 from .sequence_model import SequenceModel
 from .transformer import TransformerBlock, TransformerEncoder
@@ -37,6 +37,7 @@ __all__ = [
     "clip_grad_norm_",
     "config_state_shapes",
     "gbce_loss",
+    "l2_penalty",
     "module_config",
     "multinomial_elbo_loss",
     "register_encoder",

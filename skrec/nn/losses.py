@@ -25,7 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     RowGather = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
-__all__ = ["softmax_cross_entropy", "sampled_softmax_loss", "gbce_loss"]
+__all__ = ["softmax_cross_entropy", "sampled_softmax_loss", "gbce_loss", "l2_penalty"]
 
 
 def _chunk_ce(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, t: torch.Tensor):
@@ -82,6 +82,46 @@ class _ChunkedCrossEntropy(torch.autograd.Function):
             if grads[i] is not None:
                 grads[i] = (grads[i] * grad_out).to(dtype)
         return (*grads, None, None, None)
+
+
+class _HalfSquaredNorm(torch.autograd.Function):
+    """``0.5 * ||w||^2`` in one read of ``w`` (a dot product) and its gradient ``g * w`` in
+    one multiplication: autograd's ``w.pow(2).sum()`` writes the square, then multiplies
+    twice in the backward pass, which costs seconds per epoch on tables of millions of rows."""
+
+    @staticmethod
+    def forward(ctx, weight: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        flat = weight.detach().reshape(-1).float()
+        with torch.autocast(weight.device.type, enabled=False):
+            return 0.5 * torch.dot(flat, flat)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (weight,) = ctx.saved_tensors
+        return weight * grad.to(weight.dtype)
+
+
+def l2_penalty(params) -> torch.Tensor:
+    """Half the sum of the squared entries of every tensor: ``0.5 * sum_p ||p||^2``.
+
+    The L2 penalty of whole tables (an embedding table's regularisation at every step, as
+    FuxiCTR applies it), computed in one pass over each table forward and one backward.
+
+    Parameters
+    ----------
+    params : iterable of torch.Tensor
+        The penalised tensors (usually parameters).
+
+    Returns
+    -------
+    penalty : torch.Tensor
+        A 0-dim fp32 tensor, differentiable with respect to every tensor.
+    """
+    terms = [_HalfSquaredNorm.apply(p) for p in params]
+    if not terms:
+        raise ValueError("l2_penalty needs at least one tensor.")
+    return torch.stack(terms).sum()
 
 
 def softmax_cross_entropy(
