@@ -1,0 +1,74 @@
+"""CTRClassifier with and without click counts (``click_counts``), side by side in one run.
+
+On Frappe_x1 (train / valid / test of ``load_frappe``; early stopping on ``valid`` given as
+``X_val``) and on the synthetic Criteo-like data of ``ctr_search.py --data synthetic`` (the
+same rows: ``ctr_peers.synthetic``, 200,000 training rows by default, numeric fields with
+``numeric_scaling="log"`` in every setting), each setting for the given seeds: test AUC and
+log loss, fit CPU and wall seconds, epochs (one torch thread). Written to
+``benchmarks/results/ctr_counts.json``.
+
+Usage::
+
+    python benchmarks/ctr_counts.py --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ctr import KEYS, _fit_ours  # noqa: E402
+from ctr_peers import cpu_info, frappe_path, synthetic  # noqa: E402
+
+from _common import save_json, summarize_seeds  # noqa: E402
+
+NAME = "ctr_counts"
+#: The settings compared (CTRClassifier parameters on top of the defaults).
+SETTINGS = {
+    "defaults": {},
+    "click_counts=3": {"click_counts": 3},
+    "click_counts=3, wide_crosses=0": {"click_counts": 3, "wide_crosses": 0},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--datasets", nargs="+", default=["frappe", "synthetic"])
+    ap.add_argument("--settings", nargs="+", default=list(SETTINGS))
+    ap.add_argument("--data", default=None, help="the Frappe folder")
+    ap.add_argument("--n-train", type=int, default=200_000,
+                    help="training rows of the synthetic data")
+    args = ap.parse_args()
+
+    import torch
+
+    from skrec.datasets import load_frappe
+
+    torch.set_num_threads(1)
+    out: dict = {"cpu": cpu_info(), "threads": 1, "seeds": args.seeds,
+                 "command": "python benchmarks/ctr_counts.py " + " ".join(sys.argv[1:])}
+    for dataset in args.datasets:
+        if dataset == "frappe":
+            data, extra = load_frappe(frappe_path(args.data)), {}
+        else:
+            data, extra = synthetic(args.n_train, 0), {"numeric_scaling": "log"}
+        rows: list[dict] = []
+        for name in args.settings:
+            for seed in args.seeds:
+                t0 = time.perf_counter()
+                _, row = _fit_ours(data, {**SETTINGS[name], **extra}, seed)
+                rows.append({"model": name, "params": {**SETTINGS[name], **extra}, **row})
+                print(f"{dataset} {name} seed {seed}: test AUC {row['test_auc']:.4f} log "
+                      f"loss {row['test_logloss']:.4f}, fit {row['fit_cpu_s']:.1f} s CPU "
+                      f"({row['epochs']} epochs; {time.perf_counter() - t0:.0f} s)",
+                      flush=True)
+                out[dataset] = {"rows": rows, "summary": summarize_seeds(rows, KEYS)}
+                save_json(NAME, out)
+
+
+if __name__ == "__main__":
+    main()
