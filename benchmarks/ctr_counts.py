@@ -4,8 +4,9 @@ On Frappe_x1 (train / valid / test of ``load_frappe``; early stopping on ``valid
 ``X_val``) and on the synthetic Criteo-like data of ``ctr_search.py --data synthetic`` (the
 same rows: ``ctr_peers.synthetic``, 200,000 training rows by default, numeric fields with
 ``numeric_scaling="log"`` in every setting), each setting for the given seeds: test AUC and
-log loss, fit CPU and wall seconds, epochs (one torch thread). Written to
-``benchmarks/results/ctr_counts.json``.
+log loss, fit CPU and wall seconds, epochs (one torch thread). Merged into
+``benchmarks/results/ctr_counts.json`` (one entry per data set; a run replaces the entries of
+its data sets).
 
 Usage::
 
@@ -15,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ctr import KEYS, _fit_ours  # noqa: E402
 from ctr_peers import cpu_info, frappe_path, synthetic  # noqa: E402
 
-from _common import save_json, summarize_seeds  # noqa: E402
+from _common import RESULTS, save_json, summarize_seeds  # noqa: E402
 
 NAME = "ctr_counts"
 #: The settings compared (CTRClassifier parameters on top of the defaults).
@@ -31,6 +33,8 @@ SETTINGS = {
     "defaults": {},
     "click_counts=3": {"click_counts": 3},
     "click_counts=3, wide_crosses=0": {"click_counts": 3, "wide_crosses": 0},
+    "numeric_nan=indicator": {"numeric_nan": "indicator"},
+    "click_counts=3, numeric_nan=indicator": {"click_counts": 3, "numeric_nan": "indicator"},
 }
 
 
@@ -49,8 +53,10 @@ def main() -> None:
     from skrec.datasets import load_frappe
 
     torch.set_num_threads(1)
-    out: dict = {"cpu": cpu_info(), "threads": 1, "seeds": args.seeds,
-                 "command": "python benchmarks/ctr_counts.py " + " ".join(sys.argv[1:])}
+    path = RESULTS / f"{NAME}.json"
+    out: dict = json.loads(path.read_text()) if path.is_file() else {}
+    run = {"cpu": cpu_info(), "threads": 1, "seeds": args.seeds,
+           "command": "python benchmarks/ctr_counts.py " + " ".join(sys.argv[1:])}
     for dataset in args.datasets:
         if dataset == "frappe":
             data, extra = load_frappe(frappe_path(args.data)), {}
@@ -66,7 +72,7 @@ def main() -> None:
                       f"loss {row['test_logloss']:.4f}, fit {row['fit_cpu_s']:.1f} s CPU "
                       f"({row['epochs']} epochs; {time.perf_counter() - t0:.0f} s)",
                       flush=True)
-                out[dataset] = {"rows": rows, "summary": summarize_seeds(rows, KEYS)}
+                out[dataset] = {**run, "rows": rows, "summary": summarize_seeds(rows, KEYS)}
                 save_json(NAME, out)
 
 

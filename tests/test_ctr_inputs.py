@@ -125,6 +125,14 @@ def test_nan_in_numeric_fields(world, frame_model):
     with pytest.raises(ValueError, match="'price' holds 1 NaN"):
         strict.fit(X.assign(price=np.where(np.arange(len(X)) == 3, np.nan, X["price"])),
                    np.arange(len(X)) % 2)
+    # numeric_nan="indicator": a missing price is told apart from an average one
+    y = np.arange(len(X)) % 2
+    holes = X.assign(price=np.where(y == 1, np.nan, X["price"]))  # missing <=> click
+    flagged = CTRClassifier(**{**FAST, "numeric_nan": "indicator"}).fit(holes, y)
+    assert flagged.module_.embedding.n_categorical == frame_model.encoder_.n_categorical_ + 1
+    p_nan = flagged.predict_proba(row.assign(price=np.nan))[0, 1]
+    p_mean = flagged.predict_proba(row.assign(price=mean))[0, 1]
+    assert p_nan > 0.5 > p_mean
 
 
 def test_columns_unseen_missing_reordered_or_of_another_dtype(world, frame_model):

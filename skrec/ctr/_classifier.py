@@ -156,8 +156,12 @@ class CTRClassifier(ClickPredictionMixin, PrunableMixin, ClassifierMixin, Neural
         Which fields are hashed when ``hash_buckets`` is set (see :class:`FieldEncoder`).
     numeric_scaling : {"standard", "log", "none"}, default="standard"
         Scaling of numeric fields (``"log"`` for heavy-tailed counts).
-    numeric_nan : {"mean", "error"}, default="mean"
-        NaN in a numeric field: the training mean, or a ValueError.
+    numeric_nan : {"mean", "indicator", "error"}, default="mean"
+        NaN in a numeric field: the training mean; the mean plus a 0/1 categorical field
+        ``"<column>_missing"`` per numeric column holding NaN at fit time (``"indicator"``:
+        the model tells a missing value from an average one; try it when values are
+        missing for a reason, as counts absent from an ads log); or a ValueError (see
+        :class:`FieldEncoder`).
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, multiplying ``sample_weight`` (``"balanced"``: inversely
         proportional to their frequencies; not with ``partial_fit``). Weighting changes the
