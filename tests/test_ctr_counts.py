@@ -8,10 +8,12 @@ import io
 import joblib
 import numpy as np
 import pytest
+import torch
 
 import skrec
 from skrec import CTRClassifier
 from skrec.ctr._counts import bin_counts, count_clicks, count_field_ids, pair_keys
+from skrec.serving import export_program, graph_inputs
 
 pd = pytest.importorskip("pandas")
 
@@ -95,9 +97,11 @@ def test_predictions_persistence_and_serving_read_the_counts(tmp_path):
     cands = clf.score_candidates({"user": 3, "hour": 1}, pd.DataFrame({"ad": np.arange(6)}))
     rows = pd.DataFrame({"user": 3, "ad": np.arange(6), "hour": 1})
     np.testing.assert_allclose(cands, clf.predict_proba(rows)[:, 1], rtol=1e-6)
-    # the graph's inputs carry the count fields' ids
-    inputs = clf._graph_inputs(X[:5])
-    assert inputs["ids"].shape == (5, clf.module_.embedding.n_categorical)
+    # the graph's inputs carry the count fields' ids; the exported graph scores them alike
+    inputs = {k: torch.as_tensor(v) for k, v in graph_inputs(clf, X[:50]).items()}
+    assert inputs["ids"].shape == (50, clf.encoder_.n_categorical_ + 3)
+    np.testing.assert_allclose(export_program(clf).module()(**inputs).detach().numpy(),
+                               expected[:, 1], rtol=1e-5, atol=1e-7)
     # counts that do not match the parameters are refused at load
     broken = joblib.load(tmp_path / "clf.joblib")
     broken.click_counts_ = broken.click_counts_[:, :, :10]
