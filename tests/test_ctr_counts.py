@@ -90,6 +90,8 @@ def test_predictions_persistence_and_serving_read_the_counts(tmp_path):
     back = skrec.load(io.BytesIO(buf.getvalue()))
     np.testing.assert_array_equal(back.predict_proba(X[:50]), expected)
     np.testing.assert_array_equal(back.click_counts_, clf.click_counts_)
+    back.partial_fit(X, y)  # a loaded model keeps counting
+    np.testing.assert_array_equal(back.click_counts_, 2 * clf.click_counts_)
     joblib.dump(clf, tmp_path / "clf.joblib")
     np.testing.assert_array_equal(joblib.load(tmp_path / "clf.joblib").predict_proba(X[:50]),
                                   expected)

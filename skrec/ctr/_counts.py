@@ -43,16 +43,22 @@ def pair_keys(ids: np.ndarray, fields: list[int], n_buckets: int) -> np.ndarray:
 
 def count_clicks(counts: np.ndarray | None, keys: np.ndarray, y: np.ndarray,
                  n_buckets: int) -> np.ndarray:
-    """``counts`` (``None``: none yet) plus the non-clicks and clicks of the rows' ``keys``
-    (their 0/1 labels ``y``), saturating: shape ``(n_pairs, 2, n_buckets)``, uint16."""
+    """``counts`` (updated in place; ``None``: a new table) plus the non-clicks and clicks of
+    the rows' ``keys`` (their 0/1 labels ``y``), saturating: shape ``(n_pairs, 2,
+    n_buckets)``, uint16. Only the buckets the rows touch are visited (a stream's chunk
+    costs its rows, not the table)."""
     n_pairs = keys.shape[1]
-    total = np.zeros((n_pairs, 2, n_buckets), dtype=np.int64) if counts is None \
-        else counts.astype(np.int64)
+    if counts is None:
+        counts = np.zeros((n_pairs, 2, n_buckets), dtype=np.uint16)
+    elif not counts.flags.writeable:  # e.g. a memory-mapped model
+        counts = counts.copy()
     clicked = np.asarray(y) > 0.5
     for p in range(n_pairs):
-        total[p, 0] += np.bincount(keys[~clicked, p], minlength=n_buckets)
-        total[p, 1] += np.bincount(keys[clicked, p], minlength=n_buckets)
-    return np.minimum(total, _SATURATION).astype(np.uint16)
+        for label, rows in ((0, ~clicked), (1, clicked)):
+            buckets, n = np.unique(keys[rows, p], return_counts=True)
+            total = counts[p, label, buckets].astype(np.int64) + n
+            counts[p, label, buckets] = np.minimum(total, _SATURATION)
+    return counts
 
 
 def bin_counts(c: np.ndarray, n_bins: int) -> np.ndarray:
