@@ -13,7 +13,7 @@ from skrec import CTRClassifier
 
 pd = pytest.importorskip("pandas")
 
-FAST = dict(batch_size=128, max_iter=6, wide_cross_buckets=1 << 10, min_frequency=1,
+FAST = dict(batch_size=128, max_iter=6, click_count_buckets=1 << 10, min_frequency=1,
             random_state=0, device="cpu", precision="fp32", learning_rate_init=0.01)
 
 
@@ -129,7 +129,7 @@ def test_nan_in_numeric_fields(world, frame_model):
     y = np.arange(len(X)) % 2
     holes = X.assign(price=np.where(y == 1, np.nan, X["price"]))  # missing <=> click
     flagged = CTRClassifier(**{**FAST, "numeric_nan": "indicator"}).fit(holes, y)
-    assert flagged.module_.embedding.n_categorical == frame_model.encoder_.n_categorical_ + 1
+    assert flagged.encoder_.n_categorical_ == frame_model.encoder_.n_categorical_ + 1
     p_nan = flagged.predict_proba(row.assign(price=np.nan))[0, 1]
     p_mean = flagged.predict_proba(row.assign(price=mean))[0, 1]
     assert p_nan > 0.5 > p_mean
