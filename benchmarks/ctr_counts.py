@@ -8,9 +8,14 @@ log loss, fit CPU and wall seconds, epochs (one torch thread). Merged into
 ``benchmarks/results/ctr_counts.json`` (one entry per data set; a run replaces the entries of
 its data sets).
 
+With ``--serve``: instead, the latency of ``score_candidates`` for 1,000 candidate items of
+one Frappe test request (end to end, encoding and count look-up included) of each setting's
+seed-0 model, side by side (``serve`` in the results).
+
 Usage::
 
     python benchmarks/ctr_counts.py --seeds 0 1 2
+    python benchmarks/ctr_counts.py --serve --settings "before: ..." "click_counts=3, ..."
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ctr import KEYS, _fit_ours  # noqa: E402
+from ctr import KEYS, _fit_ours, _latency  # noqa: E402
 from ctr_peers import cpu_info, frappe_path, synthetic  # noqa: E402
 
 from _common import RESULTS, save_json, summarize_seeds  # noqa: E402
@@ -52,6 +57,9 @@ def main() -> None:
     ap.add_argument("--data", default=None, help="the Frappe folder")
     ap.add_argument("--n-train", type=int, default=200_000,
                     help="training rows of the synthetic data")
+    ap.add_argument("--serve", action="store_true",
+                    help="time score_candidates on Frappe instead of the quality runs")
+    ap.add_argument("--reps", type=int, default=500)
     args = ap.parse_args()
 
     import torch
@@ -63,6 +71,10 @@ def main() -> None:
     out: dict = json.loads(path.read_text()) if path.is_file() else {}
     run = {"cpu": cpu_info(), "threads": 1, "seeds": args.seeds,
            "command": "python benchmarks/ctr_counts.py " + " ".join(sys.argv[1:])}
+    if args.serve:
+        out["serve"] = {**run, "rows": serve(args)}
+        save_json(NAME, out)
+        return
     for dataset in args.datasets:
         if dataset == "frappe":
             data, extra = load_frappe(frappe_path(args.data)), {}
@@ -80,6 +92,29 @@ def main() -> None:
                       flush=True)
                 out[dataset] = {**run, "rows": rows, "summary": summarize_seeds(rows, KEYS)}
                 save_json(NAME, out)
+
+
+def serve(args) -> list[dict]:
+    """score_candidates latency of 1,000 Frappe items for one test request, per setting."""
+    import numpy as np
+    import pandas as pd
+
+    from skrec.datasets import load_frappe
+
+    data = load_frappe(frappe_path(args.data))
+    rng = np.random.default_rng(0)
+    items = rng.choice(np.unique(data.X_train["item"]), 1000, replace=False)
+    context = data.X_test.iloc[0].drop("item").to_dict()
+    candidates = pd.DataFrame({"item": items})
+    rows = []
+    for name in args.settings:
+        clf, row = _fit_ours(data, SETTINGS[name], args.seeds[0])
+        latency = _latency(lambda clf=clf: clf.score_candidates(context, candidates), args.reps)
+        rows.append({"model": name, "params": SETTINGS[name], "seed": args.seeds[0],
+                     "candidates": 1000, "score_candidates": latency,
+                     "test_auc": row["test_auc"], "test_logloss": row["test_logloss"]})
+        print(name, latency, flush=True)
+    return rows
 
 
 if __name__ == "__main__":

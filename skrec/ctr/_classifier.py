@@ -57,12 +57,13 @@ class CTRClassifier(ClickPredictionMixin, PrunableMixin, ClassifierMixin, Neural
     their field's learned **unknown** vector (never an error); huge fields can be hashed
     into ``hash_buckets`` buckets. The model embeds every field, lets the field vectors
     interact (``architecture``), adds the wide part ``f(x) = W1 x + b1`` over the sparse
-    features and hashed crosses of the most specific fields, and outputs a calibrated
-    logit: see :class:`~skrec.nn.CTRModel` and :ref:`ctr`.
+    features (optionally with hashed crosses of the most specific fields), and outputs a
+    calibrated logit: see :class:`~skrec.nn.CTRModel` and :ref:`ctr`.
 
-    The model also reads, by default, the binned click and non-click counts of the
-    training rows for each pair of the three largest fields (``click_counts``: the click
-    rate of a (user, item) pair seen before, which embeddings learn slowly).
+    By default the model also reads, as one extra field per pair of the three fields with
+    the most categories, the binned click and non-click counts of the pair's values in the
+    training rows (``click_counts``): the click rate of a (user, item) pair seen before,
+    which the embeddings learn slowly.
 
     The defaults are one setting measured on the validation data of Frappe_x1 and of a
     synthetic Criteo-like log (``benchmarks/ctr_search.py``, then through this estimator in
@@ -504,8 +505,9 @@ validation_metric_
         The first call fits the encoder on its chunk, which fixes the field layout: later
         chunks map categories the first chunk did not hold to the unknown vector, unless
         their fields are hashed (``hash_buckets`` with ``hashed="all"``: every category gets
-        a bucket, at the cost of collisions; the right setting for a stream). The wide
-        part's crosses are counted over every chunk seen. No validation, no early stopping.
+        a bucket, at the cost of collisions; the right setting for a stream). The click
+        counts (``click_counts``) and the wide part's crosses are counted over every chunk
+        seen (a chunk's rows read their counts leave-one-out). No validation, no early stopping.
         An empty chunk of a fitted model changes nothing.
 
         Parameters
