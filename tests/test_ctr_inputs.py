@@ -120,7 +120,8 @@ def test_nan_in_numeric_fields(world, frame_model):
     mean = frame_model.encoder_.numeric_mean_[0]
     with_nan = frame_model.predict_proba(row.assign(price=np.nan))
     np.testing.assert_allclose(with_nan, frame_model.predict_proba(row.assign(price=mean)),
-                               rtol=1e-6)  # documented: NaN reads as the training mean
+                               rtol=1e-6)  # documented: a NaN in a column that had none
+    # at fit reads as the training mean
     strict = CTRClassifier(**{**FAST, "numeric_nan": "error", "max_iter": 1})
     with pytest.raises(ValueError, match="'price' holds 1 NaN"):
         strict.fit(X.assign(price=np.where(np.arange(len(X)) == 3, np.nan, X["price"])),
@@ -133,6 +134,8 @@ def test_nan_in_numeric_fields(world, frame_model):
     p_nan = flagged.predict_proba(row.assign(price=np.nan))[0, 1]
     p_mean = flagged.predict_proba(row.assign(price=mean))[0, 1]
     assert p_nan > 0.5 > p_mean
+    plain = CTRClassifier(**{**FAST, "numeric_nan": "mean", "max_iter": 1}).fit(holes, y)
+    assert plain.encoder_.n_categorical_ == frame_model.encoder_.n_categorical_
 
 
 def test_columns_unseen_missing_reordered_or_of_another_dtype(world, frame_model):

@@ -168,12 +168,15 @@ class CTRClassifier(ClickPredictionMixin, PrunableMixin, ClassifierMixin, Neural
         Which fields are hashed when ``hash_buckets`` is set (see :class:`FieldEncoder`).
     numeric_scaling : {"standard", "log", "none"}, default="standard"
         Scaling of numeric fields (``"log"`` for heavy-tailed counts).
-    numeric_nan : {"mean", "indicator", "error"}, default="mean"
-        NaN in a numeric field: the training mean; the mean plus a 0/1 categorical field
-        ``"<column>_missing"`` per numeric column holding NaN at fit time (``"indicator"``:
-        the model tells a missing value from an average one; try it when values are
-        missing for a reason, as counts absent from an ads log); or a ValueError (see
-        :class:`FieldEncoder`).
+    numeric_nan : {"indicator", "mean", "error"}, default="indicator"
+        NaN in a numeric field: the training mean plus a 0/1 categorical field
+        ``"<column>_missing"`` per numeric column holding NaN at fit time
+        (``"indicator"``: the model tells a missing value from an average one); the
+        training mean only (``"mean"``); or a ValueError (see :class:`FieldEncoder`). A NaN
+        in a column that had none at fit reads as the mean. On the synthetic Criteo-like log,
+        whose numeric counts are missing for a reason, the indicator raised the test AUC
+        from 0.796 to 0.826 (3 seeds, with the click counts;
+        ``benchmarks/results/ctr_counts.json``); data without NaN are unchanged.
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, multiplying ``sample_weight`` (``"balanced"``: inversely
         proportional to their frequencies; not with ``partial_fit``). Weighting changes the
@@ -274,7 +277,7 @@ validation_metric_
     hash_buckets: int | None = None
     hashed: str | list = "auto"
     numeric_scaling: str = "standard"
-    numeric_nan: str = "mean"
+    numeric_nan: str = "indicator"
     class_weight: dict | str | None = None
     negative_sampling_rate: float = 1.0
     lr_decay: float = 0.1
