@@ -496,7 +496,7 @@ validation_metric_
             inputs.validation = (val.batch, val.y, val.weight)
         if not continued:  # everything passed: the new encoder and classes are the model's
             self._set_state(encoder, classes)
-        self.__dict__.pop("click_counts_", None)  # fit counts its own rows (warm_start too)
+        inputs.recount = True  # the click counts are those of fit's rows (warm_start too)
         self._run(inputs, epochs=self.max_iter, continued=continued)
         inputs.count_crosses = False  # pruning's passes: the fit counted these rows
         self._after_fit(inputs)
@@ -621,8 +621,7 @@ validation_metric_
     def _hold_out_validation(self, inputs: CTRInputs, rng: np.random.RandomState):
         if inputs.validation is not None:
             validation = inputs.validation
-            return CTRInputs(inputs.batch, inputs.y, inputs.weight, None,
-                             inputs.count_crosses), validation
+            return dataclasses.replace(inputs, validation=None), validation
         return hold_out(inputs, self.validation_fraction, rng)
 
     def _prepare(self, inputs: CTRInputs) -> CTRData:
@@ -635,8 +634,9 @@ validation_metric_
         if fields:
             if inputs.count_crosses:
                 keys = pair_keys(inputs.batch.ids, fields, self.click_count_buckets)
-                self.click_counts_ = count_clicks(getattr(self, "click_counts_", None), keys,
-                                                  inputs.y, self.click_count_buckets)
+                counts = None if inputs.recount else getattr(self, "click_counts_", None)
+                self.click_counts_ = count_clicks(counts, keys, inputs.y,
+                                                  self.click_count_buckets)
             inputs = dataclasses.replace(inputs, batch=self._with_counts(inputs.batch,
                                                                          inputs.y))
         return CTRData(inputs)
