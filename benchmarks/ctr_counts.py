@@ -5,8 +5,8 @@ On Frappe_x1 (train / valid / test of ``load_frappe``; early stopping on ``valid
 same rows: ``ctr_peers.synthetic``, 200,000 training rows by default, numeric fields with
 ``numeric_scaling="log"`` in every setting), each setting for the given seeds: test AUC and
 log loss, fit CPU and wall seconds, epochs (one torch thread). Merged into
-``benchmarks/results/ctr_counts.json`` (one entry per data set; a run replaces the entries of
-its data sets).
+``benchmarks/results/ctr_counts.json`` (one entry per data set; a run replaces the rows of the
+settings it runs and keeps the others).
 
 With ``--serve``: instead, the latency of ``score_candidates`` for 1,000 candidate items of
 one Frappe test request (end to end, encoding and count look-up included) of each setting's
@@ -46,6 +46,8 @@ SETTINGS = {
         "click_counts": 0, "wide_crosses": 3, "numeric_nan": "indicator"},
     "click_counts=3, wide_crosses=0, numeric_nan=indicator": {
         "click_counts": 3, "wide_crosses": 0, "numeric_nan": "indicator"},
+    "click_counts=4, wide_crosses=0, numeric_nan=indicator": {
+        "click_counts": 4, "wide_crosses": 0, "numeric_nan": "indicator"},
 }
 
 
@@ -71,8 +73,14 @@ def main() -> None:
     out: dict = json.loads(path.read_text()) if path.is_file() else {}
     run = {"cpu": cpu_info(), "threads": 1, "seeds": args.seeds,
            "command": "python benchmarks/ctr_counts.py " + " ".join(sys.argv[1:])}
+    for entry in out.values():  # an entry of one run: its run as the first of its runs
+        if "command" in entry and "runs" not in entry:
+            entry["runs"] = [{k: entry.pop(k) for k in list(run) if k in entry}]
     if args.serve:
-        out["serve"] = {**run, "rows": serve(args)}
+        old = out.get("serve", {"runs": [], "rows": []})
+        kept = [r for r in old["rows"] if r["model"] not in args.settings]
+        out["serve"] = {"runs": [*old["runs"], run] if kept else [run],
+                        "rows": kept + serve(args)}
         save_json(NAME, out)
         return
     for dataset in args.datasets:
@@ -80,7 +88,8 @@ def main() -> None:
             data, extra = load_frappe(frappe_path(args.data)), {}
         else:
             data, extra = synthetic(args.n_train, 0), {"numeric_scaling": "log"}
-        rows: list[dict] = []
+        rows = [r for r in out.get(dataset, {}).get("rows", [])
+                if r["model"] not in args.settings]
         for name in args.settings:
             for seed in args.seeds:
                 t0 = time.perf_counter()
@@ -90,7 +99,11 @@ def main() -> None:
                       f"loss {row['test_logloss']:.4f}, fit {row['fit_cpu_s']:.1f} s CPU "
                       f"({row['epochs']} epochs; {time.perf_counter() - t0:.0f} s)",
                       flush=True)
-                out[dataset] = {**run, "rows": rows, "summary": summarize_seeds(rows, KEYS)}
+                runs = out.get(dataset, {}).get("runs", [])
+                if run not in runs:
+                    runs = [*runs, run]
+                out[dataset] = {"runs": runs, "rows": rows,
+                                "summary": summarize_seeds(rows, KEYS)}
                 save_json(NAME, out)
 
 
