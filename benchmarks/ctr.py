@@ -22,8 +22,9 @@ Parts (``--parts``, each merged into ``benchmarks/results/ctr.json``; one CPU th
 - ``stream``: ``partial_fit`` over a synthetic Criteo-like stream (``iter_ctr_chunks``: 26
   categorical fields up to 10^7 values, 13 numeric, ~3 % clicks) in chunks, every field
   hashed: rows/s and the peak RSS, AUC on a held-out chunk.
-- ``stream_crosses``: the same on a shorter stream with the wide part's crosses counted over
-  the chunks (the default), without the count mask, and without crosses.
+- ``stream_crosses``: the same on a shorter stream with the click counts accumulated over the
+  chunks (the default), with the wide part's crosses counted over the chunks instead, without
+  their count mask, and with neither.
 - ``ddp``: the stream's rows/s in one process and under ``torchrun --nproc_per_node=2``.
 
 Usage::
@@ -62,10 +63,10 @@ NAME = "ctr"
 KEYS = ("test_auc", "test_logloss", "valid_auc", "valid_logloss", "fit_cpu_s", "fit_wall_s",
         "epochs")
 ARCHITECTURES = ("wide_deep", "deepfm", "dcnv2", "transformer")
-#: FuxiCTR's BARS DeepFM sizes, as CTRClassifier parameters (no hashed crosses: FuxiCTR's
-#: first-order part is our per-id wide weights).
+#: FuxiCTR's BARS DeepFM sizes, as CTRClassifier parameters (no hashed crosses and no click
+#: counts: FuxiCTR's first-order part is our per-id wide weights).
 BARS_DEEPFM = dict(architecture="deepfm", embed_dim=10, hidden_sizes=(400, 400, 400),
-                   wide_crosses=0, embedding_l2=0.05, min_frequency=1)
+                   wide_crosses=0, click_counts=0, embedding_l2=0.05, min_frequency=1)
 
 
 def _load(args):
@@ -322,9 +323,13 @@ def part_stream(args, out: dict) -> None:
 
 def part_stream_crosses(args, out: dict) -> None:
     rows = {}
-    for name, params in (("crosses counted over the chunks (default)", {}),
-                         ("crosses without the count mask", {"wide_cross_min_count": 1}),
-                         ("no crosses", {"wide_crosses": 0})):
+    for name, params in (("click counts over the chunks (default)", {}),
+                         ("crosses counted over the chunks",
+                          {"wide_crosses": 3, "click_counts": 0}),
+                         ("crosses without the count mask",
+                          {"wide_crosses": 3, "wide_cross_min_count": 1, "click_counts": 0}),
+                         ("neither crosses nor click counts",
+                          {"wide_crosses": 0, "click_counts": 0})):
         rows[name] = _run_stream(args.cross_rows, args.chunk, params)
         print(name, rows[name], flush=True)
         out["stream_crosses"] = rows

@@ -98,7 +98,7 @@ def ctr_estimator(batch_size: int, **params):
 
     return CTRClassifier(**{**dict(max_iter=2, batch_size=batch_size, batch_norm=False,
                                    dropout=0.0, early_stopping=False, accumulation_steps=2,
-                                   wide_cross_buckets=1 << 10, min_frequency=2,
+                                   click_count_buckets=1 << 10, min_frequency=2,
                                    precision="fp32", random_state=0, device="cpu"), **params})
 
 

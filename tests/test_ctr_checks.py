@@ -9,7 +9,7 @@ from skrec import CTRClassifier
 #: Small and fast, as scikit-learn's own tests set MLPClassifier for the checks; a learning
 #: rate that fits the checks' small blobs in a few epochs.
 CHECKED = CTRClassifier(max_iter=20, batch_size=32, learning_rate_init=0.05,
-                        wide_cross_buckets=64, min_frequency=1, random_state=0, device="cpu",
+                        click_count_buckets=64, min_frequency=1, random_state=0, device="cpu",
                         precision="fp32")
 
 EXPECTED_FAILED_CHECKS: dict[str, str] = {

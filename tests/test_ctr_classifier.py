@@ -24,8 +24,9 @@ from skrec.persistence._container import _pack, _unpack
 pd = pytest.importorskip("pandas")
 
 #: Small and fast: few buckets, small batches, a few epochs.
-FAST = dict(batch_size=128, max_iter=4, wide_cross_buckets=1 << 10, min_frequency=2,
-            random_state=0, device="cpu", precision="fp32")
+FAST = dict(batch_size=128, max_iter=4, wide_crosses=3, wide_cross_buckets=1 << 10,
+            click_count_buckets=1 << 10, min_frequency=2, random_state=0, device="cpu",
+            precision="fp32")
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,42 @@ def test_numeric_nan_and_inf():
                                np.nan_to_num((lv - np.nanmean(lv)) / np.nanstd(lv)), rtol=1e-5)
 
 
+def test_numeric_nan_indicator_adds_a_missing_field_per_numeric_column_with_nan():
+    import io
+
+    import skrec
+
+    X = _frame().drop(columns="tags").assign(clean=np.arange(8.0) / 2)
+    enc = FieldEncoder(numeric_nan="indicator").fit(X)
+    names = [(f["name"], f["kind"]) for f in enc.fields_]
+    # price held NaN at fit: its indicator is a categorical field; clean did not: none
+    assert names[:5] == [("app", "categorical"), ("hour", "categorical"),
+                         ("site", "categorical"), ("paid", "categorical"),
+                         ("price_missing", "categorical")]
+    assert names[5:] == [("price", "numeric"), ("clean", "numeric")]
+    b = enc.transform(X)
+    nan = X["price"].isna().to_numpy()
+    flag = b.ids[:, 4]
+    assert len(set(flag[nan])) == 1 and len(set(flag[~nan])) == 1 and flag[3] != flag[0]
+    ref = FieldEncoder().fit(X).transform(X)  # the value itself is still the mean
+    np.testing.assert_array_equal(b.numeric, ref.numeric)
+    np.testing.assert_array_equal(b.ids[:, :4], ref.ids)
+    # a NaN in a column without an indicator is the mean; requests read the indicator too
+    new = enc.transform(X[:1].assign(price=np.nan, clean=np.nan))
+    assert new.ids[0, 4] == flag[3] and new.numeric[0, 1] == 0.0
+    req = enc.transform_request({"app": "a", "price": np.nan}, X.drop(columns=["app", "price"]))
+    assert (req.ids[:, 4] == flag[3]).all()
+    codes = FieldEncoder(numeric_nan="indicator", numeric=[1]).fit(
+        X[["hour", "price"]].to_numpy())
+    assert codes.transform_request({1: np.nan}, X[["hour"]].to_numpy()).ids.shape == (8, 2)
+    buf = io.BytesIO()
+    skrec.save(enc, buf)
+    np.testing.assert_array_equal(skrec.load(io.BytesIO(buf.getvalue())).transform(X).ids,
+                                  b.ids)
+    with pytest.raises(ValueError, match="numeric_nan must be one of"):
+        FieldEncoder(numeric_nan="zero").fit(X)
+
+
 def test_input_is_not_modified():
     X = _frame()
     before = X.copy(deep=True)

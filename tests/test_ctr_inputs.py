@@ -13,7 +13,7 @@ from skrec import CTRClassifier
 
 pd = pytest.importorskip("pandas")
 
-FAST = dict(batch_size=128, max_iter=6, wide_cross_buckets=1 << 10, min_frequency=1,
+FAST = dict(batch_size=128, max_iter=6, click_count_buckets=1 << 10, min_frequency=1,
             random_state=0, device="cpu", precision="fp32", learning_rate_init=0.01)
 
 
@@ -120,11 +120,22 @@ def test_nan_in_numeric_fields(world, frame_model):
     mean = frame_model.encoder_.numeric_mean_[0]
     with_nan = frame_model.predict_proba(row.assign(price=np.nan))
     np.testing.assert_allclose(with_nan, frame_model.predict_proba(row.assign(price=mean)),
-                               rtol=1e-6)  # documented: NaN reads as the training mean
+                               rtol=1e-6)  # documented: a NaN in a column that had none
+    # at fit reads as the training mean
     strict = CTRClassifier(**{**FAST, "numeric_nan": "error", "max_iter": 1})
     with pytest.raises(ValueError, match="'price' holds 1 NaN"):
         strict.fit(X.assign(price=np.where(np.arange(len(X)) == 3, np.nan, X["price"])),
                    np.arange(len(X)) % 2)
+    # numeric_nan="indicator": a missing price is told apart from an average one
+    y = np.arange(len(X)) % 2
+    holes = X.assign(price=np.where(y == 1, np.nan, X["price"]))  # missing <=> click
+    flagged = CTRClassifier(**{**FAST, "numeric_nan": "indicator"}).fit(holes, y)
+    assert flagged.encoder_.n_categorical_ == frame_model.encoder_.n_categorical_ + 1
+    p_nan = flagged.predict_proba(row.assign(price=np.nan))[0, 1]
+    p_mean = flagged.predict_proba(row.assign(price=mean))[0, 1]
+    assert p_nan > 0.5 > p_mean
+    plain = CTRClassifier(**{**FAST, "numeric_nan": "mean", "max_iter": 1}).fit(holes, y)
+    assert plain.encoder_.n_categorical_ == frame_model.encoder_.n_categorical_
 
 
 def test_columns_unseen_missing_reordered_or_of_another_dtype(world, frame_model):

@@ -13,7 +13,8 @@ import skrec
 from skrec import CTRClassifier
 from skrec.datasets import make_ctr
 
-FAST = dict(batch_size=128, max_iter=4, wide_cross_buckets=1 << 10, min_frequency=2,
+FAST = dict(batch_size=128, max_iter=4, wide_cross_buckets=1 << 10,
+            click_count_buckets=1 << 10, min_frequency=2,
             random_state=0, device="cpu", precision="fp32")
 
 

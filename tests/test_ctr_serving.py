@@ -12,7 +12,7 @@ from skrec.serving import export_onnx, export_program, graph_inputs, scoring_gra
 
 pd = pytest.importorskip("pandas")
 
-FAST = dict(batch_size=128, max_iter=2, wide_cross_buckets=1 << 10, min_frequency=1,
+FAST = dict(batch_size=128, max_iter=2, click_count_buckets=1 << 10, min_frequency=1,
             random_state=0, device="cpu", precision="fp32")
 
 

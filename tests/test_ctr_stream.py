@@ -12,7 +12,8 @@ from skrec.datasets import iter_ctr_chunks
 
 pd = pytest.importorskip("pandas")
 
-STREAM = dict(batch_size=256, hash_buckets=512, hashed="all", wide_cross_buckets=1 << 12,
+STREAM = dict(batch_size=256, hash_buckets=512, hashed="all", wide_crosses=3,
+              wide_cross_buckets=1 << 12, click_count_buckets=1 << 12,
               numeric_scaling="log", random_state=0, device="cpu", precision="fp32",
               learning_rate_init=0.01)
 

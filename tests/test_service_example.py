@@ -385,7 +385,7 @@ def click_served(example, served):
                       "tags": [list(rng.choice(["x", "y", "z"], rng.randint(0, 3),
                                                replace=False)) for _ in range(n)]})
     y = ((X["user"] + X["ad"]) % 3 == 0).astype(int).to_numpy()
-    click = CTRClassifier(max_iter=2, batch_size=128, wide_cross_buckets=256, min_frequency=1,
+    click = CTRClassifier(max_iter=2, batch_size=128, click_count_buckets=256, min_frequency=1,
                           random_state=0, device="cpu", precision="fp32").fit(X, y)
     model, service, _ = served
     buf = io.BytesIO()

@@ -109,8 +109,10 @@ class CTRInputs:
     rows when they were given (``X_val``) rather than held out.
 
     ``count_crosses``: whether the rows' pairwise crosses are counted into the wide part's
-    mask (the rows of ``fit`` and ``partial_fit``, not those of pruning's passes, which the
-    fit counted already).
+    mask, and their clicks into the click counts (the rows of ``fit`` and ``partial_fit``, not
+    those of pruning's passes, which the fit counted already). ``recount``: whether the
+    click counts start afresh from these rows (``fit``) instead of adding to the earlier
+    ones (``partial_fit``).
     """
 
     batch: FieldBatch
@@ -118,6 +120,7 @@ class CTRInputs:
     weight: np.ndarray | None = None
     validation: tuple[FieldBatch, np.ndarray, np.ndarray | None] | None = None
     count_crosses: bool = True
+    recount: bool = False
 
     @property
     def n_rows(self) -> int:
@@ -126,7 +129,8 @@ class CTRInputs:
     def take(self, rows: np.ndarray) -> CTRInputs:
         """The inputs of ``rows`` (no validation)."""
         w = None if self.weight is None else self.weight[rows]
-        return CTRInputs(self.batch.take(rows), self.y[rows], w, None, self.count_crosses)
+        return CTRInputs(self.batch.take(rows), self.y[rows], w, None, self.count_crosses,
+                         self.recount)
 
 
 class CTRData:

@@ -5,7 +5,8 @@
 are the tensors of :meth:`~skrec.ctr.FieldBatch.to_torch` that the model reads (those of
 :func:`graph_inputs`):
 
-* ``ids`` -- ``(batch, n_categorical)`` int64: the global ids of the single-valued fields;
+* ``ids`` -- ``(batch, n_categorical)`` int64: the global ids of the single-valued fields,
+  then those of the click-count fields when the model has some (``click_counts``);
 * ``numeric`` -- ``(batch, n_numeric)`` float32, when the model has numeric fields;
 * ``bag_ids``, ``bag_offsets``, ``bag_weights`` -- the multi-valued fields' entries, their
   offsets (``batch * n_multi + 1``, the last one the total) and weights, when it has some;
@@ -13,7 +14,9 @@ are the tensors of :meth:`~skrec.ctr.FieldBatch.to_torch` that the model reads (
 and its output is ``proba`` -- ``(batch,)`` float32, the click probability (with the
 negative-sampling correction), exactly ``predict_proba(X)[:, 1]`` of the estimator's
 inference set-up. The input encoding (:class:`~skrec.ctr.FieldEncoder`) stays in Python: a
-server encodes each request, or keeps the encoded ids of its candidate ads.
+server encodes each request, or keeps the encoded ids of its candidate ads. So does the
+look-up of the click counts (``click_counts_``, a table of hashed buckets rather than a
+computation): :func:`graph_inputs` appends the count fields' ids.
 """
 
 from __future__ import annotations
@@ -120,12 +123,13 @@ def graph_inputs(estimator, X) -> dict[str, np.ndarray]:
     Returns
     -------
     inputs : dict of str to ndarray
-        ``ids`` and, when the model reads them, ``numeric`` and the bags: feed them to the
+        ``ids`` (with the click-count fields' ids, when the model has them) and, when the
+        model reads them, ``numeric`` and the bags: feed them to the
         exported program (``program.module()(**inputs)``, as tensors) or to ONNX Runtime
         (``session.run(None, inputs)``).
     """
     check_is_fitted(estimator)
-    tensors = estimator._encode(X).to_torch()
+    tensors = estimator._with_counts(estimator._encode(X)).to_torch()
     return {name: tensors[name].numpy() for name in input_names(estimator.module_)}
 
 

@@ -111,9 +111,13 @@ default=None
         Numeric values are standardised with the training mean and standard deviation
         (``"standard"``), after ``sign(x) * log1p(|x|)`` for heavy-tailed counts (``"log"``),
         or kept as they are (``"none"``).
-    numeric_nan : {"mean", "error"}, default="mean"
+    numeric_nan : {"mean", "indicator", "error"}, default="mean"
         NaN in a numeric field: replaced by the training mean (0 after scaling) with
-        ``"mean"``, or a ValueError with ``"error"``. Infinite values are always an error.
+        ``"mean"``; the same plus, for every numeric column holding NaN at fit time, a
+        categorical field ``"<column>_missing"`` (0/1: is the value missing) with
+        ``"indicator"``, so that the model can tell a missing value from an average one
+        (use it when missingness carries signal, as in ads logs); or a ValueError with
+        ``"error"``. Infinite values are always an error.
 
     Attributes
     ----------
@@ -305,10 +309,15 @@ default=None
                 if np.array_equal(present, np.round(present)):
                     what = "categorical"
             specs[what].append((name, arr, missing, dtype_text))
+            if what == "numeric" and self.numeric_nan == "indicator" and missing.any():
+                specs["categorical"].append((name, missing.astype(np.int64), None, "bool"))
         self.fields_, self.categories_, self.category_counts_ = [], [], []
         offset = 0
         for what in ("categorical", "multi"):
             for name, arr, missing, dtype_text in specs[what]:
+                indicator = missing is None  # a numeric column's missing indicator
+                if indicator:
+                    missing = np.zeros(arr.shape, dtype=bool)
                 if what == "multi":
                     values, _ = _explode(arr, missing, name)
                 else:
@@ -331,8 +340,9 @@ default=None
                     cats, cnt = uniq[keep], counts[keep]
                     size = N_RESERVED + int(cats.size)
                 self.fields_.append({
-                    "name": str(name), "kind": what, "column": name, "offset": offset,
-                    "size": size, "hashed": bool(hash_it), "dtype": dtype_text,
+                    "name": f"{name}_missing" if indicator else str(name), "kind": what,
+                    "column": name, "offset": offset, "size": size, "hashed": bool(hash_it),
+                    "dtype": dtype_text, "missing_of": indicator,
                     "values": _value_class(values) if values.size else "number",
                 })
                 self.categories_.append(cats)
@@ -557,6 +567,8 @@ default=None
         ids = np.empty((n, len(cat_fields)), dtype=np.int64)
         for j, (i, f) in enumerate(cat_fields):
             arr, missing, dtype_text = read(f["column"])
+            if f.get("missing_of"):  # the 0/1 indicator of a numeric column's NaN
+                arr, missing = missing.astype(np.int64), np.zeros(missing.shape, dtype=bool)
             self._check_dtype(f, arr, dtype_text)
             col = np.full(arr.shape[0], f["offset"] + MISSING, dtype=np.int64)
             present = ~missing

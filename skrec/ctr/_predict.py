@@ -26,7 +26,7 @@ class ClickPredictionMixin:
         out = np.empty(n, dtype=np.float64)
         if n == 0:
             return out
-        tensors = batch.to_torch()
+        tensors = self._with_counts(batch).to_torch()
         with self._serving() as setup:
             for start in range(0, n, _PREDICT_ROWS):
                 stop = min(start + _PREDICT_ROWS, n)

@@ -55,7 +55,7 @@ def _one_value(value) -> np.ndarray:
 def request_reader(encoder, request, candidates) -> tuple[Reader, int]:
     """The column reader of the candidates' rows and their number, for a fitted encoder of
     DataFrames or arrays (see :meth:`~skrec.ctr.FieldEncoder.transform_request`)."""
-    fitted = [f["column"] for f in encoder.fields_]
+    fitted = list(dict.fromkeys(f["column"] for f in encoder.fields_))  # indicators: once
     if encoder.input_kind_ == "frame":
         if _is_frame(request):
             if request.shape[0] != 1:

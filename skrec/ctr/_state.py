@@ -86,10 +86,15 @@ def check_classifier_state(est: Any) -> None:
     check_int(est, "n_features_in_", low=enc.n_features_in_, high=enc.n_features_in_)
     emb = est.module_.embedding
     layout = (emb.n_ids, emb.n_categorical, emb.n_multi, emb.n_numeric)
-    expected = (enc.n_ids_, enc.n_categorical_, enc.n_multi_, enc.n_numeric_)
+    est._check_params()
+    expected = (*est._model_layout(), enc.n_multi_, enc.n_numeric_)
     if layout != expected:
         raise ValueError(f"module_ reads (ids, categorical, multi-valued, numeric) = {layout}, "
-                         f"but encoder_ writes {expected}.")
+                         f"but encoder_ and click_counts write {expected}.")
+    n_pairs = expected[1] - enc.n_categorical_
+    if n_pairs:
+        check_array(est, "click_counts_", shape=(n_pairs, 2, est.click_count_buckets),
+                    kinds="u")
     wide = est.module_.wide
     if wide is not None and wide.cross_buckets:
         fields = wide.cross_fields or list(range(emb.n_categorical))

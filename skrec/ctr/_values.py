@@ -14,7 +14,7 @@ import scipy.sparse as sp
 UNKNOWN, MISSING, N_RESERVED = 0, 1, 2
 _KINDS = ("categorical", "multi", "numeric")
 _SCALINGS = ("standard", "log", "none")
-_NUMERIC_NAN = ("mean", "error")
+_NUMERIC_NAN = ("mean", "indicator", "error")
 _INPUT_KINDS = ("frame", "array", "sparse")
 
 
