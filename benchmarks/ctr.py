@@ -30,6 +30,7 @@ Parts (``--parts``, each merged into ``benchmarks/results/ctr.json``; one CPU th
 Usage::
 
     python benchmarks/ctr.py --parts quality --seeds 3
+    python benchmarks/ctr.py --parts quality --models ours   # rerun ours, keep the peers' rows
     python benchmarks/ctr.py --parts speed,serve,prune
     python benchmarks/ctr.py --parts stream --stream-rows 20000000
 """
@@ -96,7 +97,18 @@ def part_quality(args, out: dict) -> None:
 
     data = _load(args)
     seeds = SEEDS[: args.seeds]
-    rows = []
+    models = set(args.models.split(","))
+    unknown = models - {"ours", "lr", "lgbm", "fuxictr"}
+    if unknown:
+        raise SystemExit(f"--models: unknown {sorted(unknown)}")
+    # rows of the models not rerun now are kept from the results file (one table)
+    path = RESULTS / f"{NAME}.json"
+    previous = json.loads(path.read_text()).get("quality", {}).get("rows", []) \
+        if path.is_file() else []
+    prefix = {"ours": "skrec ", "lr": "LogisticRegression", "lgbm": "LightGBM",
+              "fuxictr": "FuxiCTR"}
+    rows = [r for r in previous
+            if not any(r["model"].startswith(prefix[m]) for m in models)]
 
     def add(row):
         rows.append(row)
@@ -105,18 +117,24 @@ def part_quality(args, out: dict) -> None:
         out["quality"] = {"rows": rows, "summary": summarize_seeds(rows, KEYS)}
         _save(out)
 
-    for arch in ARCHITECTURES:
+    if "ours" in models:
+        for arch in ARCHITECTURES:
+            for seed in seeds:
+                clf, row = _fit_ours(data, {"architecture": arch}, seed)
+                add({"model": f"skrec CTRClassifier(architecture={arch!r})", **row})
+                if arch == "wide_deep" and seed == seeds[0]:
+                    curve = reliability_curve(data.y_test,
+                                              clf.predict_proba(data.X_test)[:, 1])
+                    out["calibration"] = {k: (v.tolist() if hasattr(v, "tolist") else v)
+                                          for k, v in curve.items()}
+    if "lr" in models:
         for seed in seeds:
-            clf, row = _fit_ours(data, {"architecture": arch}, seed)
-            add({"model": f"skrec CTRClassifier(architecture={arch!r})", **row})
-            if arch == "wide_deep" and seed == seeds[0]:
-                curve = reliability_curve(data.y_test, clf.predict_proba(data.X_test)[:, 1])
-                out["calibration"] = {k: (v.tolist() if hasattr(v, "tolist") else v)
-                                      for k, v in curve.items()}
-    for seed in seeds:
-        add({**run_lr(data, seed), "model": "LogisticRegression (one-hot, C on valid)"})
-    for seed in seeds:
-        add({**run_lgbm(data, seed), "model": "LightGBM (one categorical column per field)"})
+            add({**run_lr(data, seed), "model": "LogisticRegression (one-hot, C on valid)"})
+    if "lgbm" in models:
+        for seed in seeds:
+            add({**run_lgbm(data, seed), "model": "LightGBM (one categorical column per field)"})
+    if "fuxictr" not in models:
+        return
     x1 = frappe_path(args.data) / "x1"
     for peer in ("DeepFM", "DCNv2"):
         if args.fuxictr:
@@ -371,6 +389,9 @@ def main() -> None:
     ap.add_argument("--parts", default="quality,speed,serve,prune")
     ap.add_argument("--data", default=None)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--models", default="ours,lr,lgbm,fuxictr",
+                    help="quality: which rows to (re)compute, the others are kept from the "
+                         "results file: ours, lr, lgbm, fuxictr")
     ap.add_argument("--fuxictr", action="store_true", help="rerun the FuxiCTR peers")
     ap.add_argument("--fuxictr-python", default="/work/venvs/fuxictr/bin/python")
     ap.add_argument("--model-zoo", default="/work/venvs/fuxictr/model_zoo")
