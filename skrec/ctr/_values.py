@@ -213,7 +213,7 @@ def _mix64(h: np.ndarray) -> np.ndarray:
 
 
 def hash_values(values: np.ndarray, n_buckets: int) -> np.ndarray:
-    """Bucket ``0 .. n_buckets - 1`` of every value: deterministic across runs and machines.
+    """Bucket in ``[0, n_buckets)`` of every value, deterministic across runs and machines.
 
     Integers (and integral floats, bools) are hashed as 64-bit integers; every other value as
     the text of ``str(value)`` (FNV-1a over its code points, then mixed), so the integer ``5``
