@@ -410,6 +410,12 @@ def test_transform_request_equals_the_full_rows():
     one_row["tags"] = [["t1", "t2"]]
     _same_batch(enc.transform_request(one_row, cands), enc.transform(full))
     assert len(enc.transform_request(request, cands.iloc[:0])) == 0
+    # missing and numpy-typed values read as the full rows' do (no one-row frame is built)
+    odd = {"app": None, "hour": np.int32(14), "tags": [], "price": np.nan}
+    full = cands.assign(app=None, hour=14, price=np.nan, tags=[[]] * 5)
+    _same_batch(enc.transform_request(odd, cands), enc.transform(full))
+    with pytest.raises(ValueError, match="dates"):  # a date goes through pandas' checks
+        enc.transform_request({**request, "hour": np.datetime64("2024-01-01")}, cands)
     with pytest.raises(ValueError, match="both"):
         enc.transform_request({**request, "site": "x"}, cands)
     with pytest.raises(ValueError, match="neither.*'paid'"):

@@ -120,13 +120,9 @@ class CTRClassifier(ClickPredictionMixin, PrunableMixin, ClassifierMixin, Neural
         full counts of the training rows. The counts are of rows (``sample_weight`` and
         ``class_weight`` do not weight them). ``fit`` counts its training rows (not the
         held-out validation rows), also with ``warm_start``; ``partial_fit`` adds each chunk
-        to the counts of the earlier ones. 0: no count field. On Frappe_x1 (3 seeds) they
-        raised the test AUC from 0.9839 to 0.9875 and lowered the log loss from 0.1200 to
-        0.1025, and on the synthetic Criteo-like log from 0.765 to 0.796 AUC
-        (``benchmarks/results/ctr_counts.json``); ``score_candidates`` of 1,000 candidates
-        took 3.0 ms instead of 2.2 (median, one thread of a shared machine). 4 (six pairs)
-        predicted better on Frappe (0.9877 AUC, 0.0988 log loss) but not on the synthetic
-        log, with twice the counts' memory (and 3.3 ms per 1,000 candidates). Set 0
+        to the counts of the earlier ones. 0: no count field. More pairs (4: six pairs)
+        memorise more at twice the counts' memory and a slower ``score_candidates``; the
+        measured effect of each setting is in :ref:`ctr_measured`. Set 0
         when no pair of values repeats between training and serving (every row a new user
         and ad).
     click_count_bins : int, default=8
@@ -155,8 +151,8 @@ class CTRClassifier(ClickPredictionMixin, PrunableMixin, ClassifierMixin, Neural
         Heads per attention block (``embed_dim`` must be divisible by it).
     n_experts : int, default=0
         Replace the MLP by a mixture of this many expert MLPs of the same sizes under a
-        softmax gate (MMoE-like); 0: a plain MLP. Measured on Frappe it predicted worse and
-        trained 3.3 times slower than the plain MLP, so it is off by default.
+        softmax gate (MMoE-like); 0: a plain MLP. Off by default: on Frappe it predicted
+        worse and trained several times slower than the plain MLP (:ref:`ctr_measured`).
     categorical, numeric, multi_valued : list or None, default=None
         Columns whose kind is forced (see :class:`FieldEncoder`); by dtype otherwise.
     field_layout : OneHotEncoder, ColumnTransformer, list or None, default=None
@@ -178,10 +174,9 @@ class CTRClassifier(ClickPredictionMixin, PrunableMixin, ClassifierMixin, Neural
         ``"<column>_missing"`` per numeric column holding NaN at fit time
         (``"indicator"``: the model tells a missing value from an average one); the
         training mean only (``"mean"``); or a ValueError (see :class:`FieldEncoder`). A NaN
-        in a column that had none at fit reads as the mean. On the synthetic Criteo-like log,
-        whose numeric counts are missing for a reason, the indicator raised the test AUC
-        from 0.796 to 0.826 (3 seeds, with the click counts;
-        ``benchmarks/results/ctr_counts.json``); data without NaN are unchanged.
+        in a column that had none at fit reads as the mean. Keep the indicator when values
+        are missing for a reason (a count that was not logged); data without NaN are
+        unchanged (:ref:`ctr_measured`).
     class_weight : dict, "balanced" or None, default=None
         Weights of the classes, multiplying ``sample_weight`` (``"balanced"``: inversely
         proportional to their frequencies; not with ``partial_fit``). Weighting changes the

@@ -43,6 +43,26 @@ def sparse_request(request, candidates, width: int) -> sp.csr_matrix:
     return sp.csr_matrix(candidates) + sp.csr_matrix(np.ones((n, 1))) @ sp.csr_matrix(request)
 
 
+def _dict_reader(cells: dict, candidates, fitted: list) -> tuple[Reader, int]:
+    """The reader of a request given as ``{column: one-cell column}`` of plain values (numbers,
+    strings, lists, missing values) and its candidates' DataFrame: what a one-row DataFrame of
+    the request would give, without building it."""
+    if not _is_frame(candidates):
+        raise ValueError("candidates must be a DataFrame of the other columns (the model "
+                         f"was fitted on a DataFrame); got {type(candidates).__name__}.")
+    check_split(list(cells), list(candidates.columns), fitted)
+    read_cells = {}
+    for name, col in cells.items():
+        if col.dtype.kind in "US":  # pandas holds strings as objects
+            col = col.astype(object)
+        read_cells[name] = (col, _missing_mask(col), str(col.dtype))
+
+    def read(name):
+        return read_cells[name] if name in read_cells else _frame_column(candidates, name)
+
+    return read, candidates.shape[0]
+
+
 def _one_value(value) -> np.ndarray:
     """A column of one cell holding ``value`` (a list for a multi-valued field)."""
     if isinstance(value, list | tuple | set | frozenset | np.ndarray):
@@ -62,7 +82,11 @@ def request_reader(encoder, request, candidates) -> tuple[Reader, int]:
                 raise ValueError(f"request must be one row; got {request.shape[0]}.")
             req = request
         elif isinstance(request, dict):
-            req = _pandas().DataFrame({k: _one_value(v) for k, v in request.items()})
+            cells = {k: _one_value(v) for k, v in request.items()}
+            if all(c.dtype.kind in "biufUSO" for c in cells.values()):
+                # plain values: read as numpy, as the array path does (no one-row frame)
+                return _dict_reader(cells, candidates, fitted)
+            req = _pandas().DataFrame(cells)
         else:
             raise ValueError("request must be a dict {column: value} or a one-row DataFrame; "
                              f"got {type(request).__name__}.")
