@@ -51,6 +51,37 @@ def test_candidates_of_one_request_in_one_call(model):
         clf.score_candidates({"user": 7}, ads)
 
 
+@pytest.mark.parametrize("architecture", ["wide_deep", "deepfm", "dcnv2"])
+def test_shared_request_fields_are_computed_once(architecture, monkeypatch):
+    X, y = _frame()
+    X = X.drop(columns="tags")
+    clf = CTRClassifier(**FAST, architecture=architecture).fit(X, y)
+    request = {"user": 7, "hour": 20}
+    ads = X[["ad", "price"]].iloc[:40].reset_index(drop=True)
+    full = ads.assign(user=7, hour=20)[list(X.columns)]
+    expected = clf.predict_proba(full)[:, 1]
+    module = clf.module_
+    batch = clf._with_counts(clf.encoder_.transform(full)).to_torch()
+    ids, numeric = batch["ids"], batch["numeric"]
+    if architecture != "dcnv2":  # the MLP-first architectures never run the full forward
+        monkeypatch.setattr(module, "forward", lambda *a, **k: pytest.fail("full forward"))
+    np.testing.assert_allclose(clf.score_candidates(request, ads), expected, rtol=1e-5)
+    with torch.no_grad():
+        shared = (ids[0] == ids).all(dim=0)
+        assert shared.any() and not shared.all()
+        logits = module.forward_shared(ids, numeric, shared=shared).numpy()
+        np.testing.assert_allclose(1 / (1 + np.exp(-logits)), expected, rtol=1e-5)
+    monkeypatch.undo()
+    with torch.no_grad():  # no column shared: the full forward
+        np.testing.assert_allclose(module.forward_shared(ids, numeric, shared=~(ids == ids)),
+                                   module(ids, numeric), rtol=1e-6)
+    with torch.no_grad():  # every column shared: all candidates the same row
+        same = ids[:1].repeat(5, 1), numeric[:1].repeat(5, 1)
+        np.testing.assert_allclose(
+            module.forward_shared(*same, shared=torch.ones(ids.shape[1], dtype=torch.bool)),
+            module(*same), rtol=1e-5)
+
+
 def test_exported_program_and_onnx_match_predict_proba(model, tmp_path):
     clf, X = model
     rows = X.iloc[:64]

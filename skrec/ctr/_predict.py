@@ -20,22 +20,30 @@ class ClickPredictionMixin:
     fitted click classifier (its ``encoder_``, ``module_``, ``classes_`` and
     ``negative_sampling_rate``, served through ``_serving()``)."""
 
-    def _raw_logits(self, batch: FieldBatch) -> np.ndarray:
-        """The model's logits of encoded rows (float64; no negative-sampling correction)."""
+    def _raw_logits(self, batch: FieldBatch, shared: bool = False) -> np.ndarray:
+        """The model's logits of encoded rows (float64; no negative-sampling correction).
+        ``shared``: rows of one request, whose columns holding one value are computed once
+        (:meth:`skrec.nn.CTRModel.forward_shared`)."""
         n = len(batch)
         out = np.empty(n, dtype=np.float64)
         if n == 0:
             return out
         tensors = self._with_counts(batch).to_torch()
         with self._serving() as setup:
+            forward_shared = getattr(setup.module, "forward_shared", None)
+            if shared and n <= _PREDICT_ROWS and forward_shared is not None:
+                ids = tensors["ids"].to(setup.device)
+                inputs = {k: v.to(setup.device) for k, v in tensors.items()}
+                inputs["shared"] = (ids == ids[:1]).all(dim=0)
+                return forward_shared(**inputs).double().cpu().numpy()
             for start in range(0, n, _PREDICT_ROWS):
                 stop = min(start + _PREDICT_ROWS, n)
                 inputs = slice_rows(tensors, start, stop, batch.n_multi, setup.device)
                 out[start:stop] = setup.module(**inputs).float().cpu().numpy()
         return out
 
-    def _logits(self, batch: FieldBatch) -> np.ndarray:
-        logit = self._raw_logits(batch)
+    def _logits(self, batch: FieldBatch, shared: bool = False) -> np.ndarray:
+        logit = self._raw_logits(batch, shared)
         if self.negative_sampling_rate != 1.0:
             logit = logit + np.log(float(self.negative_sampling_rate))
         return logit
@@ -120,7 +128,7 @@ class ClickPredictionMixin:
         """
         check_is_fitted(self)
         batch = self.encoder_.transform_request(request, candidates)
-        return _proba(self._logits(batch))[:, 1]
+        return _proba(self._logits(batch, shared=True))[:, 1]
 
     # ------------------------------------------------------------------ export hooks
     def _serving_graph(self, precision: str | None = None):

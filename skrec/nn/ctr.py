@@ -324,10 +324,11 @@ class MLP(nn.Module):
             nn.init.xavier_normal_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply the layers to ``x`` (B, in_dim)."""
+    def forward(self, x: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the layers to ``x`` (B, in_dim); with ``first``, the first layer's output
+        (B, hidden[0]) computed by the caller, and ``x`` is not read."""
         for i, layer in enumerate(self.layers):
-            x = layer(x)
+            x = first if (i == 0 and first is not None) else layer(x)
             if self.norms is not None:
                 x = self.norms[i](x)
             x = F.relu(x)
@@ -659,6 +660,57 @@ class CTRModel(nn.Module):
             nn.init.xavier_normal_(self.cross_head.weight)
 
     # ------------------------------------------------------------------ forward
+    def forward_shared(self, ids: torch.Tensor, numeric: torch.Tensor | None = None,
+                       bag_ids: torch.Tensor | None = None,
+                       bag_offsets: torch.Tensor | None = None,
+                       bag_weights: torch.Tensor | None = None,
+                       shared: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`forward` of rows whose categorical columns ``shared`` (bool, one per column
+        of ``ids``) hold one value in every row: the candidates of one request.
+
+        The shared fields' vectors are looked up once and their share of the MLP's first
+        layer (and of the factorisation machine's sums) computed once, not per row: scoring
+        ``N`` candidates then costs about their own fields. The same logits as
+        :meth:`forward` up to rounding, for the architectures whose field vectors meet
+        first in a linear map (``"wide_deep"`` and ``"deepfm"`` with a plain MLP, in a float
+        copy); the others, bags, training mode and a quantized copy take :meth:`forward`.
+        """
+        first = self.deep.layers[0] if isinstance(self.deep, MLP) and len(
+            self.deep.layers) else None
+        if (shared is None or self.training or self.blocks is not None
+                or self.cross is not None or self.embedding.n_multi
+                or not isinstance(first, nn.Linear) or not bool(shared.any())
+                or ids.shape[0] < 2):
+            return self.forward(ids, numeric, bag_ids, bag_offsets, bag_weights)
+        emb_layer, d = self.embedding, self.embed_dim
+        weight, B = emb_layer.weight, ids.shape[0]
+        w = first.weight.reshape(first.out_features, -1, d)   # (H, n_fields, d)
+        own, common = (~shared).nonzero().squeeze(1), shared.nonzero().squeeze(1)
+        mine = F.embedding(ids[:, own], weight)                  # (B, V, d)
+        theirs = F.embedding(ids[:1, common], weight)            # (1, S, d): once
+        hidden = (F.linear(mine.reshape(B, -1), w[:, own].reshape(w.shape[0], -1))
+                  + F.linear(theirs.reshape(1, -1), w[:, common].reshape(w.shape[0], -1),
+                             first.bias))
+        varying = [mine]
+        if emb_layer.n_numeric:
+            n_cat = emb_layer.n_categorical
+            values = numeric.to(weight.dtype).unsqueeze(-1) * emb_layer.numeric_weight
+            hidden = hidden + F.linear(values.reshape(B, -1),
+                                       w[:, n_cat:].reshape(w.shape[0], -1))
+            varying.append(values)
+        deep = self.deep(mine, first=hidden)
+        with torch.autocast(device_type=deep.device.type, enabled=False):
+            logit = _fp32_linear(self.head, deep).squeeze(-1)
+            if self.fm is not None:  # the sums over the fields, the shared ones once
+                total, squares = theirs.float().sum(dim=1), theirs.float().pow(2).sum(dim=1)
+                for part in varying:
+                    total = total + part.float().sum(dim=1)
+                    squares = squares + part.float().pow(2).sum(dim=1)
+                logit = logit + 0.5 * (total.pow(2) - squares).sum(dim=1)
+            if self.wide is not None:
+                logit = logit + self.wide(ids, numeric)
+        return logit
+
     def forward(self, ids: torch.Tensor, numeric: torch.Tensor | None = None,
                 bag_ids: torch.Tensor | None = None, bag_offsets: torch.Tensor | None = None,
                 bag_weights: torch.Tensor | None = None) -> torch.Tensor:
