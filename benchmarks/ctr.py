@@ -17,8 +17,9 @@ Parts (``--parts``, each merged into ``benchmarks/results/ctr.json``; one CPU th
   context fixed) on one thread: ``score_candidates`` end to end (encoding included), and the
   model alone on encoded tensors (the exported graph's work), fp32 and int8; the test AUC
   of each precision.
-- ``prune``: ``prune_`` of the default model with fine-tuning: batch inference time on the
-  test rows (model alone, median of repetitions) and test AUC, before and after.
+- ``prune``: ``prune_`` of the default model with fine-tuning (early stopping on ``valid.csv``,
+  as the fit): batch inference time on the test rows (model alone, median of repetitions)
+  and test AUC, before and after.
 - ``stream``: ``partial_fit`` over a synthetic Criteo-like stream (``iter_ctr_chunks``: 26
   categorical fields up to 10^7 values, 13 numeric, ~3 % clicks) in chunks, every field
   hashed: rows/s and the peak RSS, AUC on a held-out chunk.
@@ -279,7 +280,8 @@ def part_prune(args, out: dict) -> None:
     for amount in args.prune_amounts:
         clf = skrec.load(Path(args.work) / "default_model.skrec")
         c0 = time.process_time()
-        clf.prune_(amount, X=data.X_train, y=data.y_train, fine_tune_epochs=10)
+        clf.prune_(amount, X=data.X_train, y=data.y_train, X_val=data.X_valid,
+                   y_val=data.y_valid, fine_tune_epochs=10)
         cpu = time.process_time() - c0
         auc, ll = metrics(data.y_test, clf.predict_proba(data.X_test)[:, 1])
         ms = _batch_ms(clf, tensors, args.reps // 10)

@@ -46,6 +46,20 @@ def test_prune_and_fine_tune_the_default_model(data):
         clf.prune_(0.6, X=X[:100])
 
 
+def test_fine_tuning_stops_on_an_explicit_validation_set(data):
+    from sklearn.metrics import log_loss
+
+    X, y = data
+    clf = CTRClassifier(**FAST).fit(X[:2000], y[:2000], X_val=X[2000:2400], y_val=y[2000:2400])
+    clf.prune_(0.5, X=X[:2000], y=y[:2000], X_val=X[2000:2400], y_val=y[2000:2400],
+               fine_tune_epochs=2)
+    # the restored epoch's score is the log loss of the given rows, as fit's X_val gives it
+    assert clf.best_score_ == pytest.approx(
+        log_loss(y[2000:2400], clf.predict_proba(X[2000:2400])[:, 1]), rel=1e-6)
+    with pytest.raises(ValueError, match="both X_val and y_val"):
+        clf.prune_(0.1, X=X[:2000], y=y[:2000], X_val=X[2000:2400])
+
+
 @pytest.mark.parametrize("params, target, check", [
     ({"architecture": "transformer"}, "heads",
      lambda m: [b.attn.n_heads for b in m.blocks] != [2, 2]),

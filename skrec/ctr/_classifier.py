@@ -550,13 +550,20 @@ validation_metric_
             self._set_state(encoder, classes)
         return self._run(inputs, epochs=1, continued=continued, validate=False)
 
-    def _training_inputs(self, X, y=None, sample_weight=None) -> CTRInputs:
-        """Training inputs of the fitted model (pruning's importance pass and fine-tuning)."""
+    def _training_inputs(self, X, y=None, sample_weight=None, *, X_val=None, y_val=None,
+                         sample_weight_val=None) -> CTRInputs:
+        """Training inputs of the fitted model (pruning's importance pass and fine-tuning),
+        with ``fit``'s explicit validation set when given (``prune_(..., X_val=, y_val=)``)."""
         if y is None:
             raise ValueError("a CTRClassifier is pruned and fine-tuned on labelled rows: pass "
                              "y with X.")
+        if (X_val is None) != (y_val is None):
+            raise ValueError("give both X_val and y_val, or neither.")
         check_is_fitted(self)
         inputs = self._inputs(X, y, sample_weight)
+        if X_val is not None:
+            val = self._inputs(X_val, y_val, sample_weight_val)
+            inputs.validation = (val.batch, val.y, val.weight)
         inputs.count_crosses = False
         return inputs
 

@@ -509,7 +509,9 @@ class PrunableMixin:
             Batches of ``X`` used for Taylor importance; all when ``None``.
         **fit_params : dict
             The other per-sample data of ``fit``, for the rows of ``X``: ``user_features`` of
-            a recommender fitted with them, ``sample_weight`` of a classifier.
+            a recommender fitted with them, ``sample_weight`` of a classifier; and a click
+            classifier's explicit validation set ``X_val``, ``y_val`` for the fine-tuning's
+            early stopping, as ``fit`` takes it.
 
         Returns
         -------
