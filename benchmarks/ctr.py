@@ -99,15 +99,16 @@ def part_quality(args, out: dict) -> None:
     data = _load(args)
     seeds = SEEDS[: args.seeds]
     models = set(args.models.split(","))
-    unknown = models - {"ours", "lr", "lgbm", "fuxictr"}
+    unknown = models - {"ours", "experts", "lr", "lgbm", "fuxictr"}
     if unknown:
         raise SystemExit(f"--models: unknown {sorted(unknown)}")
     # rows of the models not rerun now are kept from the results file (one table)
     path = RESULTS / f"{NAME}.json"
     previous = json.loads(path.read_text()).get("quality", {}).get("rows", []) \
         if path.is_file() else []
-    prefix = {"ours": "skrec ", "lr": "LogisticRegression", "lgbm": "LightGBM",
-              "fuxictr": "FuxiCTR"}
+    prefix = {"ours": "skrec CTRClassifier(architecture=",
+              "experts": "skrec CTRClassifier(n_experts=", "lr": "LogisticRegression",
+              "lgbm": "LightGBM", "fuxictr": "FuxiCTR"}
     rows = [r for r in previous
             if not any(r["model"].startswith(prefix[m]) for m in models)]
 
@@ -128,6 +129,10 @@ def part_quality(args, out: dict) -> None:
                                               clf.predict_proba(data.X_test)[:, 1])
                     out["calibration"] = {k: (v.tolist() if hasattr(v, "tolist") else v)
                                           for k, v in curve.items()}
+    if "experts" in models:  # the default with its MLP replaced by a mixture of 4 experts
+        for seed in seeds:
+            _, row = _fit_ours(data, {"n_experts": 4}, seed)
+            add({"model": "skrec CTRClassifier(n_experts=4)", **row})
     if "lr" in models:
         for seed in seeds:
             add({**run_lr(data, seed), "model": "LogisticRegression (one-hot, C on valid)"})
@@ -391,9 +396,10 @@ def main() -> None:
     ap.add_argument("--parts", default="quality,speed,serve,prune")
     ap.add_argument("--data", default=None)
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--models", default="ours,lr,lgbm,fuxictr",
+    ap.add_argument("--models", default="ours,experts,lr,lgbm,fuxictr",
                     help="quality: which rows to (re)compute, the others are kept from the "
-                         "results file: ours, lr, lgbm, fuxictr")
+                         "results file: ours, experts (the default with n_experts=4), lr, "
+                         "lgbm, fuxictr")
     ap.add_argument("--fuxictr", action="store_true", help="rerun the FuxiCTR peers")
     ap.add_argument("--fuxictr-python", default="/work/venvs/fuxictr/bin/python")
     ap.add_argument("--model-zoo", default="/work/venvs/fuxictr/model_zoo")
