@@ -43,24 +43,16 @@ def sparse_request(request, candidates, width: int) -> sp.csr_matrix:
     return sp.csr_matrix(candidates) + sp.csr_matrix(np.ones((n, 1))) @ sp.csr_matrix(request)
 
 
-def _dict_reader(cells: dict, candidates, fitted: list) -> tuple[Reader, int]:
+def _cell_reader(cells: dict) -> Reader:
     """The reader of a request given as ``{column: one-cell column}`` of plain values (numbers,
-    strings, lists, missing values) and its candidates' DataFrame: what a one-row DataFrame of
-    the request would give, without building it."""
-    if not _is_frame(candidates):
-        raise ValueError("candidates must be a DataFrame of the other columns (the model "
-                         f"was fitted on a DataFrame); got {type(candidates).__name__}.")
-    check_split(list(cells), list(candidates.columns), fitted)
+    strings, lists, missing values): what a one-row DataFrame of it would give, without
+    building one."""
     read_cells = {}
     for name, col in cells.items():
         if col.dtype.kind in "US":  # pandas holds strings as objects
             col = col.astype(object)
         read_cells[name] = (col, _missing_mask(col), str(col.dtype))
-
-    def read(name):
-        return read_cells[name] if name in read_cells else _frame_column(candidates, name)
-
-    return read, candidates.shape[0]
+    return read_cells.__getitem__
 
 
 def _one_value(value) -> np.ndarray:
@@ -80,23 +72,25 @@ def request_reader(encoder, request, candidates) -> tuple[Reader, int]:
         if _is_frame(request):
             if request.shape[0] != 1:
                 raise ValueError(f"request must be one row; got {request.shape[0]}.")
-            req = request
+            mine = list(request.columns)
+            read_request = lambda name: _frame_column(request, name)  # noqa: E731
         elif isinstance(request, dict):
             cells = {k: _one_value(v) for k, v in request.items()}
+            mine = list(cells)
             if all(c.dtype.kind in "biufUSO" for c in cells.values()):
-                # plain values: read as numpy, as the array path does (no one-row frame)
-                return _dict_reader(cells, candidates, fitted)
-            req = _pandas().DataFrame(cells)
+                read_request = _cell_reader(cells)  # plain values: no one-row frame
+            else:  # e.g. dates: pandas reads them (and refuses them with its message)
+                frame = _pandas().DataFrame(cells)
+                read_request = lambda name: _frame_column(frame, name)  # noqa: E731
         else:
             raise ValueError("request must be a dict {column: value} or a one-row DataFrame; "
                              f"got {type(request).__name__}.")
         if not _is_frame(candidates):
             raise ValueError("candidates must be a DataFrame of the other columns (the model "
                              f"was fitted on a DataFrame); got {type(candidates).__name__}.")
-        mine = list(req.columns)
         check_split(mine, list(candidates.columns), fitted)
-        return (lambda name: _frame_column(req if name in mine else candidates, name),
-                candidates.shape[0])
+        return (lambda name: read_request(name) if name in mine
+                else _frame_column(candidates, name)), candidates.shape[0]
     if not isinstance(request, dict):
         raise ValueError("request must be a dict {column index: value} (the model was fitted "
                          f"on an array); got {type(request).__name__}.")
